@@ -1,0 +1,45 @@
+# Sourced by scripts/run-service and scripts/run-tests: makes a fresh Debian/Ubuntu machine with Python 3.11
+# ready, installing only what is missing. Re-running it is cheap.
+
+KTUNE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${KTUNE_VENV:-$KTUNE_ROOT/.venv}"
+PY="$VENV/bin/python"
+
+_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+_apt_install() {
+  echo "installing $* from the distribution's packages" >&2
+  if [ -z "${_KTUNE_APT_UPDATED:-}" ]; then _sudo apt-get update -qq; _KTUNE_APT_UPDATED=1; fi
+  _sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+_python() {
+  for candidate in python3.11 python3.12 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))'; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "ktune needs Python 3.11 or 3.12 on PATH" >&2; return 1
+}
+
+ensure_venv() {
+  if [ ! -x "$PY" ]; then
+    local python; python="$(_python)"
+    if ! "$python" -m venv "$VENV" 2>/dev/null; then
+      rm -rf "$VENV"
+      _apt_install "$(basename "$python")-venv" || _apt_install python3-venv
+      "$python" -m venv "$VENV"
+    fi
+  fi
+  local stamp="$VENV/.ktune-installed"
+  if [ ! -f "$stamp" ] || [ "$KTUNE_ROOT/pyproject.toml" -nt "$stamp" ]; then
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -e "$KTUNE_ROOT[dev]"
+    touch "$stamp"
+  fi
+}
+
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 || _apt_install redis-server
+}

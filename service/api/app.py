@@ -1,0 +1,41 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from service.api import errors, routes_health, routes_jobs
+from service.api.body_limit import BodyLimitMiddleware
+from service.api.deps import get_store
+from service.api.sweeper import run_sweeper
+from service.core.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the sweeper for lost start messages runs while it serves."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        interval = max(1.0, settings.stale_queued_seconds / 4)
+        sweeper = asyncio.create_task(run_sweeper(get_store(), settings, interval))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+
+    app = FastAPI(
+        title="ktune",
+        version="0.1.0",
+        summary="Hyperparameter tuning of Keras models: POST a job, poll it, download the best model.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    errors.install(app)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_health.router)
+    return app

@@ -1,0 +1,112 @@
+"""What the job endpoints do, apart from HTTP: submit, read, list, cancel."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import redis
+from kombu.exceptions import OperationalError
+
+from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
+from service.core import lifecycle, queue
+from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
+from service.core.records import JobRecord, TrialRecord, utcnow
+from service.core.settings import Settings
+from service.core.spec import JobCreate, check_limits
+from service.core.states import JobStatus, TrialStatus
+from service.core.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+def submit(store: JobStore, spec: JobCreate, settings: Settings) -> JobRecord:
+    """Validate limits, store the job as queued, then queue its start.
+
+    Raises InvalidRequest over a limit, Unavailable when Redis cannot take the job (then nothing is kept
+    queued: a stored job whose start could not be sent is failed with the reason).
+    """
+    problems = check_limits(spec, settings.limits)
+    if problems:
+        raise InvalidRequest([FieldProblem(p.field, p.message) for p in problems])
+    spec = spec.resolved()
+    record = JobRecord(
+        id=str(uuid.uuid4()),
+        status=JobStatus.QUEUED,
+        spec=spec.model_dump(mode="json", exclude={"data"}),
+        created_at=utcnow(),
+    )
+    try:
+        store.create_job(record, spec.data.model_dump(mode="json"))
+    except redis.RedisError as exc:
+        raise Unavailable(f"the job store is unreachable, nothing was queued: {exc}") from exc
+    try:
+        queue.send_start_job(record.id, spec.queue)
+    except (OperationalError, redis.RedisError) as exc:
+        log.exception("could not queue job %s", record.id)
+        lifecycle.fail(store, record.id, "enqueue_failed", f"the job could not be queued: {exc}")
+        raise Unavailable(f"the job could not be queued, try again: {exc}") from exc
+    record.enqueued_at = utcnow()
+    store.set_job_fields(record.id, enqueued_at=record.enqueued_at)
+    # As accepted: a worker may already have started it, which the client sees on its first poll.
+    return record
+
+
+def get(store: JobStore, job_id: str) -> JobRecord:
+    """The job; raises NotFound."""
+    record = store.get_job(job_id)
+    if record is None:
+        raise NotFound(f"no job with id '{job_id}'", "job_not_found")
+    return record
+
+
+def cancel(store: JobStore, job_id: str) -> JobRecord:
+    """Cancel a queued or running job; cancelling a cancelled job is a no-op. Raises NotFound, Conflict."""
+    record = get(store, job_id)
+    if not lifecycle.cancel(store, job_id):
+        record = get(store, job_id)
+        if record.status is not JobStatus.CANCELLED:
+            raise Conflict(
+                f"job '{job_id}' has already {record.status.value}; only queued or running jobs can "
+                "be cancelled",
+                "job_finished",
+            )
+        return record
+    # Trials no worker has picked up yet end here; running ones notice at their next epoch.
+    for trial in store.get_trials(job_id):
+        if trial.status is TrialStatus.QUEUED and store.lease_holder(job_id, trial.id) is None:
+            store.put_trial(
+                job_id, trial.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
+            )
+    return get(store, job_id)
+
+
+def to_public(store: JobStore, record: JobRecord) -> JobPublic:
+    counts = store.trial_status_counts(record.id)
+    spec = record.spec
+    return JobPublic(
+        id=record.id,
+        name=spec.get("name"),
+        status=record.status,
+        task=spec["task"],
+        algorithm=spec["tuner"]["algorithm"],
+        objective=ObjectivePublic(name=spec["objective"]["name"], direction=spec["objective"]["direction"]),
+        progress=Progress(
+            trials_total=spec["tuner"]["max_trials"],
+            completed=counts[TrialStatus.COMPLETED],
+            running=counts[TrialStatus.RUNNING],
+            queued=counts[TrialStatus.QUEUED],
+            failed=counts[TrialStatus.FAILED],
+            cancelled=counts[TrialStatus.CANCELLED],
+        ),
+        best_trial=record.best,
+        error=record.error,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        spec=spec,
+    )
+
+
+def trial_to_public(trial: TrialRecord) -> TrialPublic:
+    return TrialPublic.model_validate(trial.model_dump())

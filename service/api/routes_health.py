@@ -1,0 +1,42 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.api.deps import StoreDep
+from service.api.schemas import Health
+from service.core.queue import get_celery
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The API process is up."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(store: StoreDep) -> JSONResponse:
+    """Ready when Redis answers and at least one worker is consuming a queue."""
+    checks: dict[str, object] = {}
+    try:
+        checks["redis"] = "ok" if store.ping() else "no answer"
+    except Exception as exc:  # any failure to reach Redis means not ready
+        checks["redis"] = f"unreachable: {exc}"
+    queues: dict[str, list[str]] = {}
+    if checks["redis"] == "ok":
+        try:
+            active = get_celery().control.inspect(timeout=1.0).active_queues() or {}
+        except Exception as exc:  # the broker may fail mid-call
+            active = {}
+            checks["workers_error"] = str(exc)
+        for worker, worker_queues in active.items():
+            for q in worker_queues:
+                queues.setdefault(q["name"], []).append(worker)
+    checks["queues"] = queues
+    ready = checks["redis"] == "ok" and bool(queues)
+    body = Health(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

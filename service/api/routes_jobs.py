@@ -1,0 +1,107 @@
+"""The /v1/jobs endpoints: HTTP only; the work is in job_service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import FileResponse
+
+from service.api import job_service
+from service.api.deps import ArtifactsDep, SettingsDep, StoreDep
+from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
+from service.core.errors import Conflict, FieldProblem, InvalidRequest
+from service.core.spec import JobCreate
+from service.core.states import JobStatus
+from service.core.store import InvalidCursor
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such job"},
+    409: {"model": ErrorBody, "description": "the job's state does not allow this"},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={
+        413: {"model": ErrorBody, "description": "body too large"},
+        422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
+        503: {"model": ErrorBody, "description": "the queue is unreachable; nothing was queued"},
+    },
+)
+def create_job(job: JobCreate, response: Response, store: StoreDep, settings: SettingsDep) -> JobPublic:
+    """Validate a tuning job and queue it; poll the Location it returns."""
+    record = job_service.submit(store, job, settings)
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return job_service.to_public(store, record)
+
+
+@router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
+def list_jobs(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+) -> JobList:
+    """List jobs, newest first, a page at a time, optionally only those with one status."""
+    try:
+        records, next_cursor = store.list_jobs(status_filter, limit, cursor)
+    except InvalidCursor as exc:
+        raise InvalidRequest(
+            [
+                FieldProblem(
+                    "cursor", "is not a cursor this service handed out; use next_cursor from a previous page"
+                )
+            ]
+        ) from exc
+    return JobList(items=[job_service.to_public(store, r) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
+def get_job(job_id: str, store: StoreDep) -> JobPublic:
+    """Status, progress, best trial so far, timestamps and error of one job."""
+    return job_service.to_public(store, job_service.get(store, job_id))
+
+
+@router.get("/{job_id}/trials", response_model=TrialList, responses=_ERRORS)
+def list_trials(job_id: str, store: StoreDep) -> TrialList:
+    """Every trial of a job with hyperparameters, per-epoch history, result, duration and worker."""
+    job_service.get(store, job_id)
+    trials = [job_service.trial_to_public(t) for t in store.get_trials(job_id)]
+    return TrialList(job_id=job_id, items=trials)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS)
+def cancel_job(job_id: str, store: StoreDep) -> JobPublic:
+    """Cancel a queued or running job; running trials stop within an epoch, finished ones are kept."""
+    return job_service.to_public(store, job_service.cancel(store, job_id))
+
+
+@router.get(
+    "/{job_id}/artifacts/best-model",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **_ERRORS},
+)
+def best_model(job_id: str, store: StoreDep, artifacts: ArtifactsDep) -> FileResponse:
+    """The best model so far as a .keras file that keras.models.load_model opens."""
+    record = job_service.get(store, job_id)
+    path = artifacts.best_model_path(job_id)
+    if record.best is None or not path.is_file():
+        raise Conflict(
+            f"job '{job_id}' ({record.status.value}) has no completed trial yet, so no best model",
+            "no_best_model",
+        )
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}-best-model.keras")
+
+
+@router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
+def best_hyperparameters(job_id: str, store: StoreDep) -> dict[str, Any]:
+    """The best trial's hyperparameters as JSON."""
+    record = job_service.get(store, job_id)
+    if record.best is None:
+        raise Conflict(f"job '{job_id}' ({record.status.value}) has no completed trial yet", "no_best_trial")
+    return record.best.hyperparameters

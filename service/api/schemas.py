@@ -1,0 +1,96 @@
+"""Response bodies of the HTTP API (requests are `service.core.spec.JobCreate`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.core.records import BestTrial, ErrorInfo, ExecutionRecord
+from service.core.states import JobStatus, TrialStatus
+
+
+class Progress(BaseModel):
+    """Trial counts of a job; `trials_total` is the trial budget (max_trials)."""
+
+    trials_total: int
+    completed: int
+    running: int
+    queued: int
+    failed: int
+    cancelled: int
+
+
+class ObjectivePublic(BaseModel):
+    name: str
+    direction: str
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it."""
+
+    id: str
+    name: str | None
+    status: JobStatus
+    task: str
+    algorithm: str
+    objective: ObjectivePublic
+    progress: Progress
+    best_trial: BestTrial | None = Field(description="the best completed trial so far")
+    error: ErrorInfo | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any] = Field(description="the request as accepted, defaults filled in, without its data")
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+class TrialPublic(BaseModel):
+    """One trial: hyperparameters, per-execution per-epoch history, result, duration and worker."""
+
+    id: str
+    status: TrialStatus
+    hyperparameters: dict[str, Any]
+    objective_value: float | None = Field(description="best epoch's objective, averaged over executions")
+    metrics: dict[str, float] = Field(description="all metrics at the best epoch, averaged over executions")
+    executions: list[ExecutionRecord]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    worker: str | None
+    error: ErrorInfo | None
+
+
+class TrialList(BaseModel):
+    job_id: str
+    items: list[TrialPublic]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the offending value, e.g. objective.name")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx body."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = Field(default_factory=dict)

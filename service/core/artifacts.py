@@ -1,0 +1,40 @@
+"""The artifact store: best models and trial checkpoints in a directory shared by the API and workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class ArtifactStore:
+    """Files under `root/jobs/{job_id}/`; a best model is replaced atomically so readers never see half."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def best_model_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "best-model.keras"
+
+    def candidate_model_path(self, job_id: str, trial_id: str) -> Path:
+        """Where a trial writes its model before it is known to be the best."""
+        path = self.job_dir(job_id) / "candidates" / f"{trial_id}.keras"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def checkpoint_path(self, job_id: str, trial_id: str) -> Path:
+        """Best-epoch weights of a trial, for algorithms that continue a trial (hyperband)."""
+        path = self.job_dir(job_id) / "checkpoints" / f"{trial_id}.weights.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def promote(self, job_id: str, candidate: Path) -> Path:
+        """Make a candidate the job's best model (an atomic rename on the same filesystem)."""
+        target = self.best_model_path(job_id)
+        os.replace(candidate, target)
+        return target
+
+    def has_best_model(self, job_id: str) -> bool:
+        return self.best_model_path(job_id).is_file()

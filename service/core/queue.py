@@ -1,0 +1,58 @@
+"""The Celery app both sides share: the API sends tasks by name, workers register and run them.
+
+Importing this never imports TensorFlow: task code lives in `worker.tasks`, loaded only by workers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from service.core.settings import Settings, get_settings
+
+START_JOB = "ktune.start_job"
+RUN_TRIAL = "ktune.run_trial"
+QUEUES = ("cpu", "gpu")
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for long, late-acknowledged trial tasks on the Redis broker."""
+    app = Celery("ktune", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # results live in the job store, not in Celery's backend
+        task_acks_late=True,  # a task is acknowledged after it ran, so a lost worker's task comes back
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # trials are long: never hold a second one while training
+        task_time_limit=settings.trial_time_limit_seconds + 60,
+        task_soft_time_limit=settings.trial_time_limit_seconds,
+        broker_transport_options={
+            # Above the longest trial: Redis redelivers unacknowledged messages after this long.
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_hijack_root_logger=False,
+        task_default_queue="cpu",
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+@lru_cache(maxsize=1)
+def get_celery() -> Celery:
+    """The process-wide Celery app, configured from the settings on first use."""
+    return make_celery(get_settings())
+
+
+def send_start_job(job_id: str, queue: str) -> None:
+    """Queue the first step of a job's search; raises kombu's OperationalError when Redis is down."""
+    get_celery().send_task(START_JOB, args=[job_id], queue=queue)
+
+
+def send_run_trial(job_id: str, trial_id: str, queue: str) -> None:
+    """Queue one trial of a job."""
+    get_celery().send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue)

@@ -1,0 +1,68 @@
+"""What the store keeps of a job and its trials; the API renders these, the worker writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.core.states import JobStatus, TrialStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ErrorInfo(BaseModel):
+    """Why a job or trial failed: a machine-readable code and a sentence for people."""
+
+    code: str
+    message: str
+
+
+class BestTrial(BaseModel):
+    """The best completed trial of a job so far."""
+
+    trial_id: str
+    hyperparameters: dict[str, Any]
+    objective_value: float
+    metrics: dict[str, float]
+
+
+class JobRecord(BaseModel):
+    """A job as stored; `spec` is the request without its data arrays."""
+
+    id: str
+    status: JobStatus
+    spec: dict[str, Any]
+    created_at: datetime
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorInfo | None = None
+    best: BestTrial | None = None
+
+
+class ExecutionRecord(BaseModel):
+    """One training execution of a trial: per-epoch history and its best epoch."""
+
+    history: dict[str, list[float]] = Field(default_factory=dict)
+    best_epoch: int | None = None
+
+
+class TrialRecord(BaseModel):
+    """A trial as stored and shown: hyperparameters, progress and result."""
+
+    id: str
+    status: TrialStatus
+    hyperparameters: dict[str, Any]
+    objective_value: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    executions: list[ExecutionRecord] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    worker: str | None = None
+    error: ErrorInfo | None = None

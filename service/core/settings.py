@@ -1,0 +1,59 @@
+"""Configuration of the API and the workers, read once from KTUNE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseSettings):
+    """Hard limits that keep one request from exhausting a worker (KTUNE_MAX_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="KTUNE_", extra="ignore")
+
+    max_rows: int = Field(100_000, description="rows of inline data, train and validation together")
+    max_features: int = Field(1_000, description="columns of x")
+    max_hidden_layers: int = Field(32, description="hidden layers of an mlp")
+    max_units: int = Field(4_096, description="units of one hidden layer")
+    max_epochs: int = Field(10_000, description="epochs of one execution")
+    max_trials: int = Field(1_000, description="trials of one job")
+    max_executions_per_trial: int = Field(10, description="executions of one trial")
+    max_parallel_trials: int = Field(64, description="trials of one job running at once")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="size of a request body")
+
+
+class Settings(BaseSettings):
+    """Everything the API and the workers read from the environment; defaults run a local setup."""
+
+    model_config = SettingsConfigDict(env_prefix="KTUNE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    artifact_dir: str = "var/artifacts"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    key_prefix: str = "ktune"
+    trial_time_limit_seconds: int = Field(3_600, description="a trial task is stopped after this long")
+    lease_seconds: int = Field(60, description="a trial's lease lapses when not renewed for this long")
+    worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    worker_max_tasks_per_child: int = Field(
+        200, description="a worker process is replaced after this many tasks, bounding its memory"
+    )
+    training_loop: str = Field("fast", description="'fast' (compiled epochs) or 'fit' (plain model.fit)")
+    stale_queued_seconds: int = Field(
+        60, description="a job still queued after this long has its start message sent again"
+    )
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Above the longest trial, so the broker never redelivers a trial that is still running."""
+        return self.trial_time_limit_seconds * 2 + 60
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

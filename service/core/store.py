@@ -1,0 +1,239 @@
+"""The Redis job store: the only module that knows Redis key names.
+
+Layout (prefix `ktune` by default):
+- `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, started_at,
+  finished_at, error (JSON), best (JSON)
+- `{p}:job:{id}:data` the data section (JSON), read by workers only
+- `{p}:job:{id}:trials` hash trial id -> trial record (JSON); `{p}:job:{id}:trial-status` id -> status
+- `{p}:job:{id}:oracle` the search algorithm's state (JSON)
+- `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner
+- `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import redis
+from redis.lock import Lock
+
+from service.core.records import BestTrial, ErrorInfo, JobRecord, TrialRecord
+from service.core.states import JobStatus, TrialStatus
+
+_CURSOR = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
+
+# Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes in step.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return -1 end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREM', ARGV[3] .. current, ARGV[4])
+redis.call('ZADD', ARGV[3] .. ARGV[2], 0, ARGV[4])
+return 1
+"""
+
+# Renews a lease only for its owner.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor that this store did not hand out."""
+
+
+class JobStore:
+    """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "ktune") -> None:
+        # redis-py types every reply as "T | Awaitable[T]" (sync and async share stubs); this client is sync.
+        self.redis: Any = client
+        self.prefix = prefix
+        self._transition = client.register_script(_TRANSITION)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            health_check_interval=15,
+            socket_connect_timeout=5,
+            retry_on_timeout=True,
+        )
+        return cls(client, prefix)
+
+    # keys
+    def _job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def _index(self, status: JobStatus | None = None) -> str:
+        return f"{self.prefix}:jobs" if status is None else f"{self.prefix}:jobs:status:{status.value}"
+
+    @staticmethod
+    def _member(record: JobRecord) -> str:
+        return f"{int(record.created_at.timestamp() * 1_000_000):020d}:{record.id}"
+
+    # jobs
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    def create_job(self, record: JobRecord, data: dict[str, Any]) -> None:
+        """Store a new job and index it; the job is visible to readers at once."""
+        member = self._member(record)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(f"{self._job(record.id)}:data", json.dumps(data))
+        pipe.hset(self._job(record.id), mapping=_job_fields(record))
+        pipe.zadd(self._index(), {member: 0})
+        pipe.zadd(self._index(record.status), {member: 0})
+        pipe.execute()
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        fields = self.redis.hgetall(self._job(job_id))
+        if not fields:
+            return None
+        return JobRecord(
+            id=job_id,
+            status=JobStatus(fields["status"]),
+            spec=json.loads(fields["spec"]),
+            created_at=datetime.fromisoformat(fields["created_at"]),
+            enqueued_at=_optional_time(fields.get("enqueued_at")),
+            started_at=_optional_time(fields.get("started_at")),
+            finished_at=_optional_time(fields.get("finished_at")),
+            error=ErrorInfo.model_validate_json(fields["error"]) if fields.get("error") else None,
+            best=BestTrial.model_validate_json(fields["best"]) if fields.get("best") else None,
+        )
+
+    def get_status(self, job_id: str) -> JobStatus | None:
+        value = self.redis.hget(self._job(job_id), "status")
+        return JobStatus(value) if value else None
+
+    def get_data(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.get(f"{self._job(job_id)}:data")
+        if raw is None:
+            raise KeyError(job_id)
+        data: dict[str, Any] = json.loads(raw)
+        return data
+
+    def transition(
+        self, job_id: str, allowed_from: Iterable[JobStatus], to: JobStatus, **fields: Any
+    ) -> bool:
+        """Set a job's status if it is in `allowed_from`; False otherwise. Only `lifecycle` calls this."""
+        record_member = self._member_of(job_id)
+        if record_member is None:
+            return False
+        args: list[str] = [
+            ",".join(s.value for s in allowed_from),
+            to.value,
+            f"{self._index()}:status:",
+            record_member,
+        ]
+        for name, value in _encode(fields).items():
+            args += [name, value]
+        return int(self._transition(keys=[self._job(job_id)], args=args)) == 1
+
+    def _member_of(self, job_id: str) -> str | None:
+        created = self.redis.hget(self._job(job_id), "created_at")
+        if created is None:
+            return None
+        return f"{int(datetime.fromisoformat(created).timestamp() * 1_000_000):020d}:{job_id}"
+
+    def set_job_fields(self, job_id: str, **fields: Any) -> None:
+        """Update non-status fields (enqueued_at, best)."""
+        self.redis.hset(self._job(job_id), mapping=_encode(fields))
+
+    def list_jobs(
+        self, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> tuple[list[JobRecord], str | None]:
+        """Jobs newest first; the cursor is the last member of the previous page."""
+        if cursor is not None and not _CURSOR.match(cursor):
+            raise InvalidCursor(cursor)
+        upper = f"({cursor}" if cursor else "+"
+        members = self.redis.zrevrangebylex(self._index(status), upper, "-", start=0, num=limit + 1)
+        page = members[:limit]
+        jobs = [job for job in (self.get_job(m.split(":", 1)[1]) for m in page) if job is not None]
+        return jobs, (page[-1] if len(members) > limit else None)
+
+    def jobs_with_status(self, status: JobStatus) -> list[str]:
+        return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
+
+    # trials
+    def put_trial(self, job_id: str, trial: TrialRecord) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(f"{self._job(job_id)}:trials", trial.id, trial.model_dump_json())
+        pipe.hset(f"{self._job(job_id)}:trial-status", trial.id, trial.status.value)
+        pipe.execute()
+
+    def get_trial(self, job_id: str, trial_id: str) -> TrialRecord | None:
+        raw = self.redis.hget(f"{self._job(job_id)}:trials", trial_id)
+        return TrialRecord.model_validate_json(raw) if raw else None
+
+    def get_trials(self, job_id: str) -> list[TrialRecord]:
+        raw = self.redis.hgetall(f"{self._job(job_id)}:trials")
+        return sorted((TrialRecord.model_validate_json(v) for v in raw.values()), key=lambda t: t.id)
+
+    def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
+        return Counter(TrialStatus(s) for s in self.redis.hvals(f"{self._job(job_id)}:trial-status"))
+
+    # search state
+    def load_oracle_state(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(f"{self._job(job_id)}:oracle")
+        return json.loads(raw) if raw else None
+
+    def save_oracle_state(self, job_id: str, state: dict[str, Any]) -> None:
+        self.redis.set(f"{self._job(job_id)}:oracle", json.dumps(state))
+
+    def job_lock(self, job_id: str, timeout: float = 120.0) -> Lock:
+        """A lock around one step of the job's search; expires on its own if its holder dies."""
+        lock: Lock = self.redis.lock(f"{self._job(job_id)}:lock", timeout=timeout, blocking_timeout=timeout)
+        return lock
+
+    # leases
+    def acquire_lease(self, job_id: str, trial_id: str, owner: str, seconds: float) -> bool:
+        key = f"{self._job(job_id)}:lease:{trial_id}"
+        return bool(self.redis.set(key, owner, nx=True, px=int(seconds * 1000)))
+
+    def renew_lease(self, job_id: str, trial_id: str, owner: str, seconds: float) -> bool:
+        key = f"{self._job(job_id)}:lease:{trial_id}"
+        return int(self._renew(keys=[key], args=[owner, int(seconds * 1000)])) == 1
+
+    def release_lease(self, job_id: str, trial_id: str, owner: str) -> None:
+        self._release(keys=[f"{self._job(job_id)}:lease:{trial_id}"], args=[owner])
+
+    def lease_holder(self, job_id: str, trial_id: str) -> str | None:
+        value = self.redis.get(f"{self._job(job_id)}:lease:{trial_id}")
+        return str(value) if value is not None else None
+
+
+def _optional_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    encoded: dict[str, str] = {}
+    for name, value in fields.items():
+        if isinstance(value, datetime):
+            encoded[name] = value.isoformat()
+        elif hasattr(value, "model_dump_json"):
+            encoded[name] = value.model_dump_json()
+        else:
+            encoded[name] = str(value)
+    return encoded
+
+
+def _job_fields(record: JobRecord) -> dict[str, str]:
+    fields = {"status": record.status.value, "spec": json.dumps(record.spec), "created_at": record.created_at}
+    return _encode(fields)

@@ -1,0 +1,173 @@
+"""Real parts for integration tests: a redis-server on a free port, Celery worker processes, the API.
+
+Everything runs as separate processes started the way users start them (`python -m service`,
+`python -m worker`), configured only through KTUNE_* environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except AssertionError:
+            raise
+        except Exception as exc:  # the thing polled may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed; `make test` installs it (apt-get install redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for(lambda: redis.Redis.from_url(url).ping(), 15, "redis-server")
+    yield url
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    # The suite sets its own KTUNE_* values; only the choice of training loop may come from outside.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTUNE_") or k == "KTUNE_TRAINING_LOOP"}
+    env.update(
+        {
+            "KTUNE_REDIS_URL": redis_url,
+            "KTUNE_ARTIFACT_DIR": str(tmp_path_factory.mktemp("artifacts")),
+            "KTUNE_HOST": "127.0.0.1",
+            "KTUNE_PORT": str(free_port()),
+            "KTUNE_STALE_QUEUED_SECONDS": "30",
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def workers(service_env: dict[str, str], logs_dir: Path) -> Iterator[list[str]]:
+    """Two worker nodes, one pool process each, consuming the cpu queue."""
+    names = ["w1@ktune-test", "w2@ktune-test"]
+    processes = []
+    for name in names:
+        log = open(logs_dir / f"{name.split('@')[0]}.log", "wb")  # noqa: SIM115 - closed with the process
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "worker", "-c", "1", "-n", name, "-Q", "cpu"],
+                cwd=ROOT,
+                env=service_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    yield names
+    for process in processes:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def api(service_env: dict[str, str], workers: list[str], logs_dir: Path) -> Iterator[httpx.Client]:
+    """The API as a process, once Redis and every worker are ready."""
+    log = open(logs_dir / "api.log", "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        env=service_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{service_env['KTUNE_PORT']}", timeout=30)
+
+    def all_workers_ready() -> bool:
+        response = client.get("/readyz")
+        return response.status_code == 200 and len(response.json()["checks"]["queues"].get("cpu", [])) == len(
+            workers
+        )
+
+    wait_for(all_workers_ready, 90, "the API and both workers")
+    yield client
+    client.close()
+    _stop(process)
+
+
+def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 300) -> dict[str, Any]:
+    """Poll GET /v1/jobs/{id} until the job reaches one of `statuses`."""
+
+    def reached() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        if job["status"] in {"succeeded", "failed", "cancelled"}:
+            raise AssertionError(f"job ended {job['status']}, expected {statuses}: {job.get('error')}")
+        return None
+
+    result: dict[str, Any] = wait_for(reached, timeout, f"job {job_id} to reach {statuses}", interval=0.5)
+    return result

@@ -1,0 +1,181 @@
+"""End to end through real processes: API -> Redis -> Celery workers -> keras-tuner -> results."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.integration.conftest import ROOT, wait_for, wait_job
+
+pytestmark = pytest.mark.integration
+
+
+def example(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((ROOT / "examples" / f"{name}.json").read_text())
+    return body
+
+
+def post_job(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    response = api.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued"
+    return job
+
+
+def test_xor_classifier_end_to_end(api: httpx.Client, workers: list[str], tmp_path: Path) -> None:
+    body = example("xor-classifier")
+    body["tuner"]["max_trials"] = 4  # fewer trials than the example, same search otherwise
+    job = post_job(api, body)
+
+    done = wait_job(api, job["id"], {"succeeded"})
+    assert done["progress"]["trials_total"] == 4
+    assert done["progress"]["completed"] + done["progress"]["failed"] == 4
+    assert done["progress"]["completed"] >= 1
+    assert done["started_at"] and done["finished_at"]
+
+    trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+    assert len(trials) == 4
+    for trial in trials:
+        hps = trial["hyperparameters"]
+        layers = hps["hidden_layers"]
+        assert 1 <= layers <= 3
+        assert {f"units_{i}" for i in range(layers)} <= hps.keys()
+        assert not {f"units_{i}" for i in range(layers, 3)} & hps.keys(), (
+            "units of absent layers are inactive"
+        )
+        assert hps["activation"] in ("relu", "tanh") and hps["optimizer"] in ("adam", "rmsprop")
+        assert trial["status"] == "completed"
+        history = trial["executions"][0]["history"]
+        assert len(history["val_accuracy"]) == 200 and set(history) >= {"loss", "accuracy", "val_loss"}
+        assert trial["objective_value"] == max(history["val_accuracy"])
+        assert trial["duration_seconds"] > 0 and trial["worker"]
+    assert len({t["worker"] for t in trials}) >= 2, "max_parallel_trials=2 spreads trials over both workers"
+
+    best = done["best_trial"]
+    best_value = max(t["objective_value"] for t in trials)
+    assert best["objective_value"] == best_value
+    assert api.get(f"/v1/jobs/{job['id']}/artifacts/best-hyperparameters").json() == best["hyperparameters"]
+
+    response = api.get(f"/v1/jobs/{job['id']}/artifacts/best-model")
+    assert response.status_code == 200
+    path = tmp_path / "best.keras"
+    path.write_bytes(response.content)
+    import keras
+
+    model = keras.models.load_model(path)
+    x = np.array(body["data"]["validation"]["x"], dtype="float32")
+    y = np.array(body["data"]["validation"]["y"])
+    predicted = (model.predict(x, verbose=0).ravel() > 0.5).astype(int)
+    assert predicted.tolist() == y.tolist(), "the best model classifies XOR"
+    _, accuracy = model.evaluate(x, y, verbose=0)
+    assert accuracy == pytest.approx(best["objective_value"]), "the model reproduces its recorded score"
+
+
+def test_cancel_running_job_stops_its_trial(api: httpx.Client) -> None:
+    body = example("xor-classifier")
+    body["training"]["epochs"] = 10_000
+    body["tuner"].update(max_trials=2, max_parallel_trials=1)
+    job = post_job(api, body)
+
+    def running_trial() -> dict[str, Any] | None:
+        trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+        started = [
+            t
+            for t in trials
+            if t["status"] == "running" and t["executions"] and t["executions"][0]["history"].get("loss")
+        ]
+        return started[0] if started else None
+
+    wait_for(running_trial, 120, "a trial to train")
+    assert api.get(f"/v1/jobs/{job['id']}/artifacts/best-model").status_code == 409
+
+    response = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    cancelled_at = time.monotonic()
+
+    def trial_stopped() -> dict[str, Any] | None:
+        trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+        return trials[0] if all(t["status"] == "cancelled" for t in trials) else None
+
+    trial = wait_for(trial_stopped, 30, "the running trial to stop")
+    assert time.monotonic() - cancelled_at < 30
+    assert len(trial["executions"][0]["history"]["loss"]) < 10_000, "stopped before its last epoch"
+
+    time.sleep(2)
+    final = api.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled" and final["finished_at"], "terminal states never change"
+    assert final["progress"]["completed"] == 0
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_two_jobs_run_at_once_on_two_workers(api: httpx.Client, workers: list[str]) -> None:
+    bodies = []
+    for seed in (1, 2):
+        body = example("xor-classifier")
+        body["training"]["epochs"] = 300
+        body["tuner"].update(algorithm="random", max_trials=2, max_parallel_trials=1, seed=seed)
+        bodies.append(body)
+    jobs = [post_job(api, body) for body in bodies]
+    done = [wait_job(api, job["id"], {"succeeded"}) for job in jobs]
+
+    intervals = []
+    used_workers = set()
+    for job in done:
+        trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+        assert [t["status"] for t in trials] == ["completed", "completed"]
+        used_workers |= {t["worker"] for t in trials}
+        intervals.append(
+            (
+                min(datetime.fromisoformat(t["started_at"]) for t in trials),
+                max(datetime.fromisoformat(t["finished_at"]) for t in trials),
+            )
+        )
+    assert len(used_workers) == 2
+    (start_a, end_a), (start_b, end_b) = intervals
+    assert start_a < end_b and start_b < end_a, "the two jobs ran at the same time"
+
+    # A succeeded job cannot be cancelled.
+    response = api.post(f"/v1/jobs/{done[0]['id']}/cancel")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "job_finished"
+
+
+def test_invalid_job_is_rejected_and_nothing_is_queued(api: httpx.Client) -> None:
+    before = api.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    body = copy.deepcopy(example("xor-seed"))
+    body["objective"]["name"] = "val_accuracy"  # the seed tutorial's own bug: accuracy is not compiled
+    response = api.post("/v1/jobs", json=body)
+    assert response.status_code == 422
+    fields = response.json()["error"]["fields"]
+    assert fields[0]["field"] == "objective.name"
+    assert "val_mean_absolute_error" in fields[0]["message"]
+    after = api.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    assert [j["id"] for j in after] == [j["id"] for j in before]
+
+
+def test_list_jobs_newest_first_with_cursor_and_status(api: httpx.Client) -> None:
+    body = example("xor-classifier")
+    body["tuner"].update(max_trials=1)
+    ids = [post_job(api, body)["id"] for _ in range(3)]
+    for job_id in ids:
+        api.post(f"/v1/jobs/{job_id}/cancel")
+
+    first = api.get("/v1/jobs", params={"limit": 2, "status": "cancelled"}).json()
+    assert [j["id"] for j in first["items"]] == ids[::-1][:2]
+    assert first["next_cursor"]
+    second = api.get(
+        "/v1/jobs", params={"limit": 2, "status": "cancelled", "cursor": first["next_cursor"]}
+    ).json()
+    assert second["items"][0]["id"] == ids[0]
+    assert all(j["status"] == "cancelled" for j in first["items"] + second["items"])
+    assert api.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
+    assert api.get("/v1/jobs/no-such-job").status_code == 404

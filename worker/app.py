@@ -1,0 +1,31 @@
+"""The worker's Celery app (`celery -A worker.app`), with the per-process TensorFlow set-up."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from billiard.process import current_process
+from celery.signals import celeryd_init, worker_process_init
+
+from service.core.queue import get_celery
+from worker.runtime import discover_gpus, export_gpus, prepare_process
+
+app = get_celery()
+
+_CONCURRENCY_ENV = "KTUNE_POOL_PROCESSES"
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _before_pool(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """In the parent, before the pool forks: find GPUs and note the pool size for the children."""
+    export_gpus(*discover_gpus())
+    concurrency = (options or {}).get("concurrency") or app.conf.worker_concurrency or os.cpu_count() or 1
+    os.environ[_CONCURRENCY_ENV] = str(concurrency)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _prepare(**_: Any) -> None:
+    index = getattr(current_process(), "index", 0) or 0
+    processes = int(os.environ.get(_CONCURRENCY_ENV, "1"))
+    prepare_process(index, processes, os.cpu_count() or 1)

@@ -1,0 +1,108 @@
+"""keras-tuner's search algorithms with their state kept in the job store instead of files.
+
+Any worker can take any step of a search: it loads the oracle from its stored state, asks it for a
+trial or tells it a result, and stores the state again, all under the job's lock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras_tuner as kt
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.tuners.gridsearch import LinkedList
+
+from service.core.spec import JobCreate
+from worker.space import search_space
+
+
+class _NoFiles:
+    """keras-tuner oracles write JSON files on every change; the job store keeps their state instead."""
+
+    def save(self) -> None:
+        pass
+
+    def _save_trial(self, trial: Any) -> None:
+        pass
+
+
+class RandomOracle(_NoFiles, kt.oracles.RandomSearchOracle):  # type: ignore[misc]
+    pass
+
+
+class GridOracle(_NoFiles, kt.oracles.GridSearchOracle):  # type: ignore[misc]
+    pass
+
+
+class BayesianOracle(_NoFiles, kt.oracles.BayesianOptimizationOracle):  # type: ignore[misc]
+    pass
+
+
+class HyperbandOracle(_NoFiles, kt.oracles.HyperbandOracle):  # type: ignore[misc]
+    pass
+
+
+def new_oracle(spec: JobCreate) -> Any:
+    """A fresh oracle for the job's algorithm, objective, space, budget and seed."""
+    common: dict[str, Any] = {
+        "objective": kt.Objective(spec.objective_name, spec.objective_direction),
+        "hyperparameters": search_space(spec),
+        "seed": spec.tuner.seed,
+    }
+    algorithm = spec.tuner.algorithm
+    oracle: Any
+    if algorithm == "hyperband":
+        oracle = HyperbandOracle(
+            max_epochs=spec.tuner.max_epochs or spec.training.epochs,
+            factor=spec.tuner.factor,
+            hyperband_iterations=spec.tuner.hyperband_iterations,
+            **common,
+        )
+        oracle.max_trials = spec.tuner.max_trials
+    elif algorithm == "bayesian":
+        oracle = BayesianOracle(max_trials=spec.tuner.max_trials, **common)
+    elif algorithm == "grid":
+        oracle = GridOracle(max_trials=spec.tuner.max_trials, **common)
+    else:
+        oracle = RandomOracle(max_trials=spec.tuner.max_trials, **common)
+    oracle.verbose = 0
+    return oracle
+
+
+def _linked_items(linked: LinkedList) -> list[Any]:
+    items, index = [], linked._next_index[None]
+    while index is not None:
+        items.append(linked._memory[index])
+        index = linked._next_index[index]
+    return items
+
+
+def dump_oracle(oracle: Any) -> dict[str, Any]:
+    """The oracle's whole state as JSON-ready data, trials included."""
+    state: dict[str, Any] = {
+        "oracle": oracle.get_state(),
+        "trials": {trial_id: trial.get_state() for trial_id, trial in oracle.trials.items()},
+    }
+    if isinstance(oracle, GridOracle):
+        # GridSearchOracle.get_state leaves out where the grid walk stands.
+        state["grid"] = {
+            "ordered_ids": _linked_items(oracle._ordered_ids),
+            "populate_next": oracle._populate_next,
+        }
+    return state
+
+
+def load_oracle(spec: JobCreate, state: dict[str, Any] | None) -> Any:
+    """The job's oracle as it was stored, or a fresh one for a job that has not started its search."""
+    oracle = new_oracle(spec)
+    if state is None:
+        return oracle
+    oracle.trials = {tid: trial_module.Trial.from_state(s) for tid, s in state["trials"].items()}
+    oracle.set_state(state["oracle"])
+    if isinstance(oracle, GridOracle):
+        oracle._ordered_ids = LinkedList()
+        for trial_id in state["grid"]["ordered_ids"]:
+            oracle._ordered_ids.insert(trial_id)
+        oracle._populate_next = list(state["grid"]["populate_next"])
+    oracle.verbose = 0
+    return oracle

@@ -1,0 +1,220 @@
+"""Runs one trial: takes its lease, trains every execution, records progress, hands the result on."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from typing import Any
+
+import keras
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+
+from service.core.records import ExecutionRecord, TrialRecord, utcnow
+from service.core.spec import JobCreate
+from service.core.states import TrialStatus
+from worker import search
+from worker.context import WorkerContext, load_spec
+from worker.data import job_arrays
+from worker.model_builder import build_model
+from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
+
+log = logging.getLogger(__name__)
+
+_WRITE_EVERY_SECONDS = 0.5
+
+
+class TrialCancelled(Exception):
+    """The trial's job was cancelled while it trained."""
+
+
+def _train(
+    model: keras.Model, data: TrainData, options: FitOptions, on_epoch: EpochCallback, loop: str
+) -> ExecutionResult:
+    if loop == "fast":
+        from worker.fast_training import fast_fit_execution
+
+        return fast_fit_execution(model, data, options, on_epoch)
+    return fit_execution(model, data, options, on_epoch)
+
+
+def execution_seed(spec: JobCreate, trial_id: str, execution: int) -> int:
+    """Reproducible per trial and execution when the job has a seed; random otherwise."""
+    if spec.tuner.seed is None:
+        return random.randrange(2**31)
+    return (spec.tuner.seed * 1_000_003 + int(trial_id) * 1_009 + execution) % 2**31
+
+
+def best_epoch_metrics(results: list[ExecutionResult], initial_epoch: int) -> tuple[dict[str, float], int]:
+    """Each execution's metrics at its best epoch, averaged over executions (keras-tuner's rule)."""
+    per_execution = []
+    for result in results:
+        if result.best_epoch is None:
+            continue
+        index = result.best_epoch - initial_epoch
+        per_execution.append({name: values[index] for name, values in result.history.items()})
+    if not per_execution:
+        return {}, 0
+    names = per_execution[0].keys()
+    metrics = {name: float(np.mean([m[name] for m in per_execution])) for name in names}
+    best_step = max(r.best_epoch or 0 for r in results)
+    return metrics, best_step
+
+
+class _Progress:
+    """The on-epoch hook: records history, renews the lease and notices a cancel."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, record: TrialRecord, owner: str) -> None:
+        self.ctx = ctx
+        self.job_id = job_id
+        self.record = record
+        self.owner = owner
+        self._last_write = 0.0
+        self.lease_lost = False
+
+    def start_execution(self) -> None:
+        self.record.executions.append(ExecutionRecord())
+
+    def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
+        history = self.record.executions[-1].history
+        for name, value in logs.items():
+            history.setdefault(name, []).append(value)
+        now = time.monotonic()
+        if now - self._last_write < _WRITE_EVERY_SECONDS:
+            return False
+        self._last_write = now
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write progress; True when the trial should stop (its job ended, or its lease was lost)."""
+        store = self.ctx.store
+        if not store.renew_lease(self.job_id, self.record.id, self.owner, self.ctx.settings.lease_seconds):
+            # Another worker owns the trial now; it records the trial, this one must not.
+            self.lease_lost = True
+            return True
+        store.put_trial(self.job_id, self.record)
+        status = store.get_status(self.job_id)
+        return status is None or status.is_final()
+
+
+def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
+    """Train one trial unless it already ended or another worker holds it; idempotent."""
+    store = ctx.store
+    record = store.get_trial(job_id, trial_id)
+    if record is None or record.status.is_final():
+        log.info("trial %s/%s already ended or unknown; nothing to do", job_id, trial_id)
+        return
+    owner = f"{ctx.worker_name}:{random.randrange(16**8):08x}"
+    if not store.acquire_lease(job_id, trial_id, owner, ctx.settings.lease_seconds):
+        log.info(
+            "trial %s/%s is held by %s; nothing to do", job_id, trial_id, store.lease_holder(job_id, trial_id)
+        )
+        return
+    try:
+        status = store.get_status(job_id)
+        if status is None or status.is_final():
+            store.put_trial(
+                job_id, record.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
+            )
+            return
+        record = record.model_copy(
+            update={
+                "status": TrialStatus.RUNNING,
+                "started_at": utcnow(),
+                "worker": ctx.worker_name,
+                "executions": [],
+            }
+        )
+        store.put_trial(job_id, record)
+        progress = _Progress(ctx, job_id, record, owner)
+        outcome = _train_trial(ctx, job_id, record, progress)
+        if progress.lease_lost:
+            log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, trial_id)
+            return
+        if outcome is None:
+            store.put_trial(
+                job_id, record.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
+            )
+            return
+        search.finish_trial(ctx, job_id, record, outcome)
+    finally:
+        store.release_lease(job_id, trial_id, owner)
+        keras.backend.clear_session()
+
+
+def _failed(code: str, message: str) -> search.TrialOutcome:
+    return search.TrialOutcome(TrialStatus.FAILED, {}, None, 0, None, code, message)
+
+
+def _train_trial(
+    ctx: WorkerContext, job_id: str, record: TrialRecord, progress: _Progress
+) -> search.TrialOutcome | None:
+    """Every execution of the trial; None when it was cancelled."""
+    spec = load_spec(ctx.store, job_id)
+    values: dict[str, Any] = record.hyperparameters
+    options = FitOptions(
+        epochs=int(values.get("tuner/epochs", spec.training.epochs)),
+        initial_epoch=int(values.get("tuner/initial_epoch", 0)),
+        batch_size=int(values["batch_size"]),
+        monitor=spec.objective_name,
+        mode=spec.objective_direction,
+        patience=spec.training.early_stopping.patience if spec.training.early_stopping else None,
+        min_delta=spec.training.early_stopping.min_delta if spec.training.early_stopping else 0.0,
+    )
+    results: list[ExecutionResult] = []
+    model: keras.Model | None = None
+    try:
+        data = job_arrays(job_id, spec)
+        for execution in range(spec.tuner.executions_per_trial):
+            keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
+            model = build_model(spec, values)
+            if "tuner/trial_id" in values:
+                model.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
+            progress.start_execution()
+            result = _train(model, data, options, progress, ctx.settings.training_loop)
+            results.append(result)
+            record.executions[-1].best_epoch = result.best_epoch
+            if result.cancelled or progress.flush():
+                return None
+    except SoftTimeLimitExceeded:
+        return _failed(
+            "trial_timeout", f"the trial ran longer than {ctx.settings.trial_time_limit_seconds} s"
+        )
+    except (
+        Exception
+    ) as exc:  # these hyperparameters do not train here: TF raises many types (OOM, shapes ...)
+        log.exception("trial %s/%s failed", job_id, record.id)
+        return _failed("trial_error", f"{type(exc).__name__}: {exc}")
+    metrics, best_step = best_epoch_metrics(results, options.initial_epoch)
+    objective = metrics.get(spec.objective_name, math.nan)
+    if not metrics or math.isnan(objective):
+        return _failed("objective_nan", f"the objective {spec.objective_name} was NaN in every epoch")
+    candidate = _save_candidate(ctx, job_id, record.id, spec, model, results, objective)
+    return search.TrialOutcome(TrialStatus.COMPLETED, metrics, objective, best_step, candidate)
+
+
+def _save_candidate(
+    ctx: WorkerContext,
+    job_id: str,
+    trial_id: str,
+    spec: JobCreate,
+    model: keras.Model | None,
+    results: list[ExecutionResult],
+    objective: float,
+) -> Any:
+    """Save the best execution's best-epoch weights: a hyperband checkpoint; a model if it may be best."""
+    if model is None:
+        return None
+    sign = 1.0 if spec.objective_direction == "min" else -1.0
+    scored = [r for r in results if r.best_weights is not None and r.best_value is not None]
+    best = min(scored, key=lambda r: sign * (r.best_value or 0.0))
+    model.set_weights(best.best_weights)
+    if spec.tuner.algorithm == "hyperband":
+        model.save_weights(ctx.artifacts.checkpoint_path(job_id, trial_id))
+    if not search.could_be_best(spec, objective, search.current_best(ctx, job_id)):
+        return None
+    path = ctx.artifacts.candidate_model_path(job_id, trial_id)
+    model.save(path)
+    return path

@@ -1,0 +1,80 @@
+"""TensorFlow set-up of a worker pool process: threads and GPU, applied before TensorFlow starts.
+
+TensorFlow is not fork-safe, so it is imported only in pool processes, on their first task; this module's
+`prepare_process` runs in each process right after the fork and only sets environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+
+from worker.gpu import GpuPlan, parse_nvidia_smi, plan_gpu
+
+log = logging.getLogger(__name__)
+
+_GPU_ENV = "KTUNE_GPUS"  # JSON [ids, memory_mb], found once by the parent and inherited by pool processes
+_PLAN_ENV = "KTUNE_GPU_PLAN"
+
+
+def discover_gpus() -> tuple[list[str], int | None]:
+    """GPUs on this node, asked of nvidia-smi (no TensorFlow); none when it is absent or fails."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ and not os.environ["CUDA_VISIBLE_DEVICES"].strip():
+        return [], None
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return [], None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [], None
+    return parse_nvidia_smi(out)
+
+
+def export_gpus(gpu_ids: list[str], memory_mb: int | None) -> None:
+    """In the parent: remember the node's GPUs for the pool processes."""
+    os.environ[_GPU_ENV] = json.dumps([gpu_ids, memory_mb])
+
+
+def prepare_process(process_index: int, processes: int, cores: int) -> GpuPlan:
+    """In a fresh pool process: pick its GPU share and size TensorFlow's thread pools to its cores."""
+    gpu_ids, memory_mb = json.loads(os.environ.get(_GPU_ENV, "[[], null]"))
+    plan = plan_gpu(process_index, processes, gpu_ids, memory_mb)
+    os.environ["CUDA_VISIBLE_DEVICES"] = plan.visible_devices
+    os.environ[_PLAN_ENV] = json.dumps([plan.memory_limit_mb, plan.memory_growth])
+    threads = str(max(1, cores // max(1, processes)))
+    # Each process gets its share of the cores: more threads than cores only adds contention.
+    os.environ["TF_NUM_INTRAOP_THREADS"] = threads
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = threads
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return plan
+
+
+def configure_tensorflow() -> None:
+    """Apply the process's plan once TensorFlow is imported, before it creates any tensor."""
+    import tensorflow as tf
+
+    memory_limit_mb, growth = json.loads(os.environ.get(_PLAN_ENV, "[null, false]"))
+    try:
+        threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            if memory_limit_mb:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)]
+                )
+            elif growth:
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # TensorFlow had already started in this process; the env vars still applied
+        log.warning("TensorFlow was initialised before its configuration could be applied")

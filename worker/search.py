@@ -1,0 +1,179 @@
+"""Steps of a job's search, each under the job's lock: hand out trials, take in results, end the job."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keras_tuner.src.engine.trial import TrialStatus as KtStatus
+
+from service.core import lifecycle, queue
+from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
+from service.core.spec import JobCreate
+from service.core.states import TrialStatus
+from worker.context import WorkerContext, load_spec
+from worker.oracles import dump_oracle, load_oracle
+
+log = logging.getLogger(__name__)
+
+
+def public_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters without keras-tuner's bookkeeping entries (tuner/epochs ...)."""
+    return {name: value for name, value in values.items() if not name.startswith("tuner/")}
+
+
+def advance(ctx: WorkerContext, job_id: str) -> None:
+    """Start trials up to max_parallel_trials and queue them; end the job once the search is over."""
+    store = ctx.store
+    created: list[str] = []
+    with store.job_lock(job_id):
+        status = store.get_status(job_id)
+        if status is None or status.is_final():
+            return
+        spec = load_spec(store, job_id)
+        oracle = load_oracle(spec, store.load_oracle_state(job_id))
+        stopped = False
+        while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
+            trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
+            if trial.status != KtStatus.RUNNING:
+                stopped = trial.status == KtStatus.STOPPED
+                break
+            created.append(trial.trial_id)
+            store.put_trial(
+                job_id,
+                TrialRecord(
+                    id=trial.trial_id,
+                    status=TrialStatus.QUEUED,
+                    hyperparameters=dict(trial.hyperparameters.values),
+                ),
+            )
+        store.save_oracle_state(job_id, dump_oracle(oracle))
+        if stopped and not oracle.ongoing_trials:
+            _end_search(ctx, job_id, oracle)
+    for trial_id in created:
+        queue.send_run_trial(job_id, trial_id, spec.queue)
+
+
+def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
+    completed = [t for t in oracle.trials.values() if t.status == KtStatus.COMPLETED]
+    if completed:
+        lifecycle.succeed(ctx.store, job_id)
+    else:
+        lifecycle.fail(
+            ctx.store,
+            job_id,
+            "no_trial_completed",
+            f"none of the {len(oracle.trials)} trials completed; see each trial's error",
+        )
+
+
+@dataclass
+class TrialOutcome:
+    """What training a trial produced, handed to `finish_trial`."""
+
+    status: TrialStatus
+    metrics: dict[str, float]
+    objective_value: float | None
+    best_step: int
+    candidate: Path | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def current_best(ctx: WorkerContext, job_id: str) -> float | None:
+    record = ctx.store.get_job(job_id)
+    return record.best.objective_value if record and record.best else None
+
+
+def could_be_best(spec: JobCreate, value: float, best: float | None) -> bool:
+    """Whether a trial's objective value beats the job's best so far (NaN never does)."""
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if spec.objective_direction == "min" else value > best
+
+
+def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome) -> None:
+    """Tell the oracle a trial's result, keep the best model, record the trial, then advance the search."""
+    store = ctx.store
+    with store.job_lock(job_id):
+        spec = load_spec(store, job_id)
+        status = store.get_status(job_id)
+        oracle = load_oracle(spec, store.load_oracle_state(job_id))
+        kt_trial = oracle.trials[record.id]
+        if outcome.status is TrialStatus.COMPLETED:
+            oracle.update_trial(record.id, outcome.metrics, step=outcome.best_step)
+            kt_trial.status = KtStatus.COMPLETED
+        else:
+            kt_trial.status = KtStatus.FAILED
+            kt_trial.message = outcome.error_message
+        try:
+            oracle.end_trial(kt_trial)
+        except RuntimeError as exc:  # keras-tuner's limit of consecutive failed trials
+            lifecycle.fail(store, job_id, "too_many_failed_trials", str(exc).strip())
+        if kt_trial.status == KtStatus.FAILED and outcome.status is TrialStatus.COMPLETED:
+            outcome = TrialOutcome(
+                TrialStatus.FAILED,
+                outcome.metrics,
+                None,
+                outcome.best_step,
+                outcome.candidate,
+                "objective_nan",
+                f"the objective {spec.objective_name} was NaN in every epoch",
+            )
+        store.save_oracle_state(job_id, dump_oracle(oracle))
+        _keep_if_best(
+            ctx, job_id, oracle, record, outcome, running=status is not None and not status.is_final()
+        )
+        store.put_trial(job_id, _finished(record, outcome))
+    advance(ctx, job_id)
+
+
+def _keep_if_best(
+    ctx: WorkerContext, job_id: str, oracle: Any, record: TrialRecord, outcome: TrialOutcome, running: bool
+) -> None:
+    best = oracle.get_best_trials(1)
+    is_best = (
+        running
+        and outcome.status is TrialStatus.COMPLETED
+        and bool(best)
+        and best[0].trial_id == record.id
+        and best[0].status == KtStatus.COMPLETED
+    )
+    if is_best and outcome.candidate is not None and outcome.candidate.exists():
+        ctx.artifacts.promote(job_id, outcome.candidate)
+        ctx.store.set_job_fields(
+            job_id,
+            best=BestTrial(
+                trial_id=record.id,
+                hyperparameters=public_values(record.hyperparameters),
+                objective_value=float(best[0].score),
+                metrics=outcome.metrics,
+            ),
+        )
+    elif outcome.candidate is not None:
+        outcome.candidate.unlink(missing_ok=True)
+
+
+def _finished(record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:
+    finished = utcnow()
+    error = (
+        ErrorInfo(code=outcome.error_code or "trial_failed", message=outcome.error_message or "")
+        if outcome.status is TrialStatus.FAILED
+        else None
+    )
+    return record.model_copy(
+        update={
+            "status": outcome.status,
+            "metrics": outcome.metrics,
+            "objective_value": outcome.objective_value,
+            "finished_at": finished,
+            "duration_seconds": (finished - record.started_at).total_seconds() if record.started_at else None,
+            "error": error,
+        }
+    )

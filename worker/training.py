@@ -1,0 +1,131 @@
+"""One training execution of a compiled Keras model on in-memory data.
+
+`fit_execution` is the reference path (plain `model.fit`); `worker.fast_training` runs the same epochs as
+compiled chunks. Both take and return the same types so the trial runner can use either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+# Called after every epoch with (epoch index, logs); returning True stops training (a cancel).
+EpochCallback = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Arrays of one job, already split into train and validation."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What one execution trains for, and how its best epoch is judged."""
+
+    epochs: int
+    batch_size: int
+    monitor: str
+    mode: Literal["min", "max"]
+    initial_epoch: int = 0
+    shuffle: bool = True
+    patience: int | None = None
+    min_delta: float = 0.0
+
+
+@dataclass
+class ExecutionResult:
+    """Per-epoch history of one execution and the weights of its best epoch."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    best_weights: list[np.ndarray] | None = None
+    stopped_early: bool = False
+    cancelled: bool = False
+
+    @property
+    def epochs_run(self) -> int:
+        return len(next(iter(self.history.values()), []))
+
+
+class BestEpochTracker:
+    """Keeps the best epoch's value and weights and decides early stopping, like Keras' EarlyStopping."""
+
+    def __init__(self, options: FitOptions) -> None:
+        self.options = options
+        self.result = ExecutionResult()
+        self._since_improvement = 0
+        self._reference: float | None = None
+
+    def _better(self, value: float, than: float | None, min_delta: float) -> bool:
+        if than is None:
+            return True
+        if self.options.mode == "min":
+            return value < than - min_delta
+        return value > than + min_delta
+
+    def observe(self, epoch: int, logs: dict[str, float], model: keras.Model) -> bool:
+        """Record one epoch; returns True when early stopping says to stop."""
+        for name, value in logs.items():
+            self.result.history.setdefault(name, []).append(float(value))
+        monitored = logs.get(self.options.monitor)
+        if monitored is None or math.isnan(monitored):
+            return False
+        value = float(monitored)
+        if self._better(value, self.result.best_value, 0.0):
+            self.result.best_value = value
+            self.result.best_epoch = epoch
+            self.result.best_weights = [np.array(w) for w in model.get_weights()]
+        if self.options.patience is None:
+            return False
+        if self._better(value, self._reference, abs(self.options.min_delta)):
+            self._reference = float(value)
+            self._since_improvement = 0
+            return False
+        self._since_improvement += 1
+        return self._since_improvement >= self.options.patience
+
+
+class _EpochHook(keras.callbacks.Callback):  # type: ignore[misc]
+    def __init__(self, tracker: BestEpochTracker, on_epoch: EpochCallback) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        floats = {name: float(value) for name, value in (logs or {}).items()}
+        if self.tracker.observe(epoch, floats, self.model):
+            self.tracker.result.stopped_early = True
+            self.model.stop_training = True
+        if self.on_epoch(epoch, floats):
+            self.tracker.result.cancelled = True
+            self.model.stop_training = True
+
+
+def fit_execution(
+    model: keras.Model, data: TrainData, options: FitOptions, on_epoch: EpochCallback
+) -> ExecutionResult:
+    """Train with `model.fit`, validating after every epoch; the reference for the fast path."""
+    tracker = BestEpochTracker(options)
+    model.fit(
+        data.x_train,
+        data.y_train,
+        validation_data=(data.x_val, data.y_val),
+        epochs=options.epochs,
+        initial_epoch=options.initial_epoch,
+        batch_size=options.batch_size,
+        shuffle=options.shuffle,
+        callbacks=[_EpochHook(tracker, on_epoch)],
+        verbose=0,
+    )
+    return tracker.result
