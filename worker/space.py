@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras_tuner as kt
+from keras_tuner.src.engine.hyperparameters import hp_types
 
 from service.core.params import FloatChoice, FloatRange, IntChoice, IntRange, NameChoice, is_tuned
 from service.core.spec import JobCreate
@@ -28,11 +29,13 @@ def _declare(hp: kt.HyperParameters, name: str, param: Any) -> None:
 
 
 def layer_counts(param: int | IntRange | IntChoice) -> list[int]:
-    """Every number of hidden layers the search can pick."""
+    """Every number of hidden layers the search can pick (a superset is harmless, a gap is not)."""
     if isinstance(param, IntRange):
-        if param.step is None and param.sampling != "linear":
+        if param.step is None:
             return list(range(param.min, param.max + 1))
-        return list(range(param.min, param.max + 1, param.step or 1))
+        # With a step, keras-tuner's own grid: log sampling with step 2 gives 1, 2, 4, 8, not 1, 3, 5, 7.
+        grid = hp_types.Int("hidden_layers", param.min, param.max, step=param.step, sampling=param.sampling)
+        return sorted({int(value) for value in grid.values})
     if isinstance(param, IntChoice):
         return sorted(param.values)
     return [param]

@@ -75,25 +75,27 @@ class BestEpochTracker:
         return value > than + min_delta
 
     def observe(self, epoch: int, logs: dict[str, float], model: keras.Model) -> bool:
-        """Record one epoch; returns True when early stopping says to stop."""
+        """Record one epoch; returns True when early stopping says to stop (Keras' EarlyStopping rule)."""
         for name, value in logs.items():
             self.result.history.setdefault(name, []).append(float(value))
         monitored = logs.get(self.options.monitor)
-        if monitored is None or math.isnan(monitored):
+        if monitored is None:
             return False
         value = float(monitored)
-        if self._better(value, self.result.best_value, 0.0):
+        finite = not math.isnan(value)
+        if finite and self._better(value, self.result.best_value, 0.0):
             self.result.best_value = value
             self.result.best_epoch = epoch
             self.result.best_weights = [np.array(w) for w in model.get_weights()]
         if self.options.patience is None:
             return False
-        if self._better(value, self._reference, abs(self.options.min_delta)):
-            self._reference = float(value)
+        # Like Keras, a NaN epoch counts against patience: a diverged run stops instead of training on.
+        self._since_improvement += 1
+        if finite and self._better(value, self._reference, abs(self.options.min_delta)):
+            self._reference = value
             self._since_improvement = 0
             return False
-        self._since_improvement += 1
-        return self._since_improvement >= self.options.patience
+        return self._since_improvement >= self.options.patience and epoch > 0
 
 
 class _EpochHook(keras.callbacks.Callback):  # type: ignore[misc]

@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from service.api import errors, routes_health, routes_jobs
 from service.api.body_limit import BodyLimitMiddleware
-from service.api.deps import get_store
 from service.api.sweeper import run_sweeper
+from service.core.artifacts import ArtifactStore
 from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         interval = max(1.0, settings.stale_queued_seconds / 4)
-        sweeper = asyncio.create_task(run_sweeper(get_store(), settings, interval))
+        sweeper = asyncio.create_task(run_sweeper(app.state.store, settings, interval))
         try:
             yield
         finally:
@@ -34,6 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Hyperparameter tuning of Keras models: POST a job, poll it, download the best model.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    # Redis clients connect on first use, so building the store here costs nothing at start-up.
+    app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    app.state.artifacts = ArtifactStore(settings.artifact_dir)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     errors.install(app)
     app.include_router(routes_jobs.router)

@@ -1,28 +1,34 @@
-"""FastAPI dependencies, as Annotated aliases routes can declare."""
+"""FastAPI dependencies, as Annotated aliases routes can declare.
+
+The app's settings, job store and artifact store are made once by `create_app` and kept on `app.state`.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
 from service.core.artifacts import ArtifactStore
-from service.core.settings import Settings, get_settings
+from service.core.settings import Settings
 from service.core.store import JobStore
 
 
-@lru_cache(maxsize=1)
-def get_store() -> JobStore:
-    settings = get_settings()
-    return JobStore.from_url(settings.redis_url, settings.key_prefix)
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-@lru_cache(maxsize=1)
-def get_artifacts() -> ArtifactStore:
-    return ArtifactStore(get_settings().artifact_dir)
+def get_store(request: Request) -> JobStore:
+    store: JobStore = request.app.state.store
+    return store
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+def get_artifacts(request: Request) -> ArtifactStore:
+    artifacts: ArtifactStore = request.app.state.artifacts
+    return artifacts
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]

@@ -1,15 +1,17 @@
-"""Re-sends the start of jobs whose start message was lost, so no job stays queued for ever."""
+"""Re-sends work whose message or worker was lost: a job's start, or a trial whose worker died."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 from service.core import queue
 from service.core.records import utcnow
 from service.core.settings import Settings
-from service.core.states import JobStatus
+from service.core.spec import queue_for
+from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,39 @@ def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
             continue
         if (record.enqueued_at or record.created_at) > stale_before:
             continue
-        queue.send_start_job(job_id, "gpu" if record.spec["resources"]["accelerator"] == "gpu" else "cpu")
+        queue.send_start_job(job_id, _queue_of(record.spec))
         store.set_job_fields(job_id, enqueued_at=utcnow())
         resent.append(job_id)
     return resent
+
+
+def requeue_orphaned_trials(store: JobStore, settings: Settings) -> list[str]:
+    """Send again each running trial whose lease has lapsed (its worker died or stalled).
+
+    The trial's original message comes back only after Redis' visibility timeout, hours later; the new run
+    takes the lease first, and a late duplicate then finds the trial held or finished and does nothing.
+    """
+    resent: list[str] = []
+    for job_id in store.jobs_with_status(JobStatus.RUNNING):
+        record = store.get_job(job_id)
+        if record is None:
+            continue
+        for trial in store.get_trials(job_id):
+            if trial.status is not TrialStatus.RUNNING or store.lease_holder(job_id, trial.id) is not None:
+                continue
+            if store.claim_requeue(job_id, trial.id, settings.stale_queued_seconds):
+                queue.send_run_trial(job_id, trial.id, _queue_of(record.spec))
+                resent.append(f"{job_id}/{trial.id}")
+    return resent
+
+
+def _queue_of(spec: dict[str, Any]) -> str:
+    return queue_for(spec["resources"]["accelerator"])
+
+
+def sweep(store: JobStore, settings: Settings) -> list[str]:
+    """One sweep: stale queued jobs, then orphaned trials; returns what was sent again."""
+    return requeue_stale_jobs(store, settings) + requeue_orphaned_trials(store, settings)
 
 
 async def run_sweeper(store: JobStore, settings: Settings, interval: float) -> None:
@@ -39,8 +70,8 @@ async def run_sweeper(store: JobStore, settings: Settings, interval: float) -> N
     while True:
         await asyncio.sleep(interval)
         try:
-            resent = await asyncio.to_thread(requeue_stale_jobs, store, settings)
+            resent = await asyncio.to_thread(sweep, store, settings)
             if resent:
-                log.warning("re-sent the start of stale queued jobs: %s", resent)
+                log.warning("re-sent lost work: %s", resent)
         except Exception:
             log.exception("sweep failed")

@@ -191,7 +191,9 @@ class TunerSpec(StrictModel):
     algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
     max_trials: Int = Field(10, ge=1)
     executions_per_trial: Int = Field(1, ge=1)
-    max_parallel_trials: Int = Field(1, ge=1)
+    max_parallel_trials: Int = Field(
+        4, ge=1, description="trials of this job running at once, on whichever workers serve its queue"
+    )
     seed: Int | None = Field(None, ge=0, lt=2**31)
     max_epochs: Int | None = Field(None, ge=1, description="hyperband only; defaults to training.epochs")
     factor: Int = Field(3, ge=2, description="hyperband only")
@@ -320,7 +322,12 @@ class JobCreate(StrictModel):
 
     @property
     def queue(self) -> str:
-        return "gpu" if self.resources.accelerator == "gpu" else "cpu"
+        return queue_for(self.resources.accelerator)
+
+
+def queue_for(accelerator: str) -> str:
+    """The Celery queue of a job: `gpu` for GPU jobs; `cpu` for the rest (`any` included)."""
+    return "gpu" if accelerator == "gpu" else "cpu"
 
 
 def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:

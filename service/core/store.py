@@ -6,7 +6,8 @@ Layout (prefix `ktune` by default):
 - `{p}:job:{id}:data` the data section (JSON), read by workers only
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON); `{p}:job:{id}:trial-status` id -> status
 - `{p}:job:{id}:oracle` the search algorithm's state (JSON)
-- `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner
+- `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner;
+  `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again
 - `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
 """
 
@@ -212,6 +213,11 @@ class JobStore:
 
     def release_lease(self, job_id: str, trial_id: str, owner: str) -> None:
         self._release(keys=[f"{self._job(job_id)}:lease:{trial_id}"], args=[owner])
+
+    def claim_requeue(self, job_id: str, trial_id: str, seconds: float) -> bool:
+        """True at most once per `seconds` for a trial, so a sweep does not re-send it again and again."""
+        key = f"{self._job(job_id)}:requeued:{trial_id}"
+        return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
 
     def lease_holder(self, job_id: str, trial_id: str) -> str | None:
         value = self.redis.get(f"{self._job(job_id)}:lease:{trial_id}")

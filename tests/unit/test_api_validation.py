@@ -1,0 +1,263 @@
+"""Invalid requests through the HTTP API: 422/413 bodies that name the offending field, never a 500.
+
+No Redis: the lifespan (the sweeper) is not entered, and the job store is one whose Redis client fails the
+test on any use, so these paths are shown never to reach Redis.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.core.settings import Limits, Settings
+from service.core.store import JobStore
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LIMITS = Limits(
+    max_rows=1_000,
+    max_features=10,
+    max_hidden_layers=32,
+    max_units=4_096,
+    max_epochs=1_000,
+    max_trials=50,
+    max_executions_per_trial=3,
+    max_parallel_trials=8,
+    max_body_bytes=4_096,
+)
+
+
+class _NoRedis:
+    """A Redis client that must not be used: request validation happens before any Redis call."""
+
+    def register_script(self, script: str) -> object:
+        return object()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"Redis was used ({name}) on a request that fails validation")
+
+
+def _app(limits: Limits = LIMITS) -> FastAPI:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=limits)
+    app = create_app(settings)
+    app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
+    return app
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    # Not `with TestClient(...)`: that would run the lifespan, whose sweeper polls Redis.
+    return TestClient(_app())
+
+
+def seed() -> dict[str, Any]:
+    return json.loads((EXAMPLES / "xor-seed.json").read_text())
+
+
+def classifier() -> dict[str, Any]:
+    return json.loads((EXAMPLES / "xor-classifier.json").read_text())
+
+
+def changed(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    *parents, last = path.split(".")
+    node = body
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return body
+
+
+def error_of(response: Any, status: int = 422) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "fields"}
+    return error
+
+
+def fields_of(response: Any) -> dict[str, str]:
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    fields = {problem["field"]: problem["message"] for problem in error["fields"]}
+    # The summary message repeats every field problem.
+    for field, message in fields.items():
+        assert f"{field}: {message}" in error["message"]
+    return fields
+
+
+def test_seed_tutorial_objective_bug_is_a_422_naming_objective_name(client: TestClient) -> None:
+    body = changed(seed(), "objective", {"name": "val_accuracy", "direction": "max"})
+    fields = fields_of(client.post("/v1/jobs", json=body))
+    assert list(fields) == ["objective.name"]
+    assert "'val_accuracy'" in fields["objective.name"]
+    assert "'val_mean_absolute_error'" in fields["objective.name"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "fragment"),
+    [
+        ("model.units", {"min": 64, "max": 8}, "model.units", "must not be greater than max"),
+        ("model.units", {"min": True, "max": 8}, "model.units.min", "not true or false"),
+        ("model.units", {"min": 8}, "model.units.max", "is required"),
+        ("model.units", {"min": 8, "max": 16, "typo": 1}, "model.units.typo", "is not a field"),
+        ("model.foo", 1, "model.foo", "is not a field"),
+        ("tuner.trials", 5, "tuner.trials", "is not a field"),
+        ("data.train.z", [], "data.train.z", "is not a field"),
+        ("data.train.x", [[0, 0], [0], [1, 0], [1, 1]], "data.train", "rectangular"),
+        ("data.train.y", [0, 1], "data.train", "4 rows but y has 2"),
+        ("data.validation.x", [[0], [1], [1], [0]], "data", "features"),
+        ("data.validation_split", 0.2, "data", "either validation or validation_split"),
+        ("model.activation", {"values": ["relu", "relu"]}, "model.activation", "must not repeat"),
+        ("model.activation", "swishy", "model.activation", "'swishy' is not supported"),
+        ("model.dropout", 1.0, "model.dropout", "[0, 1)"),
+        ("model.output_activation", "softmax", "model.output_activation", "does not fit task regression"),
+        ("optimizer.learning_rate", 0, "optimizer.learning_rate", "greater than 0"),
+        (
+            "optimizer.learning_rate",
+            {"min": 0, "max": 0.1, "sampling": "log"},
+            "optimizer.learning_rate",
+            "log sampling needs min > 0",
+        ),
+        ("optimizer.learning_rate", {"values": [0.1, 0.1]}, "optimizer.learning_rate", "must not repeat"),
+        ("optimizer.name", "lbfgs", "optimizer.name", "'lbfgs' is not supported"),
+        ("training.loss", "binary_crossentropy", "training.loss", "does not fit task regression"),
+        ("training.metrics", ["accuracy"], "training.metrics", "does not fit task regression"),
+        ("tuner.max_trials", 0, "tuner.max_trials", "greater than or equal to 1"),
+        ("tuner.algorithm", "evolution", "tuner.algorithm", "'random'"),
+        ("task", "clustering", "task", "regression"),
+    ],
+)
+def test_invalid_bodies_name_the_offending_path(
+    client: TestClient, path: str, value: Any, field: str, fragment: str
+) -> None:
+    fields = fields_of(client.post("/v1/jobs", json=changed(seed(), path, value)))
+    assert field in fields, fields
+    assert fragment in fields[field]
+
+
+def test_missing_data_is_named(client: TestClient) -> None:
+    body = seed()
+    del body["data"]
+    assert fields_of(client.post("/v1/jobs", json=body)) == {"data": "is required"}
+
+
+def test_bad_classification_labels_name_their_section(client: TestClient) -> None:
+    body = changed(classifier(), "data.validation.y", [0, 1, 2, 0])
+    fields = fields_of(client.post("/v1/jobs", json=body))
+    assert "0 and 1 only" in fields["data.validation.y"]
+
+
+def test_several_problems_are_all_reported(client: TestClient) -> None:
+    body = changed(changed(seed(), "model.foo", 1), "tuner.bar", 2)
+    assert {"model.foo", "tuner.bar"} <= set(fields_of(client.post("/v1/jobs", json=body)))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"task": ', b'{"task": "regression",}', b"{'task': 'regression'}", b'{"task": "regression"} trailing'],
+)
+def test_malformed_json_is_a_422_that_says_so(client: TestClient, raw: bytes) -> None:
+    response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    fields = fields_of(response)
+    assert list(fields) == ["body"]
+    assert fields["body"].startswith("the body is not valid JSON")
+    assert "at character" in fields["body"]
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'"job"', b"null"])
+def test_json_that_is_not_an_object_is_a_422_on_the_body(client: TestClient, raw: bytes) -> None:
+    response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert list(fields_of(response)) == ["body"]
+
+
+def test_nan_in_a_hyperparameter_is_a_422(client: TestClient) -> None:
+    # Python's json parser, and so FastAPI, accepts NaN; the response could not even carry it back.
+    raw = json.dumps(changed(seed(), "optimizer.learning_rate", float("nan"))).encode()
+    assert b"NaN" in raw
+    response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert "finite" in fields_of(response)["optimizer.learning_rate"]
+
+
+def test_a_body_over_the_size_limit_is_a_413(client: TestClient) -> None:
+    body = changed(seed(), "name", "x" * 100)
+    body["data"]["train"] = {"x": [[0.5, 0.25]] * 300, "y": [0.5] * 300}
+    raw = json.dumps(body).encode()
+    assert len(raw) > LIMITS.max_body_bytes
+    error = error_of(client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"}), 413)
+    assert error["code"] == "body_too_large"
+    assert str(LIMITS.max_body_bytes) in error["message"]
+
+
+def test_a_streamed_body_over_the_size_limit_is_a_413(client: TestClient) -> None:
+    # Without Content-Length (chunked) the bytes are counted as they arrive.
+    def chunks() -> Any:
+        yield b'{"task": "regression", "name": "'
+        for _ in range(10):
+            yield b"x" * 1_000
+        yield b'"}'
+
+    response = client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in {name.lower() for name in response.request.headers}
+    assert error_of(response, 413)["code"] == "body_too_large"
+
+
+def test_a_body_within_the_size_limit_is_validated_not_refused(client: TestClient) -> None:
+    raw = json.dumps(changed(seed(), "model.foo", 1)).encode()
+    assert len(raw) < LIMITS.max_body_bytes
+    response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert "model.foo" in fields_of(response)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "text"),
+    [
+        ("tuner.max_trials", 51, "tuner.max_trials", "trials 51 is over this service's limit of 50"),
+        ("tuner.executions_per_trial", 4, "tuner.executions_per_trial", "limit of 3"),
+        ("training.epochs", 1_001, "training.epochs", "epochs 1001 is over this service's limit of 1000"),
+    ],
+)
+def test_a_request_over_a_hard_limit_is_a_422_naming_field_and_limit(
+    client: TestClient, path: str, value: int, field: str, text: str
+) -> None:
+    fields = fields_of(client.post("/v1/jobs", json=changed(seed(), path, value)))
+    assert fields == {field: fields[field]}
+    assert text in fields[field]
+
+
+def test_the_default_trial_limit_applies_without_configuration() -> None:
+    defaults = Limits.model_construct()
+    app = _app(defaults)
+    body = changed(seed(), "tuner.max_trials", defaults.max_trials + 1)
+    fields = fields_of(TestClient(app).post("/v1/jobs", json=body))
+    assert f"limit of {defaults.max_trials}" in fields["tuner.max_trials"]
+
+
+def test_create_app_settings_limits_apply_to_requests() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=LIMITS)
+    app = create_app(settings)
+    app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
+    body = changed(seed(), "tuner.max_trials", LIMITS.max_trials + 1)
+    response = TestClient(app, raise_server_exceptions=False).post("/v1/jobs", json=body)
+    assert "tuner.max_trials" in fields_of(response)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "1:2", "00000000000000000001:not-a-uuid", ""])
+def test_a_cursor_not_handed_out_is_a_422(client: TestClient, cursor: str) -> None:
+    fields = fields_of(client.get("/v1/jobs", params={"cursor": cursor}))
+    assert list(fields) == ["cursor"]
+    assert "next_cursor" in fields["cursor"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"status": "sleeping"}, "status")],
+)
+def test_bad_list_parameters_are_a_422(client: TestClient, query: dict[str, Any], field: str) -> None:
+    assert field in fields_of(client.get("/v1/jobs", params=query))
