@@ -40,6 +40,14 @@ def _train(
     return fit_execution(model, data, options, on_epoch)
 
 
+def _model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop: str) -> keras.Model:
+    if previous is None or loop != "fast":
+        return fresh
+    from worker.fast_training import reuse_for_execution
+
+    return reuse_for_execution(previous, fresh)
+
+
 def execution_seed(spec: JobCreate, trial_id: str, execution: int) -> int:
     """Reproducible per trial and execution when the job has a seed; random otherwise."""
     if spec.tuner.seed is None:
@@ -169,9 +177,10 @@ def _train_trial(
         data = job_arrays(job_id, spec)
         for execution in range(spec.tuner.executions_per_trial):
             keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
-            model = build_model(spec, values)
+            fresh = build_model(spec, values)
             if "tuner/trial_id" in values:
-                model.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
+                fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
+            model = _model_for_execution(model, fresh, ctx.settings.training_loop)
             progress.start_execution()
             result = _train(model, data, options, progress, ctx.settings.training_loop)
             results.append(result)

@@ -1,0 +1,450 @@
+"""The deployment files (Dockerfile, .dockerignore, docker-compose.yml) must agree with the code they run.
+
+No Docker needed: the files are parsed, and every expectation is derived from the code (settings fields,
+queue names, routes, `python -m worker` argument handling, pyproject.toml) rather than written down twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from pydantic_settings import BaseSettings
+
+from service.api import routes_health
+from service.core.queue import QUEUES
+from service.core.settings import Limits, Settings
+from worker.__main__ import worker_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+CPU_QUEUE = "cpu"  # the queue of jobs without an accelerator, consumed by worker-cpu
+GPU_QUEUE = "gpu"  # the queue of jobs asking for a GPU, consumed by worker-gpu
+
+
+# --- the settings the code reads ------------------------------------------------------------------------
+
+
+def _env_prefix(model: type[BaseSettings]) -> str:
+    return str(model.model_config.get("env_prefix", "")).upper()
+
+
+def _env_names(model: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings model reads, nested settings models included."""
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(f"{_env_prefix(model)}{name}".upper())
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
+            names |= _env_names(annotation)
+    return names
+
+
+SETTINGS_ENV = _env_names(Settings) | _env_names(Limits)
+# Variables that look like ours: the documented KTUNE_ prefix, and whatever prefix the models really use.
+OUR_PREFIXES = ("KTUNE_", _env_prefix(Settings), _env_prefix(Limits))
+
+
+def _ours(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.upper().startswith(OUR_PREFIXES)}
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    """The settings a process gets with exactly these KTUNE_* variables in its environment."""
+    clean = {k: v for k, v in os.environ.items() if k not in _ours(dict(os.environ))}
+    with mock.patch.dict(os.environ, {**clean, **env}, clear=True):
+        return Settings()
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------------------
+
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of each volume of a service, short or long syntax."""
+    mounts = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append((str(volume.get("source", "")), str(volume["target"])))
+        else:
+            source, _, rest = str(volume).partition(":")
+            mounts.append((source, rest.split(":")[0]) if rest else ("", source))
+    return mounts
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, str]:
+    """Service name -> condition."""
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def _image_key(service: dict[str, Any]) -> tuple[str, str]:
+    """What a service runs: its image tag and how it is built."""
+    build = service.get("build")
+    build_args = build.get("args", {}) if isinstance(build, dict) else {}
+    return str(service.get("image", "")), repr(sorted(build_args.items()))
+
+
+def _queues(command: list[str]) -> set[str]:
+    """The queues a `python -m worker ...` command consumes, after worker_argv fills in its defaults."""
+    argv = worker_argv(command[3:], concurrency=1)
+    queues: set[str] = set()
+    for i, arg in enumerate(argv):
+        if arg in ("-Q", "--queues"):
+            queues.update(argv[i + 1].split(","))
+        elif arg.startswith("--queues="):
+            queues.update(arg.split("=", 1)[1].split(","))
+        elif arg.startswith("-Q") and len(arg) > 2:
+            queues.update(arg[2:].split(","))
+    return queues
+
+
+REDIS_NAME = next(name for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("redis"))
+REDIS = SERVICES[REDIS_NAME]
+KTUNE_SERVICES = {name: svc for name, svc in SERVICES.items() if name != REDIS_NAME}
+WORKERS = {name: svc for name, svc in SERVICES.items() if _command(svc)[:3] == ["python", "-m", "worker"]}
+
+
+# --- Dockerfile and .dockerignore -----------------------------------------------------------------------
+
+
+def _instructions(text: str) -> Iterator[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile: continuation lines joined, heredoc bodies appended."""
+    lines = iter(text.splitlines())
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        while line.endswith("\\"):
+            line = line[:-1] + " " + next(lines, "")
+        for terminator in re.findall(r"<<-?['\"]?(\w+)['\"]?", line):
+            body = []
+            for body_line in lines:
+                if body_line.strip() == terminator:
+                    break
+                body.append(body_line)
+            line += "\n" + "\n".join(body)
+        keyword, _, args = line.strip().partition(" ")
+        yield keyword.upper(), args.strip()
+
+
+DOCKER = list(_instructions(DOCKERFILE.read_text()))
+
+
+def _docker(keyword: str) -> list[str]:
+    return [args for kw, args in DOCKER if kw == keyword]
+
+
+def _dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for args in _docker("ENV"):
+        for token in shlex.split(args):
+            key, _, value = token.partition("=")
+            env[key] = value
+    return env
+
+
+def _dockerfile_args() -> dict[str, str]:
+    return dict(arg.partition("=")[::2] for arg in _docker("ARG"))
+
+
+def _copied_sources() -> list[str]:
+    sources = []
+    for args in _docker("COPY"):
+        parts = [p for p in shlex.split(args) if not p.startswith("--")]
+        sources += [p.rstrip("/") for p in parts[:-1]]
+    return sources
+
+
+def _pattern_regex(pattern: str) -> str:
+    """A .dockerignore pattern as a regex over whole paths (Go's filepath.Match, plus `**`)."""
+    regex = ""
+    for token in re.findall(r"\*\*/?|\*|\?|\[[^\]]*\]|[^*?\[]+", pattern):
+        if token == "**/":
+            regex += "(?:.*/)?"
+        elif token == "**":
+            regex += ".*"
+        elif token == "*":
+            regex += "[^/]*"
+        elif token == "?":
+            regex += "[^/]"
+        elif token.startswith("["):
+            regex += token.replace("[!", "[^")
+        else:
+            regex += re.escape(token)
+    return regex
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore drops this context path: a match on the path or a parent directory excludes
+    it, `!` re-includes, the last matching pattern wins."""
+    ignored = False
+    parts = path.split("/")
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        regex = _pattern_regex(os.path.normpath(pattern.lstrip("!").strip("/")))
+        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            ignored = not negate
+    return ignored
+
+
+def _dockerignore() -> list[str]:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+# --- environment ----------------------------------------------------------------------------------------
+
+
+def test_settings_are_derived_from_the_models() -> None:
+    assert len(SETTINGS_ENV) >= len(Settings.model_fields) + len(Limits.model_fields) > 0
+    assert _env_names(Limits) <= _env_names(Settings), "Settings no longer nests Limits"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_compose_ktune_variables_are_settings(name: str) -> None:
+    env = _environment(SERVICES[name])
+    unknown = set(_ours(env)) - SETTINGS_ENV
+    assert not unknown, f"{name} sets {sorted(unknown)}, which no Settings/Limits field reads"
+    _settings_from(env)  # and their values validate
+
+
+def test_dockerfile_ktune_variables_are_settings() -> None:
+    env = _dockerfile_env()
+    unknown = set(_ours(env)) - SETTINGS_ENV
+    assert not unknown, f"the Dockerfile sets {sorted(unknown)}, which no Settings/Limits field reads"
+    _settings_from(_ours(env))
+
+
+def _effective_settings(name: str) -> Settings:
+    """A service's settings: the image's ENV, overridden by the compose environment."""
+    env = {**_dockerfile_env(), **_environment(SERVICES[name])}
+    return _settings_from(_ours(env))
+
+
+# --- the API --------------------------------------------------------------------------------------------
+
+
+def _container_port(mapping: Any) -> int:
+    if isinstance(mapping, dict):
+        return int(mapping["target"])
+    return int(str(mapping).split("/")[0].rsplit(":", 1)[-1])
+
+
+def test_api_runs_the_service_on_its_published_port() -> None:
+    api = SERVICES["api"]
+    assert _command(api) == ["python", "-m", "service"]
+    settings = _effective_settings("api")
+    assert settings.host == "0.0.0.0", "the API must listen on all interfaces to be reachable from outside"
+    ports = [_container_port(mapping) for mapping in api.get("ports") or []]
+    assert ports == [settings.port], f"api publishes {ports}, but listens on KTUNE_PORT={settings.port}"
+
+
+def test_api_healthcheck_probes_a_health_route_on_its_port() -> None:
+    test = SERVICES["api"]["healthcheck"]["test"]
+    urls = re.findall(r"https?://[^'\"\s]+", " ".join(test) if isinstance(test, list) else test)
+    assert urls, f"no URL in the api healthcheck {test!r}"
+    url = urlsplit(urls[0])
+    assert url.port == _effective_settings("api").port
+    assert url.path in {route.path for route in routes_health.router.routes}
+
+
+# --- workers --------------------------------------------------------------------------------------------
+
+
+def test_workers_consume_known_queues() -> None:
+    assert {"worker-cpu", "worker-gpu"} <= set(WORKERS)
+    for name, service in WORKERS.items():
+        queues = _queues(_command(service))
+        assert queues, f"{name} consumes no queue"
+        assert queues <= set(QUEUES), f"{name} consumes {sorted(queues)}; the code has queues {QUEUES}"
+
+
+def test_cpu_worker_consumes_the_cpu_queue_only() -> None:
+    assert CPU_QUEUE in QUEUES
+    assert _queues(_command(SERVICES["worker-cpu"])) == {CPU_QUEUE}
+
+
+def test_gpu_worker_consumes_the_gpu_queue() -> None:
+    assert GPU_QUEUE in QUEUES
+    assert GPU_QUEUE in _queues(_command(SERVICES["worker-gpu"]))
+
+
+@pytest.mark.parametrize("name", sorted(WORKERS))
+def test_worker_concurrency_is_a_positive_number(name: str) -> None:
+    argv = worker_argv(_command(WORKERS[name])[3:], concurrency=1)
+    option = next(i for i, arg in enumerate(argv) if arg in ("-c", "--concurrency"))
+    assert int(argv[option + 1]) >= 1
+
+
+def test_gpu_worker_is_optional_and_reserves_nvidia_gpus() -> None:
+    gpu = SERVICES["worker-gpu"]
+    assert gpu.get("profiles"), "the GPU worker must sit behind a profile: most hosts have no GPU"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    assert all(("count" in d) != ("device_ids" in d) for d in devices), "count and device_ids are exclusive"
+    for name in set(KTUNE_SERVICES) - {"worker-gpu"}:
+        assert not SERVICES[name].get("profiles"), f"{name} must start without a profile"
+
+
+def test_gpu_image_is_built_with_cuda_tensorflow_under_its_own_tag() -> None:
+    gpu, cpu = SERVICES["worker-gpu"], SERVICES["worker-cpu"]
+    args = {str(k): str(v) for k, v in gpu["build"]["args"].items()}
+    declared = _dockerfile_args()
+    assert set(args) <= set(declared), f"build args {sorted(set(args) - set(declared))} have no ARG"
+    assert Requirement(args["TF_PACKAGE"]).name == "tensorflow"
+    assert "and-cuda" in Requirement(args["TF_PACKAGE"]).extras
+    assert gpu.get("image"), "without its own tag the GPU build would overwrite the CPU image"
+    assert gpu["image"] != cpu.get("image"), "the GPU build would overwrite the CPU image"
+
+
+def test_api_and_cpu_worker_run_the_same_image() -> None:
+    assert _image_key(SERVICES["api"]) == _image_key(SERVICES["worker-cpu"])
+
+
+# --- redis ----------------------------------------------------------------------------------------------
+
+
+def test_redis_persists_and_never_evicts() -> None:
+    command = _command(REDIS)
+    options = {command[i]: command[i + 1] for i in range(1, len(command) - 1) if command[i].startswith("--")}
+    assert options.get("--appendonly") == "yes", "jobs and queued tasks must survive a restart"
+    assert options.get("--maxmemory-policy") == "noeviction", "evicting keys loses jobs and tasks silently"
+    data = [source for source, target in _mounts(REDIS) if target == "/data"]
+    assert data and data[0] in (COMPOSE.get("volumes") or {}), "redis needs a named volume at /data"
+    probe = REDIS["healthcheck"]["test"]
+    assert re.search(r"redis-cli\b.*\bping\b", probe if isinstance(probe, str) else " ".join(probe))
+
+
+@pytest.mark.parametrize("name", sorted(KTUNE_SERVICES))
+def test_services_reach_redis_by_its_service_name(name: str) -> None:
+    assert _depends_on(SERVICES[name]).get(REDIS_NAME) == "service_healthy", f"{name} must wait for redis"
+    url = urlsplit(_effective_settings(name).redis_url)
+    assert url.scheme == "redis"
+    assert url.hostname == REDIS_NAME, f"{name} looks for redis at {url.hostname}, not at its service name"
+    command = _command(REDIS)
+    port = int(command[command.index("--port") + 1]) if "--port" in command else 6379
+    assert (url.port or 6379) == port
+
+
+# --- artifacts ------------------------------------------------------------------------------------------
+
+
+def test_api_and_workers_share_the_artifact_volume() -> None:
+    sources = {}
+    for name in KTUNE_SERVICES:
+        artifact_dir = _effective_settings(name).artifact_dir
+        assert artifact_dir.startswith("/"), f"{name}: KTUNE_ARTIFACT_DIR={artifact_dir} is relative"
+        mounted = [source for source, target in _mounts(SERVICES[name]) if target == artifact_dir]
+        assert mounted, f"{name} has no volume at its KTUNE_ARTIFACT_DIR {artifact_dir}"
+        assert mounted[0] in (COMPOSE.get("volumes") or {}), f"{name}: {mounted[0]} is not a named volume"
+        sources[name] = (mounted[0], artifact_dir)
+    assert len(set(sources.values())) == 1, f"api and workers see different artifact stores: {sources}"
+
+
+def test_image_owns_the_artifact_dirs() -> None:
+    """A new named volume takes the owner of the image's directory it is mounted on: without it the
+    unprivileged user could not write models and checkpoints."""
+    user = _docker("USER")[-1].split(":")[0]
+    runs = _docker("RUN")
+    chowns = [m for run in runs for m in re.findall(r"chown\s+(?:-\S+\s+)*(\S+)\s+(\S+)", run)]
+    dirs = {_settings_from(_ours(_dockerfile_env())).artifact_dir}
+    dirs |= {_effective_settings(name).artifact_dir for name in KTUNE_SERVICES}
+    for artifact_dir in dirs:
+        assert any(artifact_dir in run and "mkdir" in run for run in runs), f"the image has no {artifact_dir}"
+        assert any(
+            owner.split(":")[0] == user and (artifact_dir + "/").startswith(path.rstrip("/") + "/")
+            for owner, path in chowns
+        ), f"{artifact_dir} is not owned by {user}"
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------------
+
+
+def test_dockerfile_base_image_meets_requires_python() -> None:
+    match = re.fullmatch(r"python:(\d+\.\d+)\S*", _docker("FROM")[0].split()[0])
+    assert match, "the image should start from an official python image"
+    assert match.group(1) + ".0" in SpecifierSet(PYPROJECT["project"]["requires-python"])
+
+
+def test_dockerfile_installs_the_project() -> None:
+    runs = _docker("RUN")
+    assert any(re.search(r"pip install\b[^\n&;]*\s\.(\s|$)", run) for run in runs), "no `pip install .`"
+    # The dependency layer swaps pyproject's `tensorflow` requirement for TF_PACKAGE.
+    assert _dockerfile_args().get("TF_PACKAGE") == "tensorflow"
+    assert any("TF_PACKAGE" in run and "pyproject.toml" in run for run in runs)
+    names = [Requirement(dep).name for dep in PYPROJECT["project"]["dependencies"]]
+    assert "tensorflow" in names
+
+
+def test_dockerfile_copies_what_the_build_needs() -> None:
+    sources = set(_copied_sources())
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*").rstrip(".") for pattern in include}
+    needed = {"pyproject.toml", PYPROJECT["project"]["readme"], *packages}
+    assert needed <= sources, f"the Dockerfile does not copy {sorted(needed - sources)}"
+    for source in sources:
+        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
+
+
+def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
+    patterns = _dockerignore()
+    inputs = ["pyproject.toml", PYPROJECT["project"]["readme"]]
+    for package in ("service", "worker"):
+        inputs += [p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")]
+    dropped = [path for path in inputs if _ignored(path, patterns)]
+    assert not dropped, f".dockerignore drops build inputs: {dropped[:5]}"
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "var/artifacts/jobs/x/best-model.keras",
+        "bench/results/run.json",
+        "service/__pycache__/x.cpython-311.pyc",
+        "model.keras",
+    ):
+        assert _ignored(path, patterns), f".dockerignore keeps {path}"
+
+
+def test_dockerfile_runs_the_api_as_non_root_by_default() -> None:
+    settings = _settings_from(_ours(_dockerfile_env()))
+    assert settings.host == "0.0.0.0", "the image's API must listen on all interfaces"
+    exposed = {int(port.split("/")[0]) for args in _docker("EXPOSE") for port in args.split()}
+    assert settings.port in exposed
+    assert _effective_settings("api").port in exposed
+    assert json.loads(_docker("CMD")[-1]) == ["python", "-m", "service"], "CMD must be exec form"
+    assert not _docker("ENTRYPOINT"), "an ENTRYPOINT would wrap the compose commands"
+    users = _docker("USER")
+    assert users and users[-1].split(":")[0] not in ("root", "0")
