@@ -46,8 +46,8 @@ def submit(store: JobStore, spec: JobCreate, settings: Settings) -> JobRecord:
         log.exception("could not queue job %s", record.id)
         lifecycle.fail(store, record.id, "enqueue_failed", f"the job could not be queued: {exc}")
         raise Unavailable(f"the job could not be queued, try again: {exc}") from exc
-    record.enqueued_at = utcnow()
-    store.set_job_fields(record.id, enqueued_at=record.enqueued_at)
+    record.enqueued_at, record.start_sends = utcnow(), 1
+    store.set_job_fields(record.id, enqueued_at=record.enqueued_at, start_sends=1)
     # As accepted: a worker may already have started it, which the client sees on its first poll.
     return record
 

@@ -17,21 +17,33 @@ from service.core.store import JobStore
 log = logging.getLogger(__name__)
 
 
+_MAX_RESEND_WAIT_SECONDS = 3600
+
+
+def resend_wait(stale_seconds: int, sends: int) -> timedelta:
+    """How long after its last send a still-queued job is sent again: doubling, at most an hour.
+
+    A job no worker serves yet (a gpu job with no gpu worker) then adds a message an hour, not a minute.
+    """
+    return timedelta(seconds=min(stale_seconds * 2 ** max(0, sends - 1), _MAX_RESEND_WAIT_SECONDS))
+
+
 def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
-    """Send the start again for queued jobs whose last send is older than stale_queued_seconds.
+    """Send the start again for queued jobs whose last send is older than their `resend_wait`.
 
     Starting a job is idempotent in the worker, so a duplicate start does nothing.
     """
-    stale_before = utcnow() - timedelta(seconds=settings.stale_queued_seconds)
+    now = utcnow()
     resent: list[str] = []
     for job_id in store.jobs_with_status(JobStatus.QUEUED):
         record = store.get_job(job_id)
         if record is None or record.status is not JobStatus.QUEUED:
             continue
-        if (record.enqueued_at or record.created_at) > stale_before:
+        last_send = record.enqueued_at or record.created_at
+        if now - last_send < resend_wait(settings.stale_queued_seconds, record.start_sends):
             continue
         queue.send_start_job(job_id, _queue_of(record.spec))
-        store.set_job_fields(job_id, enqueued_at=utcnow())
+        store.set_job_fields(job_id, enqueued_at=utcnow(), start_sends=record.start_sends + 1)
         resent.append(job_id)
     return resent
 

@@ -38,6 +38,7 @@ class JobRecord(BaseModel):
     spec: dict[str, Any]
     created_at: datetime
     enqueued_at: datetime | None = None
+    start_sends: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: ErrorInfo | None = None

@@ -1,7 +1,7 @@
 """The Redis job store: the only module that knows Redis key names.
 
 Layout (prefix `ktune` by default):
-- `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, started_at,
+- `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, start_sends, started_at,
   finished_at, error (JSON), best (JSON)
 - `{p}:job:{id}:data` the data section (JSON), read by workers only
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON); `{p}:job:{id}:trial-status` id -> status
@@ -112,6 +112,7 @@ class JobStore:
             spec=json.loads(fields["spec"]),
             created_at=datetime.fromisoformat(fields["created_at"]),
             enqueued_at=_optional_time(fields.get("enqueued_at")),
+            start_sends=int(fields.get("start_sends", 0)),
             started_at=_optional_time(fields.get("started_at")),
             finished_at=_optional_time(fields.get("finished_at")),
             error=ErrorInfo.model_validate_json(fields["error"]) if fields.get("error") else None,

@@ -179,3 +179,32 @@ def test_list_jobs_newest_first_with_cursor_and_status(api: httpx.Client) -> Non
     assert all(j["status"] == "cancelled" for j in first["items"] + second["items"])
     assert api.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
     assert api.get("/v1/jobs/no-such-job").status_code == 404
+
+
+def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
+    api: httpx.Client, redis_url: str
+) -> None:
+    from datetime import timedelta
+
+    from service.core.records import JobRecord, utcnow
+    from service.core.spec import JobCreate
+    from service.core.states import JobStatus
+    from service.core.store import JobStore
+
+    body = example("xor-classifier")
+    body["tuner"].update(max_trials=1)
+    body["training"]["epochs"] = 20
+    spec = JobCreate.model_validate(body).resolved()
+    long_ago = utcnow() - timedelta(minutes=5)
+    record = JobRecord(
+        id="00000000-0000-4000-8000-000000000001",
+        status=JobStatus.QUEUED,
+        spec=spec.model_dump(mode="json", exclude={"data"}),
+        created_at=long_ago,
+        enqueued_at=long_ago,
+        start_sends=1,
+    )
+    JobStore.from_url(redis_url).create_job(record, spec.data.model_dump(mode="json"))  # stored, never sent
+
+    done = wait_job(api, record.id, {"succeeded"}, timeout=120)
+    assert done["progress"]["completed"] == 1

@@ -260,3 +260,10 @@ def test_early_stopping_in_max_mode() -> None:
 def test_no_early_stopping_without_patience() -> None:
     _, stops = track([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     assert not any(stops)
+
+
+def test_a_stale_queued_job_is_sent_again_less_and_less_often() -> None:
+    from service.api.sweeper import resend_wait
+
+    waits = [resend_wait(60, sends).total_seconds() for sends in (1, 2, 3, 7, 100)]
+    assert waits == [60, 120, 240, 3600, 3600]
