@@ -9,7 +9,7 @@ from billiard.process import current_process
 from celery.signals import celeryd_init, worker_process_init
 
 from service.core.queue import get_celery
-from worker.runtime import discover_gpus, export_gpus, prepare_process
+from worker.runtime import discover_gpus, export_gpus, prepare_process, warm_up_in_background
 
 app = get_celery()
 
@@ -29,3 +29,4 @@ def _prepare(**_: Any) -> None:
     index = getattr(current_process(), "index", 0) or 0
     processes = int(os.environ.get(_CONCURRENCY_ENV, "1"))
     prepare_process(index, processes, os.cpu_count() or 1)
+    warm_up_in_background()

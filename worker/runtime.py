@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 
 from worker.gpu import GpuPlan, parse_nvidia_smi, plan_gpu
 
@@ -78,3 +79,27 @@ def configure_tensorflow() -> None:
                 tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:  # TensorFlow had already started in this process; the env vars still applied
         log.warning("TensorFlow was initialised before its configuration could be applied")
+
+
+_warm_lock = threading.Lock()
+_warm = False
+
+
+def warm_up() -> None:
+    """Import and configure TensorFlow and keras-tuner once in this process; later calls return at once.
+
+    Pool processes start this in a thread right after the fork, so the seconds the imports take overlap
+    the wait for the first task instead of delaying it; a task that comes sooner waits for the same lock.
+    """
+    global _warm
+    with _warm_lock:
+        if _warm:
+            return
+        configure_tensorflow()
+        import keras_tuner  # noqa: F401 - the import is the work
+
+        _warm = True
+
+
+def warm_up_in_background() -> None:
+    threading.Thread(target=warm_up, name="ktune-warm-up", daemon=True).start()

@@ -1,27 +1,18 @@
-"""Celery tasks: thin, taking ids only. TensorFlow loads in pool processes on the first task."""
+"""Celery tasks: thin, taking ids only. TensorFlow is imported in pool processes only (worker.runtime)."""
 
 from __future__ import annotations
 
-from functools import cache
-
 from service.core.queue import RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
+from worker.runtime import warm_up
 
 app = get_celery()
-
-
-@cache
-def _tensorflow_ready() -> bool:
-    from worker.runtime import configure_tensorflow
-
-    configure_tensorflow()
-    return True
 
 
 @app.task(name=START_JOB)  # type: ignore[untyped-decorator]
 def start_job(job_id: str) -> None:
     """Mark the job running and hand out its first trials; a duplicate start does nothing new."""
-    _tensorflow_ready()
+    warm_up()
     from service.core import lifecycle
     from worker import search
 
@@ -33,7 +24,7 @@ def start_job(job_id: str) -> None:
 @app.task(name=RUN_TRIAL)  # type: ignore[untyped-decorator]
 def run_trial(job_id: str, trial_id: str) -> None:
     """Train one trial, record it, and advance the search."""
-    _tensorflow_ready()
+    warm_up()
     from worker import runner
 
     runner.run_trial(get_context(), job_id, trial_id)
