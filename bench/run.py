@@ -291,7 +291,18 @@ def ktune_stack(loop: str, logs: Path, name: str) -> Iterator[Stack]:
             wait_for(ready, READY_TIMEOUT, "the API and the worker (/readyz)")
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{api_log}:\n{tail(api_log)}") from None
+        # A service's workers start once and then serve many jobs: time the search, not the start-up
+        # imports (the baseline's clock also starts after TensorFlow is imported).
+        wait_for(lambda: pool_is_warm(worker.pid), READY_TIMEOUT, "every pool process to load TensorFlow")
         yield Stack(client, worker, logs)
+
+
+def pool_is_warm(worker_pid: int) -> bool:
+    """Whether every pool process of the worker has TensorFlow's library mapped (its start-up import done)."""
+    children = psutil.Process(worker_pid).children(recursive=True)
+    if len(children) < 2:
+        return False
+    return all(any("libtensorflow" in m.path for m in child.memory_maps()) for child in children)
 
 
 def run_ktune(stack: Stack, request: dict[str, Any], loop: str) -> KtuneResult:

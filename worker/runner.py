@@ -19,6 +19,7 @@ from worker import search
 from worker.context import WorkerContext, load_spec
 from worker.data import job_arrays
 from worker.model_builder import build_model
+from worker.runtime import release_memory
 from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
         search.finish_trial(ctx, job_id, record, outcome)
     finally:
         store.release_lease(job_id, trial_id, owner)
-        keras.backend.clear_session()
+        release_memory()
 
 
 def _failed(code: str, message: str) -> search.TrialOutcome:

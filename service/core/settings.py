@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(60, description="a trial's lease lapses when not renewed for this long")
     worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
     worker_max_tasks_per_child: int = Field(
-        200, description="a worker process is replaced after this many tasks, bounding its memory"
+        # TensorFlow keeps some memory of every traced model (about 6-10 MB a trial, with model.fit too);
+        # replacing a pool process after this many tasks bounds that, at a few seconds of imports each time.
+        25,
+        description="a worker pool process is replaced after this many tasks, bounding its memory",
     )
     training_loop: str = Field("fast", description="'fast' (compiled epochs) or 'fit' (plain model.fit)")
     stale_queued_seconds: int = Field(

@@ -1,0 +1,40 @@
+"""Submitting against a real Redis job store when the queue refuses the message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from service.api import job_service
+from service.core import queue
+from service.core.errors import Unavailable
+from service.core.settings import Settings
+from service.core.spec import JobCreate
+from service.core.states import JobStatus
+from service.core.store import JobStore
+from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(job_id: str, queue_name: str) -> None:
+        raise OperationalError("broker unreachable")
+
+    monkeypatch.setattr(queue, "send_start_job", refuse)
+    store = JobStore.from_url(redis_url, prefix="ktune-submit-test")
+    spec = JobCreate.model_validate(json.loads((ROOT / "examples" / "xor-seed.json").read_text()))
+
+    with pytest.raises(Unavailable) as raised:
+        job_service.submit(store, spec, Settings(redis_url=redis_url))
+    assert raised.value.status_code == 503
+
+    [job_id] = store.jobs_with_status(JobStatus.FAILED)
+    job = store.get_job(job_id)
+    assert job is not None and job.error is not None and job.error.code == "enqueue_failed"
+    assert "broker unreachable" in job.error.message
+    assert store.jobs_with_status(JobStatus.QUEUED) == []
