@@ -143,7 +143,7 @@ class _EpochLoop:
 
     def _observe(self, epoch: Any, value: Any, is_min: Any, patience: Any, min_delta: Any) -> Any:
         """`BestEpochTracker.observe` in the graph: keeps the best weights; returns whether to stop."""
-        seen = tf.logical_not(tf.math.is_nan(value))
+        seen = tf.math.is_finite(value)
         zero = tf.constant(0.0, tf.float64)
         improved = seen and (not self.has_best or self._better(value, self.best_value, zero, is_min))
         if improved:

@@ -49,6 +49,9 @@ def new_oracle(spec: JobCreate) -> Any:
         "hyperparameters": search_space(spec),
         "seed": spec.tuner.seed,
     }
+    if spec.limits.max_failed_trials is not None:
+        # The job's own limit counts failed trials: keras-tuner's consecutive-failure rule must not fire.
+        common["max_consecutive_failed_trials"] = spec.tuner.max_trials + 1
     algorithm = spec.tuner.algorithm
     oracle: Any
     if algorithm == "hyperband":

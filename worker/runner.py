@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core.records import ExecutionRecord, TrialRecord, utcnow
@@ -56,6 +57,11 @@ def execution_seed(spec: JobCreate, trial_id: str, execution: int) -> int:
     return (spec.tuner.seed * 1_000_003 + int(trial_id) * 1_009 + execution) % 2**31
 
 
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: a diverged epoch's value is recorded as null."""
+    return value if math.isfinite(value) else None
+
+
 def best_epoch_metrics(results: list[ExecutionResult], initial_epoch: int) -> tuple[dict[str, float], int]:
     """Each execution's metrics at its best epoch, averaged over executions (keras-tuner's rule)."""
     per_execution = []
@@ -75,13 +81,19 @@ def best_epoch_metrics(results: list[ExecutionResult], initial_epoch: int) -> tu
 class _Progress:
     """The on-epoch hook: records history, renews the lease and notices a cancel."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str, record: TrialRecord, owner: str) -> None:
+    def __init__(
+        self, ctx: WorkerContext, job_id: str, record: TrialRecord, owner: str, spec: JobCreate
+    ) -> None:
         self.ctx = ctx
         self.job_id = job_id
         self.record = record
         self.owner = owner
+        self.spec = spec
         self._last_write = 0.0
         self.lease_lost = False
+        self.timed_out = False
+        timeout = spec.limits.trial_timeout_seconds
+        self._deadline = time.monotonic() + timeout if timeout is not None else math.inf
 
     def start_execution(self) -> None:
         self.record.executions.append(ExecutionRecord())
@@ -89,8 +101,11 @@ class _Progress:
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         history = self.record.executions[-1].history
         for name, value in logs.items():
-            history.setdefault(name, []).append(value)
+            history.setdefault(name, []).append(finite_or_none(value))
         now = time.monotonic()
+        if now > self._deadline:
+            self.timed_out = True
+            return True
         if now - self._last_write < _WRITE_EVERY_SECONDS:
             return False
         self._last_write = now
@@ -105,7 +120,7 @@ class _Progress:
             return True
         store.put_trial(self.job_id, self.record)
         status = store.get_status(self.job_id)
-        return status is None or status.is_final()
+        return status is None or status.is_final() or search.out_of_runtime(self.ctx, self.job_id, self.spec)
 
 
 def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
@@ -123,10 +138,9 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
         return
     try:
         status = store.get_status(job_id)
-        if status is None or status.is_final():
-            store.put_trial(
-                job_id, record.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
-            )
+        spec = load_spec(store, job_id)
+        if status is None or status.is_final() or search.out_of_runtime(ctx, job_id, spec):
+            _stop_unfinished(ctx, job_id, record)
             return
         record = record.model_copy(
             update={
@@ -137,20 +151,26 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
             }
         )
         store.put_trial(job_id, record)
-        progress = _Progress(ctx, job_id, record, owner)
+        progress = _Progress(ctx, job_id, record, owner, spec)
         outcome = _train_trial(ctx, job_id, record, progress)
         if progress.lease_lost:
             log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, trial_id)
             return
         if outcome is None:
-            store.put_trial(
-                job_id, record.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
-            )
+            _stop_unfinished(ctx, job_id, record)
             return
         search.finish_trial(ctx, job_id, record, outcome)
     finally:
         store.release_lease(job_id, trial_id, owner)
         release_memory()
+
+
+def _stop_unfinished(ctx: WorkerContext, job_id: str, record: TrialRecord) -> None:
+    """Record a trial stopped by its job (cancelled, or out of runtime), then let the search end the job."""
+    ctx.store.put_trial(
+        job_id, record.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
+    )
+    search.advance(ctx, job_id)
 
 
 def _failed(code: str, message: str) -> search.TrialOutcome:
@@ -186,8 +206,16 @@ def _train_trial(
             result = _train(model, data, options, progress, ctx.settings.training_loop)
             results.append(result)
             record.executions[-1].best_epoch = result.best_epoch
+            if progress.timed_out:
+                return _failed(
+                    "trial_timeout",
+                    f"the trial ran longer than limits.trial_timeout_seconds "
+                    f"({spec.limits.trial_timeout_seconds} s)",
+                )
             if result.cancelled or progress.flush():
                 return None
+    except redis.RedisError:
+        raise  # the job store, not the trial, failed: the task is retried (worker.tasks)
     except SoftTimeLimitExceeded:
         return _failed(
             "trial_timeout", f"the trial ran longer than {ctx.settings.trial_time_limit_seconds} s"
@@ -198,9 +226,12 @@ def _train_trial(
         log.exception("trial %s/%s failed", job_id, record.id)
         return _failed("trial_error", f"{type(exc).__name__}: {exc}")
     metrics, best_step = best_epoch_metrics(results, options.initial_epoch)
+    metrics = {name: value for name, value in metrics.items() if math.isfinite(value)}
     objective = metrics.get(spec.objective_name, math.nan)
-    if not metrics or math.isnan(objective):
-        return _failed("objective_nan", f"the objective {spec.objective_name} was NaN in every epoch")
+    if not metrics or not math.isfinite(objective):
+        return _failed(
+            "objective_nan", f"the objective {spec.objective_name} was NaN or infinite in every epoch"
+        )
     candidate = _save_candidate(ctx, job_id, record.id, spec, model, results, objective)
     return search.TrialOutcome(TrialStatus.COMPLETED, metrics, objective, best_step, candidate)
 

@@ -15,6 +15,7 @@ from service.core import lifecycle, queue
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import TrialStatus
+from service.core.store import JobStore
 from worker.context import WorkerContext, load_spec
 from worker.oracles import dump_oracle, load_oracle
 
@@ -36,6 +37,11 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
             return
         spec = load_spec(store, job_id)
         oracle = load_oracle(spec, store.load_oracle_state(job_id))
+        if out_of_runtime(ctx, job_id, spec):
+            # SageMaker's MaxRuntimeInSeconds: no new trial; the job ends with what it found.
+            if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
+                _end_search(ctx, job_id, oracle)
+            return
         stopped = False
         while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
             trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
@@ -56,6 +62,15 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
             _end_search(ctx, job_id, oracle)
     for trial_id in created:
         queue.send_run_trial(job_id, trial_id, spec.queue)
+
+
+def out_of_runtime(ctx: WorkerContext, job_id: str, spec: JobCreate) -> bool:
+    """Whether the job has run longer than its limits.max_runtime_seconds."""
+    limit = spec.limits.max_runtime_seconds
+    record = ctx.store.get_job(job_id) if limit is not None else None
+    if limit is None or record is None or record.started_at is None:
+        return False
+    return (utcnow() - record.started_at).total_seconds() > limit
 
 
 def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
@@ -91,7 +106,7 @@ def current_best(ctx: WorkerContext, job_id: str) -> float | None:
 
 def could_be_best(spec: JobCreate, value: float, best: float | None) -> bool:
     """Whether a trial's objective value beats the job's best so far (NaN never does)."""
-    if math.isnan(value):
+    if not math.isfinite(value):
         return False
     if best is None:
         return True
@@ -106,32 +121,58 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
         status = store.get_status(job_id)
         oracle = load_oracle(spec, store.load_oracle_state(job_id))
         kt_trial = oracle.trials[record.id]
-        if outcome.status is TrialStatus.COMPLETED:
-            oracle.update_trial(record.id, outcome.metrics, step=outcome.best_step)
-            kt_trial.status = KtStatus.COMPLETED
-        else:
-            kt_trial.status = KtStatus.FAILED
-            kt_trial.message = outcome.error_message
-        try:
-            oracle.end_trial(kt_trial)
-        except RuntimeError as exc:  # keras-tuner's limit of consecutive failed trials
-            lifecycle.fail(store, job_id, "too_many_failed_trials", str(exc).strip())
-        if kt_trial.status == KtStatus.FAILED and outcome.status is TrialStatus.COMPLETED:
-            outcome = TrialOutcome(
-                TrialStatus.FAILED,
-                outcome.metrics,
-                None,
-                outcome.best_step,
-                outcome.candidate,
-                "objective_nan",
-                f"the objective {spec.objective_name} was NaN in every epoch",
-            )
+        # A retried task may find the oracle already told: it must not count the trial twice.
+        if kt_trial.status not in (KtStatus.COMPLETED, KtStatus.FAILED):
+            outcome = _tell_oracle(store, job_id, spec, oracle, kt_trial, outcome)
+            _check_failed_trials(store, job_id, spec, oracle, outcome)
         store.save_oracle_state(job_id, dump_oracle(oracle))
         _keep_if_best(
             ctx, job_id, oracle, record, outcome, running=status is not None and not status.is_final()
         )
         store.put_trial(job_id, _finished(record, outcome))
     advance(ctx, job_id)
+
+
+def _tell_oracle(
+    store: JobStore, job_id: str, spec: JobCreate, oracle: Any, kt_trial: Any, outcome: TrialOutcome
+) -> TrialOutcome:
+    """End the trial in the oracle; returns the outcome, failed when the oracle found its score NaN."""
+    if outcome.status is TrialStatus.COMPLETED:
+        oracle.update_trial(kt_trial.trial_id, outcome.metrics, step=outcome.best_step)
+        kt_trial.status = KtStatus.COMPLETED
+    else:
+        kt_trial.status = KtStatus.FAILED
+        kt_trial.message = outcome.error_message
+    try:
+        oracle.end_trial(kt_trial)
+    except RuntimeError as exc:  # keras-tuner's limit of consecutive failed trials
+        lifecycle.fail(store, job_id, "too_many_failed_trials", str(exc).strip())
+    if kt_trial.status == KtStatus.FAILED and outcome.status is TrialStatus.COMPLETED:
+        return TrialOutcome(
+            TrialStatus.FAILED,
+            outcome.metrics,
+            None,
+            outcome.best_step,
+            outcome.candidate,
+            "objective_nan",
+            f"the objective {spec.objective_name} was NaN or infinite in every epoch",
+        )
+    return outcome
+
+
+def _check_failed_trials(
+    store: JobStore, job_id: str, spec: JobCreate, oracle: Any, outcome: TrialOutcome
+) -> None:
+    limit = spec.limits.max_failed_trials
+    failed = sum(1 for trial in oracle.trials.values() if trial.status == KtStatus.FAILED)
+    if limit is not None and failed > limit:
+        lifecycle.fail(
+            store,
+            job_id,
+            "too_many_failed_trials",
+            f"{failed} trials failed, more than limits.max_failed_trials ({limit}); the last one: "
+            f"{outcome.error_message}",
+        )
 
 
 def _keep_if_best(

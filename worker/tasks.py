@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import redis
+from kombu.exceptions import OperationalError
+
 from service.core.queue import RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
 from worker.runtime import warm_up
 
 app = get_celery()
 
+# Redis unreachable or restarting is no fault of the job: such a task is tried again, waiting longer each
+# time (up to 10 minutes). Every task is idempotent, so a retry after partial progress is safe.
+_TRANSIENT = {
+    "autoretry_for": (redis.RedisError, OperationalError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 600,
+    "max_retries": 30,
+}
 
-@app.task(name=START_JOB)  # type: ignore[untyped-decorator]
+
+@app.task(name=START_JOB, **_TRANSIENT)  # type: ignore[untyped-decorator]
 def start_job(job_id: str) -> None:
     """Mark the job running and hand out its first trials; a duplicate start does nothing new."""
     warm_up()
@@ -21,7 +33,7 @@ def start_job(job_id: str) -> None:
     search.advance(ctx, job_id)
 
 
-@app.task(name=RUN_TRIAL)  # type: ignore[untyped-decorator]
+@app.task(name=RUN_TRIAL, **_TRANSIENT)  # type: ignore[untyped-decorator]
 def run_trial(job_id: str, trial_id: str) -> None:
     """Train one trial, record it, and advance the search."""
     warm_up()

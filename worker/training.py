@@ -82,7 +82,7 @@ class BestEpochTracker:
         if monitored is None:
             return False
         value = float(monitored)
-        finite = not math.isnan(value)
+        finite = math.isfinite(value)
         if finite and self._better(value, self.result.best_value, 0.0):
             self.result.best_value = value
             self.result.best_epoch = epoch
@@ -90,6 +90,7 @@ class BestEpochTracker:
         if self.options.patience is None:
             return False
         # Like Keras, a NaN epoch counts against patience: a diverged run stops instead of training on.
+        # An infinite value is a diverged epoch too, never the best one.
         self._since_improvement += 1
         if finite and self._better(value, self._reference, abs(self.options.min_delta)):
             self._reference = value

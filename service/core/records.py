@@ -48,7 +48,9 @@ class JobRecord(BaseModel):
 class ExecutionRecord(BaseModel):
     """One training execution of a trial: per-epoch history and its best epoch."""
 
-    history: dict[str, list[float]] = Field(default_factory=dict)
+    history: dict[str, list[float | None]] = Field(
+        default_factory=dict, description="per-epoch values; null where the value was NaN or infinite"
+    )
     best_epoch: int | None = None
 
 

@@ -206,6 +206,26 @@ class ResourcesSpec(StrictModel):
     accelerator: Literal["cpu", "gpu", "any"] = "any"
 
 
+class JobLimits(StrictModel):
+    """When a job gives up on a trial or on the search (Katib's maxFailedTrialCount, SageMaker's
+    MaxRuntimeInSeconds)."""
+
+    max_failed_trials: Int | None = Field(
+        None,
+        ge=0,
+        description="fail the job once more trials than this failed; unset: keras-tuner's "
+        "rule, which fails it after 3 failed trials in a row",
+    )
+    trial_timeout_seconds: Float | None = Field(
+        None, gt=0, description="a trial still training after this long is stopped and failed (trial_timeout)"
+    )
+    max_runtime_seconds: Float | None = Field(
+        None,
+        gt=0,
+        description="after this long no trial starts and running ones stop; the job ends with what it found",
+    )
+
+
 class JobCreate(StrictModel):
     """A tuning job as POSTed to /v1/jobs."""
 
@@ -218,6 +238,7 @@ class JobCreate(StrictModel):
     objective: ObjectiveSpec | None = Field(None, description="defaults to the task's")
     tuner: TunerSpec = Field(default_factory=TunerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    limits: JobLimits = Field(default_factory=JobLimits)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

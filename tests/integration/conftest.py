@@ -87,22 +87,79 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _stop(process)
 
 
-@pytest.fixture(scope="session")
-def service_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def service_env_for(redis_url: str, artifacts: Path, **overrides: str) -> dict[str, str]:
+    """The environment of one ktune deployment: its own Redis key prefix, artifacts and API port."""
     # The suite sets its own KTUNE_* values; only the choice of training loop may come from outside.
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTUNE_") or k == "KTUNE_TRAINING_LOOP"}
     env.update(
         {
             "KTUNE_REDIS_URL": redis_url,
-            "KTUNE_ARTIFACT_DIR": str(tmp_path_factory.mktemp("artifacts")),
+            "KTUNE_ARTIFACT_DIR": str(artifacts),
             "KTUNE_HOST": "127.0.0.1",
             "KTUNE_PORT": str(free_port()),
             "KTUNE_STALE_QUEUED_SECONDS": "30",
             "PYTHONUNBUFFERED": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            **overrides,
         }
     )
     return env
+
+
+class Deployment:
+    """Worker processes and an API started like users start them, stopped by `stop()`."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.api_process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{env['KTUNE_PORT']}", timeout=30)
+
+    def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / log_name, "wb")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self, name: str) -> None:
+        """A worker node with one pool process on the cpu queue."""
+        self.workers[name] = self._start(
+            ["-m", "worker", "-c", "1", "-n", name, "-Q", "cpu"], f"{name.split('@')[0]}.log"
+        )
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker node and its pool process at once, as when a machine dies."""
+        os.killpg(self.workers[name].pid, signal.SIGKILL)
+        self.workers.pop(name).wait(10)
+
+    def start_api(self) -> None:
+        self.api_process = self._start(["-m", "service"], "api.log")
+
+    def wait_ready(self, workers: int) -> None:
+        def ready() -> bool:
+            response = self.client.get("/readyz")
+            return (
+                response.status_code == 200
+                and len(response.json()["checks"]["queues"].get("cpu", [])) == workers
+            )
+
+        wait_for(ready, 90, f"the API and {workers} workers")
+
+    def stop(self) -> None:
+        self.client.close()
+        for process in [*self.workers.values(), *([self.api_process] if self.api_process else [])]:
+            _stop(process)
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return service_env_for(redis_url, tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="session")
@@ -111,51 +168,25 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def workers(service_env: dict[str, str], logs_dir: Path) -> Iterator[list[str]]:
-    """Two worker nodes, one pool process each, consuming the cpu queue."""
-    names = ["w1@ktune-test", "w2@ktune-test"]
-    processes = []
-    for name in names:
-        log = open(logs_dir / f"{name.split('@')[0]}.log", "wb")  # noqa: SIM115 - closed with the process
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "worker", "-c", "1", "-n", name, "-Q", "cpu"],
-                cwd=ROOT,
-                env=service_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    yield names
-    for process in processes:
-        _stop(process)
+def deployment(service_env: dict[str, str], logs_dir: Path) -> Iterator[Deployment]:
+    """Two worker nodes with one pool process each, and the API, once all are ready."""
+    deployment = Deployment(service_env, logs_dir)
+    for name in ("w1@ktune-test", "w2@ktune-test"):
+        deployment.start_worker(name)
+    deployment.start_api()
+    deployment.wait_ready(workers=2)
+    yield deployment
+    deployment.stop()
 
 
 @pytest.fixture(scope="session")
-def api(service_env: dict[str, str], workers: list[str], logs_dir: Path) -> Iterator[httpx.Client]:
-    """The API as a process, once Redis and every worker are ready."""
-    log = open(logs_dir / "api.log", "wb")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        cwd=ROOT,
-        env=service_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{service_env['KTUNE_PORT']}", timeout=30)
+def workers(deployment: Deployment) -> list[str]:
+    return list(deployment.workers)
 
-    def all_workers_ready() -> bool:
-        response = client.get("/readyz")
-        return response.status_code == 200 and len(response.json()["checks"]["queues"].get("cpu", [])) == len(
-            workers
-        )
 
-    wait_for(all_workers_ready, 90, "the API and both workers")
-    yield client
-    client.close()
-    _stop(process)
+@pytest.fixture(scope="session")
+def api(deployment: Deployment) -> httpx.Client:
+    return deployment.client
 
 
 def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 300) -> dict[str, Any]:
