@@ -32,36 +32,79 @@ def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     deployment.stop()
 
 
-def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment) -> None:
-    api = fragile.client
+def long_job(api: Any, max_trials: int) -> str:
     body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["training"]["epochs"] = 10_000
-    body["tuner"].update(algorithm="random", max_trials=2, max_parallel_trials=1)
+    body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=1)
     response = api.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
-    job = response.json()
+    job_id: str = response.json()["id"]
+    return job_id
 
-    def training_trial() -> dict[str, Any] | None:
-        trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
-        running = [
-            t
-            for t in trials
-            if t["status"] == "running"
-            and t["executions"]
-            and len(t["executions"][0]["history"].get("loss", [])) > 0
-        ]
-        return running[0] if running else None
 
-    trial = wait_for(training_trial, 120, "a trial to train")
+def training_trial(api: Any, job_id: str) -> dict[str, Any] | None:
+    trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+    running = [
+        t
+        for t in trials
+        if t["status"] == "running" and t["executions"] and t["executions"][0]["history"].get("loss")
+    ]
+    return running[0] if running else None
+
+
+def test_a_duplicate_delivery_of_a_running_trial_does_nothing(fragile: Deployment) -> None:
+    from service.core.queue import RUN_TRIAL, make_celery
+    from service.core.settings import Settings
+
+    api = fragile.client
+    job_id = long_job(api, max_trials=1)
+    trial = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
+    # What Redis does when a late-acknowledged message outlives its visibility timeout: deliver it again.
+    make_celery(Settings(redis_url=fragile.env["KTUNE_REDIS_URL"])).send_task(
+        RUN_TRIAL, args=[job_id, trial["id"]], queue="cpu"
+    )
+    done = wait_job(api, job_id, {"succeeded"}, timeout=120)
+    [finished] = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+    assert done["progress"]["completed"] == 1
+    assert finished["worker"] == trial["worker"] and len(finished["executions"]) == 1
+    assert len(finished["executions"][0]["history"]["loss"]) == 10_000, "trained once, not restarted"
+
+
+def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment) -> None:
+    api = fragile.client
+    job_id = long_job(api, max_trials=2)
+    trial = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
     pool_pid = int(trial["worker"].rsplit(":", 1)[1])
     [victim] = [name for name, process in fragile.workers.items() if os.getpgid(pool_pid) == process.pid]
     fragile.kill_worker(victim)
 
-    done = wait_job(api, job["id"], {"succeeded"}, timeout=180)
-    trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+    done = wait_job(api, job_id, {"succeeded"}, timeout=180)
+    trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
     assert done["progress"]["completed"] == 2 and len(trials) == 2, "every trial counted exactly once"
     rerun = next(t for t in trials if t["id"] == trial["id"])
     assert rerun["status"] == "completed"
     assert rerun["worker"] != trial["worker"], "the killed trial ran again on the other worker"
     assert len(rerun["executions"]) == 1
     assert len(rerun["executions"][0]["history"]["loss"]) == 10_000, "it ran in full, once"
+
+
+def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(fragile: Deployment) -> None:
+    api = fragile.client
+    job_id = long_job(api, max_trials=3)
+
+    def second_trial_training() -> dict[str, Any] | None:
+        trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+        done = [t for t in trials if t["status"] == "completed"]
+        return done[0] if done and training_trial(api, job_id) else None
+
+    first = wait_for(second_trial_training, 120, "one trial done and the next training")
+    for name in list(fragile.workers):
+        fragile.kill_worker(name)
+    fragile.start_worker("r3@ktune-test")
+    fragile.wait_ready(workers=1)
+
+    done = wait_job(api, job_id, {"succeeded"}, timeout=180)
+    trials = {t["id"]: t for t in api.get(f"/v1/jobs/{job_id}/trials").json()["items"]}
+    assert done["progress"]["completed"] == 3 and len(trials) == 3
+    assert trials[first["id"]]["finished_at"] == first["finished_at"], "a finished trial is not run again"
+    assert trials[first["id"]]["worker"] == first["worker"]
