@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -26,10 +27,6 @@ from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainDat
 log = logging.getLogger(__name__)
 
 _WRITE_EVERY_SECONDS = 0.5
-
-
-class TrialCancelled(Exception):
-    """The trial's job was cancelled while it trained."""
 
 
 def _train(
@@ -94,6 +91,7 @@ class _Progress:
         self.timed_out = False
         timeout = spec.limits.trial_timeout_seconds
         self._deadline = time.monotonic() + timeout if timeout is not None else math.inf
+        self._job_deadline = time.monotonic() + search.runtime_left(ctx, job_id, spec)
 
     def start_execution(self) -> None:
         self.record.executions.append(ExecutionRecord())
@@ -120,7 +118,7 @@ class _Progress:
             return True
         store.put_trial(self.job_id, self.record)
         status = store.get_status(self.job_id)
-        return status is None or status.is_final() or search.out_of_runtime(self.ctx, self.job_id, self.spec)
+        return status is None or status.is_final() or time.monotonic() > self._job_deadline
 
 
 def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
@@ -139,7 +137,7 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
     try:
         status = store.get_status(job_id)
         spec = load_spec(store, job_id)
-        if status is None or status.is_final() or search.out_of_runtime(ctx, job_id, spec):
+        if status is None or status.is_final() or search.runtime_left(ctx, job_id, spec) <= 0:
             _stop_unfinished(ctx, job_id, record)
             return
         record = record.model_copy(
@@ -152,7 +150,7 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
         )
         store.put_trial(job_id, record)
         progress = _Progress(ctx, job_id, record, owner, spec)
-        outcome = _train_trial(ctx, job_id, record, progress)
+        outcome = _train_trial(ctx, job_id, spec, record, progress)
         if progress.lease_lost:
             log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, trial_id)
             return
@@ -178,10 +176,9 @@ def _failed(code: str, message: str) -> search.TrialOutcome:
 
 
 def _train_trial(
-    ctx: WorkerContext, job_id: str, record: TrialRecord, progress: _Progress
+    ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, progress: _Progress
 ) -> search.TrialOutcome | None:
     """Every execution of the trial; None when it was cancelled."""
-    spec = load_spec(ctx.store, job_id)
     values: dict[str, Any] = record.hyperparameters
     options = FitOptions(
         epochs=int(values.get("tuner/epochs", spec.training.epochs)),
@@ -220,9 +217,9 @@ def _train_trial(
         return _failed(
             "trial_timeout", f"the trial ran longer than {ctx.settings.trial_time_limit_seconds} s"
         )
-    except (
-        Exception
-    ) as exc:  # these hyperparameters do not train here: TF raises many types (OOM, shapes ...)
+    # Anything else means these hyperparameters do not train here; TensorFlow raises many types for that
+    # (out of memory, invalid arguments ...), so the trial fails with the exception and the search goes on.
+    except Exception as exc:
         log.exception("trial %s/%s failed", job_id, record.id)
         return _failed("trial_error", f"{type(exc).__name__}: {exc}")
     metrics, best_step = best_epoch_metrics(results, options.initial_epoch)
@@ -244,7 +241,7 @@ def _save_candidate(
     model: keras.Model | None,
     results: list[ExecutionResult],
     objective: float,
-) -> Any:
+) -> Path | None:
     """Save the best execution's best-epoch weights: a hyperband checkpoint; a model if it may be best."""
     if model is None:
         return None

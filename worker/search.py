@@ -37,7 +37,7 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
             return
         spec = load_spec(store, job_id)
         oracle = load_oracle(spec, store.load_oracle_state(job_id))
-        if out_of_runtime(ctx, job_id, spec):
+        if runtime_left(ctx, job_id, spec) <= 0:
             # SageMaker's MaxRuntimeInSeconds: no new trial; the job ends with what it found.
             if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
                 _end_search(ctx, job_id, oracle)
@@ -64,13 +64,13 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
         queue.send_run_trial(job_id, trial_id, spec.queue)
 
 
-def out_of_runtime(ctx: WorkerContext, job_id: str, spec: JobCreate) -> bool:
-    """Whether the job has run longer than its limits.max_runtime_seconds."""
+def runtime_left(ctx: WorkerContext, job_id: str, spec: JobCreate) -> float:
+    """Seconds the job may still run under limits.max_runtime_seconds; infinity without that limit."""
     limit = spec.limits.max_runtime_seconds
     record = ctx.store.get_job(job_id) if limit is not None else None
     if limit is None or record is None or record.started_at is None:
-        return False
-    return (utcnow() - record.started_at).total_seconds() > limit
+        return math.inf
+    return limit - (utcnow() - record.started_at).total_seconds()
 
 
 def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:

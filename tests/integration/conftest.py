@@ -6,6 +6,7 @@ Everything runs as separate processes started the way users start them (`python 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -151,6 +152,20 @@ class Deployment:
 
         wait_for(ready, 90, f"the API and {workers} workers")
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, env: dict[str, str], logs: Path, worker_names: list[str]) -> Iterator[Deployment]:
+        """Workers with these names and the API, once all are ready; stopped on leaving."""
+        deployment = cls(env, logs)
+        try:
+            for name in worker_names:
+                deployment.start_worker(name)
+            deployment.start_api()
+            deployment.wait_ready(workers=len(worker_names))
+            yield deployment
+        finally:
+            deployment.stop()
+
     def stop(self) -> None:
         self.client.close()
         for process in [*self.workers.values(), *([self.api_process] if self.api_process else [])]:
@@ -170,13 +185,8 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def deployment(service_env: dict[str, str], logs_dir: Path) -> Iterator[Deployment]:
     """Two worker nodes with one pool process each, and the API, once all are ready."""
-    deployment = Deployment(service_env, logs_dir)
-    for name in ("w1@ktune-test", "w2@ktune-test"):
-        deployment.start_worker(name)
-    deployment.start_api()
-    deployment.wait_ready(workers=2)
-    yield deployment
-    deployment.stop()
+    with Deployment.running(service_env, logs_dir, ["w1@ktune-test", "w2@ktune-test"]) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="session")

@@ -208,3 +208,43 @@ def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
 
     done = wait_job(api, record.id, {"succeeded"}, timeout=120)
     assert done["progress"]["completed"] == 1
+
+
+@pytest.mark.parametrize("algorithm", ["grid", "hyperband"])
+def test_grid_and_hyperband_searches_run_to_the_end(api: httpx.Client, algorithm: str) -> None:
+    body = example("xor-classifier")
+    body["model"].update(
+        hidden_layers={"min": 1, "max": 2}, units={"values": [8, 16]}, dropout=0.0, activation="tanh"
+    )
+    body["optimizer"] = {"name": "adam", "learning_rate": 0.05}
+    body["training"]["epochs"] = 8
+    body["tuner"] = {
+        "algorithm": algorithm,
+        "max_trials": 7 if algorithm == "hyperband" else 6,
+        "max_parallel_trials": 2,
+        "seed": 3,
+        "max_epochs": 4,
+        "factor": 2,
+    }
+    job = post_job(api, body)
+    done = wait_job(api, job["id"], {"succeeded"}, timeout=180)
+    trials = api.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+    assert all(t["status"] == "completed" for t in trials) and done["progress"]["completed"] == len(trials)
+    if algorithm == "grid":
+        combos = {
+            (
+                t["hyperparameters"]["hidden_layers"],
+                t["hyperparameters"]["units_0"],
+                t["hyperparameters"].get("units_1"),
+            )
+            for t in trials
+        }
+        assert len(combos) == len(trials) == 6, "the grid is 2 x 2 + 2 x 2 x 2 = 12 long; 6 distinct ones ran"
+    else:
+        continued = [t for t in trials if "tuner/trial_id" in t["hyperparameters"]]
+        assert continued, "hyperband continued some trials from their predecessors' checkpoints"
+        for trial in continued:
+            epochs = trial["executions"][0]["history"]["loss"]
+            hps = trial["hyperparameters"]
+            assert len(epochs) == hps["tuner/epochs"] - hps["tuner/initial_epoch"]
+    assert "tuner/epochs" not in done["best_trial"]["hyperparameters"]

@@ -23,13 +23,10 @@ def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         KTUNE_LEASE_SECONDS="10",
         KTUNE_STALE_QUEUED_SECONDS="8",
     )
-    deployment = Deployment(env, tmp_path_factory.mktemp("recovery-logs"))
-    for name in ("r1@ktune-test", "r2@ktune-test"):
-        deployment.start_worker(name)
-    deployment.start_api()
-    deployment.wait_ready(workers=2)
-    yield deployment
-    deployment.stop()
+    with Deployment.running(
+        env, tmp_path_factory.mktemp("recovery-logs"), ["r1@ktune-test", "r2@ktune-test"]
+    ) as d:
+        yield d
 
 
 def long_job(api: Any, max_trials: int) -> str:
