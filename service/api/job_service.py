@@ -108,5 +108,10 @@ def to_public(store: JobStore, record: JobRecord) -> JobPublic:
     )
 
 
-def trial_to_public(trial: TrialRecord) -> TrialPublic:
-    return TrialPublic.model_validate(trial.model_dump())
+def trial_to_public(trial: TrialRecord, history: bool = True) -> TrialPublic:
+    """The trial as clients see it; without `history`, each execution keeps only its best epoch."""
+    public = TrialPublic.model_validate(trial.model_dump())
+    if not history:
+        for execution in public.executions:
+            execution.history = {}
+    return public

@@ -68,10 +68,16 @@ def get_job(job_id: str, store: StoreDep) -> JobPublic:
 
 
 @router.get("/{job_id}/trials", response_model=TrialList, responses=_ERRORS)
-def list_trials(job_id: str, store: StoreDep) -> TrialList:
+def list_trials(
+    job_id: str,
+    store: StoreDep,
+    history: Annotated[
+        bool, Query(description="false leaves out per-epoch histories (smaller bodies)")
+    ] = True,
+) -> TrialList:
     """Every trial of a job with hyperparameters, per-epoch history, result, duration and worker."""
     job_service.get(store, job_id)
-    trials = [job_service.trial_to_public(t) for t in store.get_trials(job_id)]
+    trials = [job_service.trial_to_public(t, history) for t in store.get_trials(job_id)]
     return TrialList(job_id=job_id, items=trials)
 
 

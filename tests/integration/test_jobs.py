@@ -60,6 +60,11 @@ def test_xor_classifier_end_to_end(api: httpx.Client, workers: list[str], tmp_pa
         assert trial["objective_value"] == max(history["val_accuracy"])
         assert trial["duration_seconds"] > 0 and trial["worker"]
     assert len({t["worker"] for t in trials}) >= 2, "max_parallel_trials=2 spreads trials over both workers"
+    brief = api.get(f"/v1/jobs/{job['id']}/trials", params={"history": "false"}).json()["items"]
+    assert [t["executions"][0]["history"] for t in brief] == [{}] * 4
+    assert [t["executions"][0]["best_epoch"] for t in brief] == [
+        t["executions"][0]["best_epoch"] for t in trials
+    ]
 
     best = done["best_trial"]
     best_value = max(t["objective_value"] for t in trials)
