@@ -6,9 +6,10 @@ import os
 from typing import Any
 
 from billiard.process import current_process
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutting_down
 
 from service.core.queue import get_celery
+from worker.context import get_context
 from worker.runtime import discover_gpus, export_gpus, prepare_process, warm_up_in_background
 
 app = get_celery()
@@ -30,3 +31,16 @@ def _prepare(**_: Any) -> None:
     processes = int(os.environ.get(_CONCURRENCY_ENV, "1"))
     prepare_process(index, processes, os.cpu_count() or 1)
     warm_up_in_background()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _serving(sender: Any = None, **_: Any) -> None:
+    """A node that starts again under the same name must not find its old shutdown mark."""
+    get_context().store.set_draining(sender.hostname, False)
+
+
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _draining(sender: str, how: str = "", **_: Any) -> None:
+    """On a warm shutdown (SIGTERM), running trials hand themselves back instead of being waited for."""
+    if how == "Warm":
+        get_context().store.set_draining(sender, True)

@@ -14,6 +14,7 @@ import numpy as np
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
+from service.core import queue
 from service.core.records import ExecutionRecord, TrialRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import TrialStatus
@@ -79,7 +80,7 @@ class _Progress:
     """The on-epoch hook: records history, renews the lease and notices a cancel."""
 
     def __init__(
-        self, ctx: WorkerContext, job_id: str, record: TrialRecord, owner: str, spec: JobCreate
+        self, ctx: WorkerContext, job_id: str, record: TrialRecord, owner: str, spec: JobCreate, node: str
     ) -> None:
         self.ctx = ctx
         self.job_id = job_id
@@ -87,8 +88,10 @@ class _Progress:
         self.owner = owner
         self.spec = spec
         self._last_write = 0.0
+        self.node = node
         self.lease_lost = False
         self.timed_out = False
+        self.handed_back = False
         timeout = spec.limits.trial_timeout_seconds
         self._deadline = time.monotonic() + timeout if timeout is not None else math.inf
         self._job_deadline = time.monotonic() + search.runtime_left(ctx, job_id, spec)
@@ -116,12 +119,15 @@ class _Progress:
             # Another worker owns the trial now; it records the trial, this one must not.
             self.lease_lost = True
             return True
+        if self.node and store.is_draining(self.node):
+            self.handed_back = True  # this worker is shutting down: another one trains the trial
+            return True
         store.put_trial(self.job_id, self.record)
         status = store.get_status(self.job_id)
         return status is None or status.is_final() or time.monotonic() > self._job_deadline
 
 
-def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
+def run_trial(ctx: WorkerContext, job_id: str, trial_id: str, node: str = "") -> None:
     """Train one trial unless it already ended or another worker holds it; idempotent."""
     store = ctx.store
     record = store.get_trial(job_id, trial_id)
@@ -149,10 +155,13 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
             }
         )
         store.put_trial(job_id, record)
-        progress = _Progress(ctx, job_id, record, owner, spec)
+        progress = _Progress(ctx, job_id, record, owner, spec, node)
         outcome = _train_trial(ctx, job_id, spec, record, progress)
         if progress.lease_lost:
             log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, trial_id)
+            return
+        if progress.handed_back:
+            _hand_back(ctx, job_id, spec, record, owner)
             return
         if outcome is None:
             _stop_unfinished(ctx, job_id, record)
@@ -161,6 +170,17 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str) -> None:
     finally:
         store.release_lease(job_id, trial_id, owner)
         release_memory()
+
+
+def _hand_back(ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, owner: str) -> None:
+    """Give a trial back to the queue, from its start, for another worker (this one is shutting down)."""
+    queued = record.model_copy(
+        update={"status": TrialStatus.QUEUED, "started_at": None, "worker": None, "executions": []}
+    )
+    ctx.store.put_trial(job_id, queued)
+    ctx.store.release_lease(job_id, record.id, owner)  # before the message, which the next owner acts on
+    queue.send_run_trial(job_id, record.id, spec.queue)
+    log.warning("trial %s/%s handed back: this worker is shutting down", job_id, record.id)
 
 
 def _stop_unfinished(ctx: WorkerContext, job_id: str, record: TrialRecord) -> None:

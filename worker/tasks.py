@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from kombu.exceptions import OperationalError
 
@@ -33,10 +35,10 @@ def start_job(job_id: str) -> None:
     search.advance(ctx, job_id)
 
 
-@app.task(name=RUN_TRIAL, **_TRANSIENT)  # type: ignore[untyped-decorator]
-def run_trial(job_id: str, trial_id: str) -> None:
+@app.task(name=RUN_TRIAL, bind=True, **_TRANSIENT)  # type: ignore[untyped-decorator]
+def run_trial(self: Any, job_id: str, trial_id: str) -> None:
     """Train one trial, record it, and advance the search."""
     warm_up()
     from worker import runner
 
-    runner.run_trial(get_context(), job_id, trial_id)
+    runner.run_trial(get_context(), job_id, trial_id, node=self.request.hostname or "")

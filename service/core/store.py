@@ -8,6 +8,7 @@ Layout (prefix `ktune` by default):
 - `{p}:job:{id}:oracle` the search algorithm's state (JSON)
 - `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner;
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again
+- `{p}:worker:{node}:draining` marks a worker node in warm shutdown
 - `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
 """
 
@@ -219,6 +220,18 @@ class JobStore:
         """True at most once per `seconds` for a trial, so a sweep does not re-send it again and again."""
         key = f"{self._job(job_id)}:requeued:{trial_id}"
         return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
+
+    # worker nodes
+    def set_draining(self, node: str, draining: bool) -> None:
+        """Mark a worker node as shutting down (its trials hand themselves back), or clear the mark."""
+        key = f"{self.prefix}:worker:{node}:draining"
+        if draining:
+            self.redis.set(key, "1", ex=24 * 3600)
+        else:
+            self.redis.delete(key)
+
+    def is_draining(self, node: str) -> bool:
+        return bool(self.redis.exists(f"{self.prefix}:worker:{node}:draining"))
 
     def lease_holder(self, job_id: str, trial_id: str) -> str | None:
         value = self.redis.get(f"{self._job(job_id)}:lease:{trial_id}")

@@ -118,7 +118,7 @@ class Deployment:
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{env['KTUNE_PORT']}", timeout=30)
 
     def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / log_name, "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.logs / log_name, "ab")  # noqa: SIM115 - closed with the process; a restart appends
         return subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
@@ -138,6 +138,12 @@ class Deployment:
         """SIGKILL a worker node and its pool process at once, as when a machine dies."""
         os.killpg(self.workers[name].pid, signal.SIGKILL)
         self.workers.pop(name).wait(10)
+
+    def terminate_worker(self, name: str, timeout: float = 60) -> None:
+        """SIGTERM a worker node (warm shutdown, as `docker stop` does) and wait for it to exit."""
+        process = self.workers.pop(name)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout)
 
     def start_api(self) -> None:
         self.api_process = self._start(["-m", "service"], "api.log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,9 +30,9 @@ def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield d
 
 
-def long_job(api: Any, max_trials: int) -> str:
+def long_job(api: Any, max_trials: int, batch_size: int = 4) -> str:
     body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["training"]["epochs"] = 10_000
+    body["training"].update(epochs=10_000, batch_size=batch_size)
     body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=1)
     response = api.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -65,6 +66,27 @@ def test_a_duplicate_delivery_of_a_running_trial_does_nothing(fragile: Deploymen
     assert done["progress"]["completed"] == 1
     assert finished["worker"] == trial["worker"] and len(finished["executions"]) == 1
     assert len(finished["executions"][0]["history"]["loss"]) == 10_000, "trained once, not restarted"
+
+
+def test_sigterm_hands_the_running_trial_back_and_the_worker_exits_promptly(fragile: Deployment) -> None:
+    api = fragile.client
+    job_id = long_job(api, max_trials=1, batch_size=1)  # four steps an epoch: about 15 s of training
+    trial = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
+    pool_pid = int(trial["worker"].rsplit(":", 1)[1])
+    [victim] = [name for name, process in fragile.workers.items() if os.getpgid(pool_pid) == process.pid]
+
+    started = time.monotonic()
+    fragile.terminate_worker(victim)
+    assert time.monotonic() - started < 10, "the worker did not wait for its trial to finish"
+
+    wait_job(api, job_id, {"succeeded"}, timeout=120)
+    [finished] = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+    assert finished["worker"] != trial["worker"], "the other worker took the trial over"
+    assert len(finished["executions"]) == 1
+    assert len(finished["executions"][0]["history"]["loss"]) == 10_000
+
+    fragile.start_worker(victim)  # the same name again: its shutdown mark must be gone
+    fragile.wait_ready(workers=2)
 
 
 def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment) -> None:
