@@ -261,3 +261,18 @@ def test_a_cursor_not_handed_out_is_a_422(client: TestClient, cursor: str) -> No
 )
 def test_bad_list_parameters_are_a_422(client: TestClient, query: dict[str, Any], field: str) -> None:
     assert field in fields_of(client.get("/v1/jobs", params=query))
+
+
+def test_an_unreachable_job_store_is_a_503_not_a_500() -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
+    response = TestClient(create_app(settings), raise_server_exceptions=False).get("/v1/jobs/some-id")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
