@@ -89,10 +89,21 @@ def test_sigterm_hands_the_running_trial_back_and_the_worker_exits_promptly(frag
     fragile.wait_ready(workers=2)
 
 
-def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment) -> None:
+def starting_trial(api: Any, job_id: str) -> dict[str, Any] | None:
+    """A trial its worker has taken but not yet trained an epoch of (building, tracing)."""
+    trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+    starting = [
+        t for t in trials if t["status"] == "running" and not any(e["history"] for e in t["executions"])
+    ]
+    return starting[0] if starting else None
+
+
+@pytest.mark.parametrize("moment", ["while it builds", "mid-training"])
+def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment, moment: str) -> None:
     api = fragile.client
     job_id = long_job(api, max_trials=2)
-    trial = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
+    at_moment = starting_trial if moment == "while it builds" else training_trial
+    trial = wait_for(lambda: at_moment(api, job_id), 120, f"a trial {moment}", interval=0.05)
     pool_pid = int(trial["worker"].rsplit(":", 1)[1])
     [victim] = [name for name, process in fragile.workers.items() if os.getpgid(pool_pid) == process.pid]
     fragile.kill_worker(victim)
@@ -105,6 +116,9 @@ def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment
     assert rerun["worker"] != trial["worker"], "the killed trial ran again on the other worker"
     assert len(rerun["executions"]) == 1
     assert len(rerun["executions"][0]["history"]["loss"]) == 10_000, "it ran in full, once"
+
+    fragile.start_worker(victim)
+    fragile.wait_ready(workers=2)
 
 
 def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(fragile: Deployment) -> None:
