@@ -49,20 +49,31 @@ def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
 
 
 def requeue_orphaned_trials(store: JobStore, settings: Settings) -> list[str]:
-    """Send again each running trial whose lease has lapsed (its worker died or stalled).
+    """Send again each trial no worker holds that should have one by now.
 
-    The trial's original message comes back only after Redis' visibility timeout, hours later; the new run
-    takes the lease first, and a late duplicate then finds the trial held or finished and does nothing.
+    - running with a lapsed lease: its worker died or stalled. Its original message comes back only after
+      Redis' visibility timeout, hours later.
+    - queued for longer than stale_queued_seconds with no lease: its message may be lost (a worker died
+      between storing the trial and sending it). It may also just wait behind others; then the copy is a
+      no-op when it arrives, and a trial is sent again at most once every four stale periods.
+
+    The next run takes the lease first; a late duplicate finds the trial held or finished and does nothing.
     """
+    stale = settings.stale_queued_seconds
+    queued_before = utcnow() - timedelta(seconds=stale)
     resent: list[str] = []
     for job_id in store.jobs_with_status(JobStatus.RUNNING):
         record = store.get_job(job_id)
         if record is None:
             continue
         for trial in store.get_trials(job_id):
-            if trial.status is not TrialStatus.RUNNING or store.lease_holder(job_id, trial.id) is not None:
+            if trial.status is TrialStatus.RUNNING:
+                every = stale
+            elif trial.status is TrialStatus.QUEUED and trial.created_at < queued_before:
+                every = 4 * stale
+            else:
                 continue
-            if store.claim_requeue(job_id, trial.id, settings.stale_queued_seconds):
+            if store.lease_holder(job_id, trial.id) is None and store.claim_requeue(job_id, trial.id, every):
                 queue.send_run_trial(job_id, trial.id, _queue_of(record.spec))
                 resent.append(f"{job_id}/{trial.id}")
     return resent

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for, wait_job
 
@@ -30,10 +31,10 @@ def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield d
 
 
-def long_job(api: Any, max_trials: int, batch_size: int = 4) -> str:
+def long_job(api: Any, max_trials: int, batch_size: int = 4, max_parallel_trials: int = 1) -> str:
     body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["training"].update(epochs=10_000, batch_size=batch_size)
-    body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=1)
+    body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=max_parallel_trials)
     response = api.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
@@ -141,3 +142,18 @@ def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(fragile: Dep
     assert done["progress"]["completed"] == 3 and len(trials) == 3
     assert trials[first["id"]]["finished_at"] == first["finished_at"], "a finished trial is not run again"
     assert trials[first["id"]]["worker"] == first["worker"]
+
+
+def test_a_queued_trial_whose_message_was_lost_still_runs(fragile: Deployment) -> None:
+    api = fragile.client
+    job_id = long_job(api, max_trials=3, max_parallel_trials=3)  # more trials at once than workers
+
+    def some_waiting() -> bool:
+        trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+        return len(trials) == 3 and "queued" in [t["status"] for t in trials]
+
+    wait_for(some_waiting, 120, "trials waiting for a worker")
+    redis.Redis.from_url(fragile.env["KTUNE_REDIS_URL"]).delete("cpu")  # the cpu queue's waiting messages
+
+    done = wait_job(api, job_id, {"succeeded"}, timeout=180)
+    assert done["progress"]["completed"] == 3
