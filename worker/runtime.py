@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import json
 import logging
 import os
@@ -109,15 +108,14 @@ def warm_up_in_background() -> None:
 
 
 def release_memory() -> None:
-    """After a trial: drop Keras' graph state and hand freed heap pages back to the OS.
+    """After a trial: drop Keras' state, collect garbage and hand freed heap pages back to the OS.
 
     Without malloc_trim, glibc keeps the pages a trial freed, so a process's RSS stays at its largest
     trial's; with it, RSS returns close to its idle size between trials.
     """
     import keras
 
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # it also runs gc.collect()
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         libc = ctypes.CDLL(libc_name)
