@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -100,6 +101,9 @@ def warm_up() -> None:
         configure_tensorflow()
         import keras_tuner  # noqa: F401 - the import is the work
 
+        # Everything imported so far lives as long as the process: keep it out of every later collection,
+        # so the full collection in clear_session() after each trial takes milliseconds, not 0.4 s.
+        gc.freeze()
         _warm = True
 
 
