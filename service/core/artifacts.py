@@ -35,6 +35,3 @@ class ArtifactStore:
         target = self.best_model_path(job_id)
         os.replace(candidate, target)
         return target
-
-    def has_best_model(self, job_id: str) -> bool:
-        return self.best_model_path(job_id).is_file()
