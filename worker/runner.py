@@ -185,9 +185,7 @@ def _hand_back(ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRe
 
 def _stop_unfinished(ctx: WorkerContext, job_id: str, record: TrialRecord) -> None:
     """Record a trial stopped by its job (cancelled, or out of runtime), then let the search end the job."""
-    ctx.store.put_trial(
-        job_id, record.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
-    )
+    ctx.store.put_trial(job_id, record.cancelled())
     search.advance(ctx, job_id)
 
 

@@ -75,9 +75,7 @@ def cancel(store: JobStore, job_id: str) -> JobRecord:
     # Trials no worker has picked up yet end here; running ones notice at their next epoch.
     for trial in store.get_trials(job_id):
         if trial.status is TrialStatus.QUEUED and store.lease_holder(job_id, trial.id) is None:
-            store.put_trial(
-                job_id, trial.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})
-            )
+            store.put_trial(job_id, trial.cancelled())
     return get(store, job_id)
 
 

@@ -1,4 +1,5 @@
-"""Re-sends work whose message or worker was lost: a job's start, or a trial whose worker died."""
+"""Re-sends work whose message or worker was lost: a job's start, a queued trial's message, or a
+running trial whose worker died."""
 
 from __future__ import annotations
 

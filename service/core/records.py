@@ -69,3 +69,7 @@ class TrialRecord(BaseModel):
     duration_seconds: float | None = None
     worker: str | None = None
     error: ErrorInfo | None = None
+
+    def cancelled(self) -> TrialRecord:
+        """This trial, stopped because its job was cancelled or ran out of time."""
+        return self.model_copy(update={"status": TrialStatus.CANCELLED, "finished_at": utcnow()})

@@ -86,8 +86,9 @@ class JobStore:
         return f"{self.prefix}:jobs" if status is None else f"{self.prefix}:jobs:status:{status.value}"
 
     @staticmethod
-    def _member(record: JobRecord) -> str:
-        return f"{int(record.created_at.timestamp() * 1_000_000):020d}:{record.id}"
+    def _member(created_at: datetime, job_id: str) -> str:
+        """A job's entry in the listing indexes: sorting it sorts jobs by creation time."""
+        return f"{int(created_at.timestamp() * 1_000_000):020d}:{job_id}"
 
     # jobs
     def ping(self) -> bool:
@@ -95,7 +96,7 @@ class JobStore:
 
     def create_job(self, record: JobRecord, data: dict[str, Any]) -> None:
         """Store a new job and index it; the job is visible to readers at once."""
-        member = self._member(record)
+        member = self._member(record.created_at, record.id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(f"{self._job(record.id)}:data", json.dumps(data))
         pipe.hset(self._job(record.id), mapping=_job_fields(record))
@@ -152,7 +153,7 @@ class JobStore:
         created = self.redis.hget(self._job(job_id), "created_at")
         if created is None:
             return None
-        return f"{int(datetime.fromisoformat(created).timestamp() * 1_000_000):020d}:{job_id}"
+        return self._member(datetime.fromisoformat(created), job_id)
 
     def set_job_fields(self, job_id: str, **fields: Any) -> None:
         """Update non-status fields (enqueued_at, best)."""
