@@ -9,6 +9,7 @@ from billiard.process import current_process
 from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutting_down
 
 from service.core.queue import get_celery
+from worker.consumption import ConsumptionMonitor
 from worker.context import get_context
 from worker.runtime import discover_gpus, export_gpus, prepare_process, warm_up_in_background
 
@@ -35,8 +36,10 @@ def _prepare(**_: Any) -> None:
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _serving(sender: Any = None, **_: Any) -> None:
-    """A node that starts again under the same name must not find its old shutdown mark."""
-    get_context().store.set_draining(sender.hostname, False)
+    """When the node is ready: start its heartbeat, and clear a shutdown mark left under its name."""
+    context = get_context()
+    ConsumptionMonitor(sender, context.store, context.settings).start()
+    context.store.set_draining(sender.hostname, False)
 
 
 @worker_shutting_down.connect  # type: ignore[untyped-decorator]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api.deps import StoreDep
+from service.api.deps import SettingsDep, StoreDep
 from service.api.schemas import Health
 from service.core.queue import get_celery
 
@@ -19,7 +19,7 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(store: StoreDep) -> JSONResponse:
+def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     """Ready when Redis answers and at least one worker is consuming a queue."""
     checks: dict[str, object] = {}
     try:
@@ -27,16 +27,29 @@ def readyz(store: StoreDep) -> JSONResponse:
     except Exception as exc:  # any failure to reach Redis means not ready
         checks["redis"] = f"unreachable: {exc}"
     queues: dict[str, list[str]] = {}
+    not_consuming: dict[str, str] = {}
     if checks["redis"] == "ok":
         try:
             active = get_celery().control.inspect(timeout=1.0).active_queues() or {}
         except Exception as exc:  # the broker may fail mid-call
             active = {}
             checks["workers_error"] = str(exc)
+        try:
+            heartbeats = store.worker_heartbeats()
+        except Exception as exc:  # Redis may fail mid-call
+            heartbeats = {}
+            checks["heartbeats_error"] = str(exc)
+        # A worker answers `inspect` through its pidbox even when it no longer fetches tasks: its heartbeat
+        # tells whether messages wait for it while its pool idles.
+        for worker, heartbeat in heartbeats.items():
+            if (reason := heartbeat.not_consuming(settings.stalled_seconds)) is not None:
+                not_consuming[worker] = reason
         for worker, worker_queues in active.items():
-            for q in worker_queues:
-                queues.setdefault(q["name"], []).append(worker)
+            if worker not in not_consuming:
+                for q in worker_queues:
+                    queues.setdefault(q["name"], []).append(worker)
     checks["queues"] = queues
+    checks["not_consuming"] = not_consuming
     ready = checks["redis"] == "ok" and bool(queues)
     body = Health(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

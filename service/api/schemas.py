@@ -92,5 +92,12 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
-    checks: dict[str, Any] = Field(default_factory=dict)
+    """Liveness (/healthz) or readiness (/readyz), with what readiness checked."""
+
+    status: str = Field(description="'ok' (/healthz), 'ready' or 'not ready' (/readyz)")
+    checks: dict[str, Any] = Field(
+        default_factory=dict,
+        description="/readyz: `redis` ('ok' or why not); `queues`, each queue's consuming workers; "
+        "`not_consuming`, each worker that answers but has left messages waiting while its pool idles, "
+        "and why",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,7 +37,13 @@ class Settings(BaseSettings):
     port: int = 8000
     key_prefix: str = "ktune"
     trial_time_limit_seconds: int = Field(3_600, description="a trial task is stopped after this long")
-    lease_seconds: int = Field(60, description="a trial's lease lapses when not renewed for this long")
+    lease_seconds: int = Field(
+        30,
+        description="a trial's lease lapses when not renewed for this long; its worker renews it every third",
+    )
+    checkpoint_seconds: float = Field(
+        30, description="a running trial writes an epoch checkpoint at most this often (0: after every chunk)"
+    )
     worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
     worker_max_tasks_per_child: int = Field(
         # TensorFlow keeps some memory of every traced model (about 6-10 MB a trial, with model.fit too);
@@ -47,6 +54,18 @@ class Settings(BaseSettings):
     training_loop: str = Field("fast", description="'fast' (compiled epochs) or 'fit' (plain model.fit)")
     stale_queued_seconds: int = Field(
         60, description="a job still queued after this long has its start message sent again"
+    )
+    worker_heartbeat_seconds: float = Field(
+        5, description="a worker node reports its queues, pool and waiting messages this often"
+    )
+    stalled_seconds: float = Field(
+        30,
+        description="a worker with messages waiting in its queues and an idle pool process for this long "
+        "is not consuming (/readyz)",
+    )
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="kombu Redis transport options (JSON) over ktune's own, e.g. {\"socket_timeout\": 30}",
     )
     limits: Limits = Field(default_factory=Limits)
 

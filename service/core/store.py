@@ -9,6 +9,10 @@ Layout (prefix `ktune` by default):
 - `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner;
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again
 - `{p}:worker:{node}:draining` marks a worker node in warm shutdown
+- `{p}:worker:{node}:heartbeat` a worker node's latest heartbeat (JSON), gone unless renewed; `{p}:workers`
+  the set of nodes that wrote one
+- the broker's own lists (kombu's layout, read only): `{queue}` holds a Celery queue's waiting messages, and
+  `{queue}\x06\x16{n}` those of priority step n
 - `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
 """
 
@@ -22,8 +26,10 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from kombu.transport.redis import Channel as BrokerChannel
 from redis.lock import Lock
 
+from service.core.heartbeats import WorkerHeartbeat
 from service.core.records import BestTrial, ErrorInfo, JobRecord, TrialRecord
 from service.core.states import JobStatus, TrialStatus
 
@@ -74,6 +80,7 @@ class JobStore:
             decode_responses=True,
             health_check_interval=15,
             socket_connect_timeout=5,
+            socket_timeout=15,  # a Redis that hangs raises instead of freezing a worker (or its lease thread)
             retry_on_timeout=True,
         )
         return cls(client, prefix)
@@ -234,9 +241,47 @@ class JobStore:
     def is_draining(self, node: str) -> bool:
         return bool(self.redis.exists(f"{self.prefix}:worker:{node}:draining"))
 
+    def put_worker_heartbeat(self, node: str, heartbeat: WorkerHeartbeat, ttl: float) -> None:
+        """Store a node's latest heartbeat; it disappears after `ttl` seconds unless written again."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(f"{self.prefix}:worker:{node}:heartbeat", heartbeat.model_dump_json(), px=int(ttl * 1000))
+        pipe.sadd(f"{self.prefix}:workers", node)
+        pipe.execute()
+
+    def worker_heartbeats(self) -> dict[str, WorkerHeartbeat]:
+        """The latest heartbeat of every node whose heartbeat has not expired, by node name."""
+        nodes = sorted(self.redis.smembers(f"{self.prefix}:workers"))
+        if not nodes:
+            return {}
+        values = self.redis.mget([f"{self.prefix}:worker:{node}:heartbeat" for node in nodes])
+        gone = [node for node, value in zip(nodes, values, strict=True) if value is None]
+        if gone:
+            # A node whose heartbeat expired is gone; it is added again by its next heartbeat.
+            self.redis.srem(f"{self.prefix}:workers", *gone)
+        return {
+            node: WorkerHeartbeat.model_validate_json(value)
+            for node, value in zip(nodes, values, strict=True)
+            if value is not None
+        }
+
+    def queue_lengths(self, queues: Iterable[str]) -> dict[str, int]:
+        """Messages waiting in the broker in each of these Celery queues, all priorities counted."""
+        lists = {queue: _broker_lists(queue) for queue in queues}
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in lists.values():
+            for key in keys:
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+        return {queue: sum(next(lengths) for _ in keys) for queue, keys in lists.items()}
+
     def lease_holder(self, job_id: str, trial_id: str) -> str | None:
         value = self.redis.get(f"{self._job(job_id)}:lease:{trial_id}")
         return str(value) if value is not None else None
+
+
+def _broker_lists(queue: str) -> list[str]:
+    """kombu's Redis lists of a Celery queue, one per priority step; the first is named after the queue."""
+    return [f"{queue}{BrokerChannel.sep}{step}" if step else queue for step in BrokerChannel.priority_steps]
 
 
 def _optional_time(value: str | None) -> datetime | None:

@@ -7,6 +7,7 @@ Everything runs as separate processes started the way users start them (`python 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -218,3 +219,14 @@ def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: flo
 
     result: dict[str, Any] = wait_for(reached, timeout, f"job {job_id} to reach {statuses}", interval=0.5)
     return result
+
+
+def long_job(api: httpx.Client, max_trials: int, batch_size: int = 4, max_parallel_trials: int = 1) -> str:
+    """Post a job whose trials train the xor-classifier for 10,000 epochs (several seconds each)."""
+    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
+    body["training"].update(epochs=10_000, batch_size=batch_size)
+    body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=max_parallel_trials)
+    response = api.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id

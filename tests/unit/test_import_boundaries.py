@@ -29,6 +29,9 @@ def test_no_tensorflow(statement: str) -> None:
 
 
 def test_shared_core_needs_neither_fastapi_nor_tensorflow() -> None:
-    modules = "spec, params, catalog, settings, store, records, lifecycle, artifacts, queue, states, errors"
+    modules = (
+        "spec, params, catalog, settings, store, records, lifecycle, artifacts, queue, states, errors, "
+        "heartbeats"
+    )
     loaded = loaded_after(f"from service.core import {modules}")
     assert not loaded & {*HEAVY, "fastapi", "starlette"}
