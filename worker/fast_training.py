@@ -15,7 +15,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.training import BestEpochTracker, EpochCallback, ExecutionResult, FitOptions, TrainData
+from worker.training import (
+    BestEpochTracker,
+    CheckpointHook,
+    EpochCallback,
+    ExecutionResult,
+    ExecutionState,
+    FitOptions,
+    TrainData,
+    assign_values,
+)
 
 _LOOP_ATTRIBUTE = "_ktune_fast_loop"
 _MAX_CHUNK_GROWTH = 16  # a chunk is at most this many times the last one, so one noisy timing can't overshoot
@@ -205,14 +214,33 @@ def _to_tensor(array: np.ndarray) -> Any:
     return tf.convert_to_tensor(array)
 
 
+def _state(loop: _EpochLoop, tracker: BestEpochTracker, next_epoch: int) -> ExecutionState:
+    return ExecutionState("fast", next_epoch, tracker.snapshot(), [v.numpy() for v in loop.state()])
+
+
+def _restore(loop: _EpochLoop, tracker: BestEpochTracker, state: ExecutionState) -> int:
+    """Continue from a checkpoint of this loop; returns the epoch to go on from."""
+    if state.loop != "fast":
+        raise ValueError(f"a checkpoint of the {state.loop!r} training loop")
+    assign_values(loop.state(), state.variables)
+    tracker.restore(state.tracker)
+    return state.next_epoch
+
+
 def fast_fit_execution(
     model: keras.Model,
     data: TrainData,
     options: FitOptions,
     on_epoch: EpochCallback,
+    checkpoint: CheckpointHook | None = None,
+    resume: ExecutionState | None = None,
     chunk_seconds: float = 1.0,
 ) -> ExecutionResult:
-    """Same as `fit_execution`, but runs epochs in compiled chunks of about `chunk_seconds` each."""
+    """Same as `fit_execution`, but runs epochs in compiled chunks of about `chunk_seconds` each.
+
+    `checkpoint` is offered the execution's state after every chunk; `resume` continues from such a state
+    exactly: the model, optimizer, shuffling and early-stopping state all continue where they stopped.
+    """
     x, y, x_val, y_val = (_to_tensor(a) for a in (data.x_train, data.y_train, data.x_val, data.y_val))
     loop = _loop_for(model, x, y)
     loop.reset_tracking()
@@ -228,6 +256,8 @@ def fast_fit_execution(
         tf.constant(abs(options.min_delta), tf.float64),
     )
     epoch, chunk = options.initial_epoch, 1
+    if resume is not None:
+        epoch = _restore(loop, tracker, resume)
     while epoch < options.epochs and not (result.stopped_early or result.cancelled):
         saved = [v.numpy() for v in loop.state()]  # to rewind to if a cancel lands mid-chunk
         started = time.perf_counter()
@@ -254,6 +284,8 @@ def fast_fit_execution(
         epoch += fed
         # Size the next chunk to take about `chunk_seconds`; the first call's time is mostly tracing.
         chunk = max(1, min(chunk * _MAX_CHUNK_GROWTH, int(chunk_seconds * len(rows) / max(elapsed, 1e-9))))
+        if checkpoint is not None and epoch < options.epochs and not result.stopped_early:
+            checkpoint(lambda: _state(loop, tracker, epoch))  # noqa: B023 - called at once, not later
     if result.best_epoch is not None:
         if int(loop.best_epoch.numpy()) != result.best_epoch:
             # The loop's bookkeeping must mirror BestEpochTracker's; never hand out another epoch's weights.

@@ -19,11 +19,21 @@ from service.core.records import ExecutionRecord, TrialRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import TrialStatus
 from worker import search
+from worker.checkpoints import Checkpointer, TrialCheckpoint, load_checkpoint
 from worker.context import WorkerContext, load_spec
 from worker.data import job_arrays
+from worker.lease import LeaseKeeper
 from worker.model_builder import build_model
 from worker.runtime import release_memory
-from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
+from worker.training import (
+    CheckpointHook,
+    EpochCallback,
+    ExecutionResult,
+    ExecutionState,
+    FitOptions,
+    TrainData,
+    fit_execution,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +41,19 @@ _WRITE_EVERY_SECONDS = 0.5
 
 
 def _train(
-    model: keras.Model, data: TrainData, options: FitOptions, on_epoch: EpochCallback, loop: str
+    model: keras.Model,
+    data: TrainData,
+    options: FitOptions,
+    on_epoch: EpochCallback,
+    loop: str,
+    checkpoint: CheckpointHook,
+    resume: ExecutionState | None,
 ) -> ExecutionResult:
     if loop == "fast":
         from worker.fast_training import fast_fit_execution
 
-        return fast_fit_execution(model, data, options, on_epoch)
-    return fit_execution(model, data, options, on_epoch)
+        return fast_fit_execution(model, data, options, on_epoch, checkpoint, resume)
+    return fit_execution(model, data, options, on_epoch, checkpoint, resume)
 
 
 def _model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop: str) -> keras.Model:
@@ -77,15 +93,21 @@ def best_epoch_metrics(results: list[ExecutionResult], initial_epoch: int) -> tu
 
 
 class _Progress:
-    """The on-epoch hook: records history, renews the lease and notices a cancel."""
+    """The on-epoch hook: records history and notices a cancel, a lost lease or a shutdown."""
 
     def __init__(
-        self, ctx: WorkerContext, job_id: str, record: TrialRecord, owner: str, spec: JobCreate, node: str
+        self,
+        ctx: WorkerContext,
+        job_id: str,
+        record: TrialRecord,
+        lease: LeaseKeeper,
+        spec: JobCreate,
+        node: str,
     ) -> None:
         self.ctx = ctx
         self.job_id = job_id
         self.record = record
-        self.owner = owner
+        self.lease = lease
         self.spec = spec
         self._last_write = 0.0
         self.node = node
@@ -115,7 +137,7 @@ class _Progress:
     def flush(self) -> bool:
         """Write progress; True when the trial should stop (its job ended, or its lease was lost)."""
         store = self.ctx.store
-        if not store.renew_lease(self.job_id, self.record.id, self.owner, self.ctx.settings.lease_seconds):
+        if self.lease.lost:
             # Another worker owns the trial now; it records the trial, this one must not.
             self.lease_lost = True
             return True
@@ -141,44 +163,69 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str, node: str = "") ->
         )
         return
     try:
-        status = store.get_status(job_id)
-        spec = load_spec(store, job_id)
-        if status is None or status.is_final() or search.runtime_left(ctx, job_id, spec) <= 0:
-            _stop_unfinished(ctx, job_id, record)
-            return
-        record = record.model_copy(
-            update={
-                "status": TrialStatus.RUNNING,
-                "started_at": utcnow(),
-                "worker": ctx.worker_name,
-                "executions": [],
-            }
-        )
-        store.put_trial(job_id, record)
-        progress = _Progress(ctx, job_id, record, owner, spec, node)
-        outcome = _train_trial(ctx, job_id, spec, record, progress)
-        if progress.lease_lost:
-            log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, trial_id)
-            return
-        if progress.handed_back:
-            _hand_back(ctx, job_id, spec, record, owner)
-            return
-        if outcome is None:
-            _stop_unfinished(ctx, job_id, record)
-            return
-        search.finish_trial(ctx, job_id, record, outcome)
+        with LeaseKeeper(store, job_id, trial_id, owner, ctx.settings.lease_seconds) as lease:
+            _run_leased(ctx, job_id, record, lease, node)
     finally:
-        store.release_lease(job_id, trial_id, owner)
         release_memory()
 
 
-def _hand_back(ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, owner: str) -> None:
-    """Give a trial back to the queue, from its start, for another worker (this one is shutting down)."""
-    queued = record.model_copy(
-        update={"status": TrialStatus.QUEUED, "started_at": None, "worker": None, "executions": []}
+def _run_leased(ctx: WorkerContext, job_id: str, record: TrialRecord, lease: LeaseKeeper, node: str) -> None:
+    store = ctx.store
+    status = store.get_status(job_id)
+    spec = load_spec(store, job_id)
+    if status is None or status.is_final() or search.runtime_left(ctx, job_id, spec) <= 0:
+        _stop_unfinished(ctx, job_id, record)
+        return
+    record = record.model_copy(
+        update={
+            "status": TrialStatus.RUNNING,
+            "started_at": utcnow(),
+            "worker": ctx.worker_name,
+            "executions": [],
+        }
     )
+    resume = _usable_checkpoint(ctx, job_id, record.id)
+    if resume is not None:
+        record.executions = resume.executions
+    store.put_trial(job_id, record)
+    progress = _Progress(ctx, job_id, record, lease, spec, node)
+    outcome = _train_trial(ctx, job_id, spec, record, progress, resume)
+    if progress.lease_lost:
+        log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, record.id)
+        return
+    if progress.handed_back:
+        _hand_back(ctx, job_id, spec, record, lease)
+        return
+    if outcome is None:
+        _stop_unfinished(ctx, job_id, record)
+    else:
+        search.finish_trial(ctx, job_id, record, outcome)
+        ctx.artifacts.discard_resume(job_id, record.id)
+
+
+def _usable_checkpoint(ctx: WorkerContext, job_id: str, trial_id: str) -> TrialCheckpoint | None:
+    """The trial's epoch checkpoint, if it was written by the training loop this worker runs."""
+    checkpoint = load_checkpoint(ctx.artifacts.resume_path(job_id, trial_id))
+    if checkpoint is None:
+        return None
+    if checkpoint.current is not None and checkpoint.current.loop != ctx.settings.training_loop:
+        log.warning("trial %s/%s starts over: its checkpoint is of another training loop", job_id, trial_id)
+        return None
+    log.warning("trial %s/%s continues from its checkpoint", job_id, trial_id)
+    return checkpoint
+
+
+def _hand_back(
+    ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, lease: LeaseKeeper
+) -> None:
+    """Give a trial back to the queue for another worker (this one is shutting down).
+
+    Its checkpoint, just written, lets the next worker continue from the last epoch trained here.
+    """
+    queued = record.model_copy(update={"status": TrialStatus.QUEUED, "started_at": None, "worker": None})
     ctx.store.put_trial(job_id, queued)
-    ctx.store.release_lease(job_id, record.id, owner)  # before the message, which the next owner acts on
+    # Released before the message goes, since the next owner acts on the message.
+    ctx.store.release_lease(job_id, record.id, lease.owner)
     queue.send_run_trial(job_id, record.id, spec.queue)
     log.warning("trial %s/%s handed back: this worker is shutting down", job_id, record.id)
 
@@ -186,6 +233,7 @@ def _hand_back(ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRe
 def _stop_unfinished(ctx: WorkerContext, job_id: str, record: TrialRecord) -> None:
     """Record a trial stopped by its job (cancelled, or out of runtime), then let the search end the job."""
     ctx.store.put_trial(job_id, record.cancelled())
+    ctx.artifacts.discard_resume(job_id, record.id)
     search.advance(ctx, job_id)
 
 
@@ -194,9 +242,14 @@ def _failed(code: str, message: str) -> search.TrialOutcome:
 
 
 def _train_trial(
-    ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, progress: _Progress
+    ctx: WorkerContext,
+    job_id: str,
+    spec: JobCreate,
+    record: TrialRecord,
+    progress: _Progress,
+    resume: TrialCheckpoint | None,
 ) -> search.TrialOutcome | None:
-    """Every execution of the trial; None when it was cancelled."""
+    """Every execution of the trial, continuing from `resume` if given; None when it was cancelled."""
     values: dict[str, Any] = record.hyperparameters
     options = FitOptions(
         epochs=int(values.get("tuner/epochs", spec.training.epochs)),
@@ -207,18 +260,30 @@ def _train_trial(
         patience=spec.training.early_stopping.patience if spec.training.early_stopping else None,
         min_delta=spec.training.early_stopping.min_delta if spec.training.early_stopping else 0.0,
     )
-    results: list[ExecutionResult] = []
+    results: list[ExecutionResult] = list(resume.finished) if resume else []
+    checkpointer = Checkpointer(
+        ctx.artifacts.resume_path(job_id, record.id),
+        ctx.settings.checkpoint_seconds,
+        results,
+        record.executions,
+        urgent=lambda: progress.handed_back,
+        allowed=lambda: not progress.lease.lost,
+    )
     model: keras.Model | None = None
     try:
         data = job_arrays(job_id, spec)
-        for execution in range(spec.tuner.executions_per_trial):
+        for execution in range(len(results), spec.tuner.executions_per_trial):
             keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
             fresh = build_model(spec, values)
             if "tuner/trial_id" in values:
                 fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
             model = _model_for_execution(model, fresh, ctx.settings.training_loop)
-            progress.start_execution()
-            result = _train(model, data, options, progress, ctx.settings.training_loop)
+            state = resume.current if resume is not None and execution == len(resume.finished) else None
+            if state is None:
+                progress.start_execution()
+            else:
+                record.executions[-1].resumed_at_epochs.append(state.next_epoch)
+            result = _train(model, data, options, progress, ctx.settings.training_loop, checkpointer, state)
             results.append(result)
             record.executions[-1].best_epoch = result.best_epoch
             if progress.timed_out:

@@ -30,6 +30,14 @@ class ArtifactStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def resume_path(self, job_id: str, trial_id: str) -> Path:
+        """A running trial's latest epoch checkpoint, for continuing it on another worker."""
+        return self.job_dir(job_id) / "checkpoints" / f"{trial_id}.resume.npz"
+
+    def discard_resume(self, job_id: str, trial_id: str) -> None:
+        """Delete a trial's epoch checkpoint once the trial has ended."""
+        self.resume_path(job_id, trial_id).unlink(missing_ok=True)
+
     def promote(self, job_id: str, candidate: Path) -> Path:
         """Make a candidate the job's best model (an atomic rename on the same filesystem)."""
         target = self.best_model_path(job_id)

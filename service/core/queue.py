@@ -29,8 +29,10 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=settings.trial_time_limit_seconds + 60,
         task_soft_time_limit=settings.trial_time_limit_seconds,
         broker_transport_options={
-            # Above the longest trial: Redis redelivers unacknowledged messages after this long.
+            # Above the longest trial: Redis redelivers unacknowledged messages after this long. A trial
+            # redelivered while it runs does nothing (its lease is held), so a lower value only wastes work.
             "visibility_timeout": settings.visibility_timeout_seconds,
+            **settings.broker_transport_options,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

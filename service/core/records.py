@@ -52,6 +52,10 @@ class ExecutionRecord(BaseModel):
         default_factory=dict, description="per-epoch values; null where the value was NaN or infinite"
     )
     best_epoch: int | None = None
+    resumed_at_epochs: list[int] = Field(
+        default_factory=list,
+        description="epochs from which training continued from a checkpoint, after its worker was lost",
+    )
 
 
 class TrialRecord(BaseModel):

@@ -1,29 +1,30 @@
-"""Nothing lost when a worker dies: its trial runs again elsewhere and counts once."""
+"""Nothing lost when a worker dies: its trial continues elsewhere and counts once."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for, wait_job
+from tests.integration.conftest import Deployment, long_job, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """A deployment of its own (Redis database 1, so its queues are apart) with short leases."""
+    """A deployment of its own (Redis database 1, its queues apart): short leases, frequent checkpoints."""
     env = service_env_for(
         redis_url.rsplit("/", 1)[0] + "/1",
         tmp_path_factory.mktemp("recovery-artifacts"),
         KTUNE_LEASE_SECONDS="10",
         KTUNE_STALE_QUEUED_SECONDS="8",
+        KTUNE_CHECKPOINT_SECONDS="1",
     )
     with Deployment.running(
         env, tmp_path_factory.mktemp("recovery-logs"), ["r1@ktune-test", "r2@ktune-test"]
@@ -31,14 +32,19 @@ def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield d
 
 
-def long_job(api: Any, max_trials: int, batch_size: int = 4, max_parallel_trials: int = 1) -> str:
-    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["training"].update(epochs=10_000, batch_size=batch_size)
-    body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=max_parallel_trials)
-    response = api.post("/v1/jobs", json=body)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
+def job_dir(deployment: Deployment, job_id: str) -> Path:
+    return Path(deployment.env["KTUNE_ARTIFACT_DIR"]) / "jobs" / job_id
+
+
+def epoch_checkpoint(deployment: Deployment, job_id: str, trial_id: str) -> Path:
+    return job_dir(deployment, job_id) / "checkpoints" / f"{trial_id}.resume.npz"
+
+
+def node_of(deployment: Deployment, trial: dict[str, Any]) -> str:
+    """The worker node whose pool process trains the trial."""
+    pool_pid = int(trial["worker"].rsplit(":", 1)[1])
+    [node] = [name for name, process in deployment.workers.items() if os.getpgid(pool_pid) == process.pid]
+    return node
 
 
 def training_trial(api: Any, job_id: str) -> dict[str, Any] | None:
@@ -73,8 +79,10 @@ def test_sigterm_hands_the_running_trial_back_and_the_worker_exits_promptly(frag
     api = fragile.client
     job_id = long_job(api, max_trials=1, batch_size=1)  # four steps an epoch: about 15 s of training
     trial = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
-    pool_pid = int(trial["worker"].rsplit(":", 1)[1])
-    [victim] = [name for name, process in fragile.workers.items() if os.getpgid(pool_pid) == process.pid]
+    victim = node_of(fragile, trial)
+    trained_before = len(
+        api.get(f"/v1/jobs/{job_id}/trials").json()["items"][0]["executions"][0]["history"]["loss"]
+    )
 
     started = time.monotonic()
     fragile.terminate_worker(victim)
@@ -83,8 +91,13 @@ def test_sigterm_hands_the_running_trial_back_and_the_worker_exits_promptly(frag
     wait_job(api, job_id, {"succeeded"}, timeout=120)
     [finished] = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
     assert finished["worker"] != trial["worker"], "the other worker took the trial over"
-    assert len(finished["executions"]) == 1
-    assert len(finished["executions"][0]["history"]["loss"]) == 10_000
+    [execution] = finished["executions"]
+    [resumed_at] = execution["resumed_at_epochs"]
+    assert resumed_at >= trained_before, "it continued from the epoch where the stopped worker handed it back"
+    assert len(execution["history"]["loss"]) == 10_000, "every epoch once: the history continues, no gap"
+    assert not epoch_checkpoint(fragile, job_id, finished["id"]).exists(), (
+        "a finished trial's checkpoint goes"
+    )
 
     fragile.start_worker(victim)  # the same name again: its shutdown mark must be gone
     fragile.wait_ready(workers=2)
@@ -99,14 +112,21 @@ def starting_trial(api: Any, job_id: str) -> dict[str, Any] | None:
     return starting[0] if starting else None
 
 
+def checkpointed_trial(deployment: Deployment, job_id: str) -> dict[str, Any] | None:
+    """A training trial that has written an epoch checkpoint."""
+    trial = training_trial(deployment.client, job_id)
+    return trial if trial and epoch_checkpoint(deployment, job_id, trial["id"]).exists() else None
+
+
 @pytest.mark.parametrize("moment", ["while it builds", "mid-training"])
 def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment, moment: str) -> None:
     api = fragile.client
     job_id = long_job(api, max_trials=2)
-    at_moment = starting_trial if moment == "while it builds" else training_trial
-    trial = wait_for(lambda: at_moment(api, job_id), 120, f"a trial {moment}", interval=0.05)
-    pool_pid = int(trial["worker"].rsplit(":", 1)[1])
-    [victim] = [name for name, process in fragile.workers.items() if os.getpgid(pool_pid) == process.pid]
+    if moment == "while it builds":
+        trial = wait_for(lambda: starting_trial(api, job_id), 120, "a trial building", interval=0.05)
+    else:
+        trial = wait_for(lambda: checkpointed_trial(fragile, job_id), 120, "a trial with a checkpoint")
+    victim = node_of(fragile, trial)
     fragile.kill_worker(victim)
 
     done = wait_job(api, job_id, {"succeeded"}, timeout=180)
@@ -115,8 +135,13 @@ def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment
     rerun = next(t for t in trials if t["id"] == trial["id"])
     assert rerun["status"] == "completed"
     assert rerun["worker"] != trial["worker"], "the killed trial ran again on the other worker"
-    assert len(rerun["executions"]) == 1
-    assert len(rerun["executions"][0]["history"]["loss"]) == 10_000, "it ran in full, once"
+    [execution] = rerun["executions"]
+    assert len(execution["history"]["loss"]) == 10_000, "every epoch once: no gap, no repeat"
+    if moment == "while it builds":
+        assert execution["resumed_at_epochs"] == [], "no checkpoint yet: it started over"
+    else:
+        [resumed_at] = execution["resumed_at_epochs"]
+        assert 0 < resumed_at < 10_000, "it continued from its last epoch checkpoint"
 
     fragile.start_worker(victim)
     fragile.wait_ready(workers=2)
@@ -157,3 +182,40 @@ def test_a_queued_trial_whose_message_was_lost_still_runs(fragile: Deployment) -
 
     done = wait_job(api, job_id, {"succeeded"}, timeout=180)
     assert done["progress"]["completed"] == 3
+
+
+def test_a_worker_killed_while_saving_the_best_model_leaves_no_broken_model(fragile: Deployment) -> None:
+    api = fragile.client
+    job_id = long_job(api, max_trials=1)
+    trial = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
+    # A named pipe where the trial saves its model: opening it for writing blocks until someone reads, so
+    # the worker is held exactly in the middle of saving the model.
+    candidate = job_dir(fragile, job_id) / "candidates" / f"{trial['id']}.keras"
+    candidate.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(candidate)
+
+    def saving() -> bool:
+        [current] = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+        return len(current["executions"][0]["history"]["loss"]) == 10_000 and current["status"] == "running"
+
+    wait_for(saving, 120, "the trial to finish training and save its model")
+    time.sleep(1)  # well inside open() by now
+    victim = node_of(fragile, trial)
+    fragile.kill_worker(victim)
+    candidate.unlink()
+    fragile.start_worker(victim)  # earlier tests may have left only this one worker
+
+    done = wait_job(api, job_id, {"succeeded"}, timeout=180)
+    [finished] = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+    assert done["progress"]["completed"] == 1 and finished["worker"] != trial["worker"]
+    response = api.get(f"/v1/jobs/{job_id}/artifacts/best-model")
+    assert response.status_code == 200
+    path = job_dir(fragile, job_id) / "downloaded.keras"
+    path.write_bytes(response.content)
+    import keras
+    import numpy as np
+
+    model = keras.models.load_model(path)  # a whole model, not the half written when the worker died
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")
+    _, accuracy = model.evaluate(x, np.array([0, 1, 1, 0]), verbose=0)
+    assert accuracy == pytest.approx(done["best_trial"]["objective_value"]), "it is the best trial's model"
