@@ -176,6 +176,17 @@ def _run_leased(ctx: WorkerContext, job_id: str, record: TrialRecord, lease: Lea
     if status is None or status.is_final() or search.runtime_left(ctx, job_id, spec) <= 0:
         _stop_unfinished(ctx, job_id, record)
         return
+    losses = store.trial_losses(job_id, record.id)
+    if losses >= ctx.settings.trial_max_worker_losses:
+        # Most likely the trial itself kills its worker (out of memory); running it again would too.
+        lost = _failed(
+            "worker_lost",
+            f"the worker running this trial was lost {losses} times (killed, out of memory or its machine "
+            f"gone); the trial is not run again",
+        )
+        search.finish_trial(ctx, job_id, record, lost)
+        ctx.artifacts.discard_resume(job_id, record.id)
+        return
     record = record.model_copy(
         update={
             "status": TrialStatus.RUNNING,

@@ -75,6 +75,8 @@ def requeue_orphaned_trials(store: JobStore, settings: Settings) -> list[str]:
             else:
                 continue
             if store.lease_holder(job_id, trial.id) is None and store.claim_requeue(job_id, trial.id, every):
+                if trial.status is TrialStatus.RUNNING:
+                    store.count_trial_loss(job_id, trial.id)  # a worker that keeps dying fails the trial
                 queue.send_run_trial(job_id, trial.id, _queue_of(record.spec))
                 resent.append(f"{job_id}/{trial.id}")
     return resent

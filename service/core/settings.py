@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         30,
         description="a trial's lease lapses when not renewed for this long; its worker renews it every third",
     )
+    trial_max_worker_losses: int = Field(
+        3,
+        description="a trial whose worker is lost this many times while running it fails (worker_lost): "
+        "it may be what kills its worker, running out of memory",
+    )
     checkpoint_seconds: float = Field(
         30, description="a running trial writes an epoch checkpoint at most this often (0: after every chunk)"
     )
@@ -65,7 +70,7 @@ class Settings(BaseSettings):
     )
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="kombu Redis transport options (JSON) over ktune's own, e.g. {\"socket_timeout\": 30}",
+        description='kombu Redis transport options (JSON) over ktune\'s own, e.g. {"socket_timeout": 30}',
     )
     limits: Limits = Field(default_factory=Limits)
 

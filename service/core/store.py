@@ -7,7 +7,8 @@ Layout (prefix `ktune` by default):
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON); `{p}:job:{id}:trial-status` id -> status
 - `{p}:job:{id}:oracle` the search algorithm's state (JSON)
 - `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner;
-  `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again
+  `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
+  `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running
 - `{p}:worker:{node}:draining` marks a worker node in warm shutdown
 - `{p}:worker:{node}:heartbeat` a worker node's latest heartbeat (JSON), gone unless renewed; `{p}:workers`
   the set of nodes that wrote one
@@ -228,6 +229,13 @@ class JobStore:
         """True at most once per `seconds` for a trial, so a sweep does not re-send it again and again."""
         key = f"{self._job(job_id)}:requeued:{trial_id}"
         return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
+
+    def count_trial_loss(self, job_id: str, trial_id: str) -> int:
+        """Note that a running trial's worker was lost; returns how many times that has happened."""
+        return int(self.redis.incr(f"{self._job(job_id)}:losses:{trial_id}"))
+
+    def trial_losses(self, job_id: str, trial_id: str) -> int:
+        return int(self.redis.get(f"{self._job(job_id)}:losses:{trial_id}") or 0)
 
     # worker nodes
     def set_draining(self, node: str, draining: bool) -> None:

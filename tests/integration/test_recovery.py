@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ def fragile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         KTUNE_LEASE_SECONDS="10",
         KTUNE_STALE_QUEUED_SECONDS="8",
         KTUNE_CHECKPOINT_SECONDS="1",
+        KTUNE_TRIAL_MAX_WORKER_LOSSES="2",
     )
     with Deployment.running(
         env, tmp_path_factory.mktemp("recovery-logs"), ["r1@ktune-test", "r2@ktune-test"]
@@ -145,6 +147,32 @@ def test_a_killed_workers_trial_runs_again_on_another_worker(fragile: Deployment
 
     fragile.start_worker(victim)
     fragile.wait_ready(workers=2)
+
+
+def test_a_trial_that_keeps_killing_its_worker_fails_and_the_search_goes_on(fragile: Deployment) -> None:
+    api = fragile.client
+    job_id = long_job(api, max_trials=2)
+    first = wait_for(lambda: training_trial(api, job_id), 120, "a trial to train")
+    killed: set[str] = set()
+    for _ in range(2):  # KTUNE_TRIAL_MAX_WORKER_LOSSES
+
+        def in_a_new_process() -> dict[str, Any] | None:
+            trial = training_trial(api, job_id)
+            return trial if trial and trial["id"] == first["id"] and trial["worker"] not in killed else None
+
+        trial = wait_for(in_a_new_process, 120, "the trial running in a live process")
+        # What the kernel's out-of-memory killer does: the pool process dies, its worker node lives on.
+        os.kill(int(trial["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+        killed.add(trial["worker"])
+
+    done = wait_job(api, job_id, {"succeeded"}, timeout=180)
+    trials = {t["id"]: t for t in api.get(f"/v1/jobs/{job_id}/trials").json()["items"]}
+    lost = trials.pop(first["id"])
+    assert lost["status"] == "failed" and lost["error"]["code"] == "worker_lost", lost["error"]
+    assert "lost 2 times" in lost["error"]["message"]
+    [other] = trials.values()
+    assert other["status"] == "completed", "the search went on"
+    assert done["progress"]["failed"] == 1 and done["progress"]["completed"] == 1
 
 
 def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(fragile: Deployment) -> None:
