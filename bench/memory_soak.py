@@ -47,7 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as logs, ktune_stack("fast", Path(logs), "soak") as stack:
+    with tempfile.TemporaryDirectory() as logs, ktune_stack("fast", Path(logs), "soak", {}) as stack:
         job = stack.client.post("/v1/jobs", json=soak_request(args.trials)).json()
         samples: dict[int, list[tuple[int, float]]] = {}  # pid -> (trials completed by the job, RSS MB)
         started = time.monotonic()

@@ -3,6 +3,7 @@
 Per search: the baseline runs bench/baseline.py in a fresh process; ktune runs as users run it (a private
 redis-server, one worker `-c 2`, the API), started fresh for each search and torn down after it.
 Usage: scripts/run-bench [--search seed,digits] [--loop fast|fit] [--skip-baseline] [--trials N]
+                         [--setting KTUNE_NAME=value ...]
 """
 
 from __future__ import annotations
@@ -244,8 +245,10 @@ class Stack:
     logs: Path
 
 
-def ktune_env(redis_url: str, artifacts: Path, port: int, loop: str) -> dict[str, str]:
-    """The environment of the worker and the API: only our KTUNE_* settings."""
+def ktune_env(
+    redis_url: str, artifacts: Path, port: int, loop: str, settings: dict[str, str]
+) -> dict[str, str]:
+    """The environment of the worker and the API: only our KTUNE_* settings, and those asked for."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTUNE_")}
     env.update({
         "KTUNE_REDIS_URL": redis_url,
@@ -255,12 +258,13 @@ def ktune_env(redis_url: str, artifacts: Path, port: int, loop: str) -> dict[str
         "KTUNE_TRAINING_LOOP": loop,
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **settings,
     })
     return env
 
 
 @contextlib.contextmanager
-def ktune_stack(loop: str, logs: Path, name: str) -> Iterator[Stack]:
+def ktune_stack(loop: str, logs: Path, name: str, settings: dict[str, str]) -> Iterator[Stack]:
     """Start redis-server, the worker and the API; wait for /readyz; tear all down on leaving."""
     server = shutil.which("redis-server")
     if server is None:
@@ -273,7 +277,7 @@ def ktune_stack(loop: str, logs: Path, name: str) -> Iterator[Stack]:
              "--dir", str(workdir)], logs / f"{name}-redis.log"))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         wait_for(lambda: redis.Redis.from_url(redis_url).ping(), 15, "redis-server")
-        env = ktune_env(redis_url, workdir / "artifacts", api_port, loop)
+        env = ktune_env(redis_url, workdir / "artifacts", api_port, loop, settings)
         worker_log = logs / f"{name}-worker.log"
         worker = stack.enter_context(started(
             [sys.executable, "-m", "worker", "-c", "2", "-n", "bench@%h", "-Q", "cpu"], worker_log, env))
@@ -361,7 +365,9 @@ class SearchResult:
         return self.baseline.wall_s / self.ktune.wall_s if self.baseline else None
 
 
-def run_search(search: str, loop: str, trials: int | None, skip_baseline: bool, logs: Path) -> SearchResult:
+def run_search(
+    search: str, loop: str, trials: int | None, skip_baseline: bool, logs: Path, settings: dict[str, str]
+) -> SearchResult:
     """The baseline, then ktune, on the same request."""
     request = REQUESTS[search]()
     if trials is not None:
@@ -376,7 +382,7 @@ def run_search(search: str, loop: str, trials: int | None, skip_baseline: bool, 
         baseline = run_baseline(search, request_path, logs)
         print(f"   baseline: {baseline.wall_s:.1f} s, best {baseline.best_objective:.4f}", flush=True)
     print(f"   ktune (loop {loop}): starting redis-server, worker, API ...", flush=True)
-    with ktune_stack(loop, logs, search) as stack:
+    with ktune_stack(loop, logs, search, settings) as stack:
         warn_if_busy("the ktune job")
         print("   ktune: ready; posting the job", flush=True)
         ktune = run_ktune(stack, request, loop)
@@ -438,7 +444,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loop", choices=["fast", "fit"], default="fast", help="ktune's KTUNE_TRAINING_LOOP")
     parser.add_argument("--skip-baseline", action="store_true", help="run only the ktune side")
     parser.add_argument("--trials", type=int, help="override max_trials on both sides (quick runs)")
+    parser.add_argument("--setting", action="append", default=[], metavar="KTUNE_NAME=value",
+                        help="a ktune setting for the worker and the API, e.g. KTUNE_CHECKPOINT_SECONDS=0")
     args = parser.parse_args(argv)
+    args.settings = dict(item.split("=", 1) for item in args.setting if "=" in item)
+    if len(args.settings) != len(args.setting) or not all(k.startswith("KTUNE_") for k in args.settings):
+        parser.error("--setting takes KTUNE_NAME=value")
     args.searches = [s.strip() for s in args.search.split(",") if s.strip()]
     unknown = set(args.searches) - set(SEARCHES)
     if unknown or not args.searches:
@@ -463,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for search in args.searches:
-            results.append(run_search(search, args.loop, args.trials, args.skip_baseline, logs))
+            results.append(
+                run_search(search, args.loop, args.trials, args.skip_baseline, logs, args.settings)
+            )
     except KeyboardInterrupt:
         print("\ninterrupted; everything started was stopped", file=sys.stderr)
         return 130
@@ -471,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "started": stamp,
         "options": {"search": args.searches, "loop": args.loop, "trials": args.trials,
-                    "skip_baseline": args.skip_baseline},
+                    "skip_baseline": args.skip_baseline, "settings": args.settings},
         "environment": environment(),
         "searches": [{**asdict(r), "speedup": r.speedup} for r in results],
     }

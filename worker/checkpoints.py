@@ -154,6 +154,11 @@ class Checkpointer:
         now = time.monotonic()
         if not (self.urgent() or now - self._last >= self.every_seconds) or not self.allowed():
             return
-        save_checkpoint(self.path, TrialCheckpoint(self.finished, capture(), self.executions))
+        try:
+            save_checkpoint(self.path, TrialCheckpoint(self.finished, capture(), self.executions))
+        except OSError:
+            # A full or unwritable disk costs the trial its checkpoint, not its training.
+            log.exception("could not write the checkpoint %s", self.path)
+        else:
+            self.saved += 1
         self._last = time.monotonic()
-        self.saved += 1

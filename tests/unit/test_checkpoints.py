@@ -201,3 +201,13 @@ def test_the_checkpointer_writes_when_due_urgent_and_allowed(tmp_path: Path) -> 
     assert every_chunk.saved == 2
     loaded = load_checkpoint(path)
     assert loaded is not None and loaded.current is not None and loaded.current.next_epoch == len(captured)
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the checkpoint's directory should be")
+    checkpointer = Checkpointer(
+        blocked / "t.resume.npz", 0, [], [], urgent=lambda: False, allowed=lambda: True
+    )
+    checkpointer(lambda: ExecutionState("fast", 1, {}, []))
+    assert checkpointer.saved == 0
