@@ -221,10 +221,16 @@ def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: flo
     return result
 
 
-def long_job(api: httpx.Client, max_trials: int, batch_size: int = 4, max_parallel_trials: int = 1) -> str:
-    """Post a job whose trials train the xor-classifier for 10,000 epochs (several seconds each)."""
+def long_job(
+    api: httpx.Client,
+    max_trials: int,
+    batch_size: int = 4,
+    max_parallel_trials: int = 1,
+    epochs: int = 10_000,
+) -> str:
+    """Post an xor-classifier random search whose trials train for `epochs` (10,000: several seconds)."""
     body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["training"].update(epochs=10_000, batch_size=batch_size)
+    body["training"].update(epochs=epochs, batch_size=batch_size)
     body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=max_parallel_trials)
     response = api.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text

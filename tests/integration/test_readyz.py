@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from service.core.heartbeats import WorkerHeartbeat
 from service.core.queue import make_celery
 from service.core.settings import Settings
 from service.core.store import JobStore
-from tests.integration.conftest import ROOT, Deployment, long_job, service_env_for, wait_for, wait_job
+from tests.integration.conftest import Deployment, long_job, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +88,7 @@ def test_a_worker_that_stopped_consuming_is_not_ready_until_it_consumes_again(
     )
     # What the known Celery failure looks like: the worker lives and answers remote control, fetches nothing.
     assert control.cancel_consumer("cpu", destination=[WORKER], reply=True)
-    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["training"]["epochs"] = 20
-    body["tuner"].update(algorithm="random", max_trials=1, max_parallel_trials=1)
-    response = api.post("/v1/jobs", json=body)
-    assert response.status_code == 202, response.text
-    job_id = response.json()["id"]
+    job_id = long_job(api, max_trials=1, epochs=20)
 
     def reported() -> Any:
         response = api.get("/readyz")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.integration.conftest import ROOT, Deployment, free_port, service_env_for, wait_for, wait_job
+from tests.integration.conftest import Deployment, free_port, long_job, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -83,12 +82,7 @@ def restartable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Redi
 def test_a_redis_restart_mid_job_loses_nothing(restartable: tuple[RedisServer, Deployment]) -> None:
     server, deployment = restartable
     api = deployment.client
-    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["training"]["epochs"] = 5_000
-    body["tuner"].update(algorithm="random", max_trials=3, max_parallel_trials=1)
-    response = api.post("/v1/jobs", json=body)
-    assert response.status_code == 202, response.text
-    job_id = response.json()["id"]
+    job_id = long_job(api, max_trials=3, epochs=5_000)
 
     def one_done_one_training() -> dict[str, Any] | None:
         trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
