@@ -448,3 +448,9 @@ def test_dockerfile_runs_the_api_as_non_root_by_default() -> None:
     assert not _docker("ENTRYPOINT"), "an ENTRYPOINT would wrap the compose commands"
     users = _docker("USER")
     assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    undocumented = {name for name in SETTINGS_ENV if f"`{name}`" not in readme and name != "KTUNE_LIMITS"}
+    assert not undocumented, f"add these to the README's configuration table: {sorted(undocumented)}"
