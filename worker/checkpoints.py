@@ -34,6 +34,7 @@ class TrialCheckpoint:
     finished: list[ExecutionResult]
     current: ExecutionState | None
     executions: list[ExecutionRecord] = field(default_factory=list)
+    elapsed_seconds: float = 0.0  # the trial's running time so far, counted against its time limit
 
 
 def save_checkpoint(path: Path, checkpoint: TrialCheckpoint) -> None:
@@ -67,6 +68,7 @@ def save_checkpoint(path: Path, checkpoint: TrialCheckpoint) -> None:
             "variables": len(current.variables),
         },
         "executions": [e.model_dump() for e in checkpoint.executions],
+        "elapsed_seconds": checkpoint.elapsed_seconds,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -122,14 +124,15 @@ def _from_meta(meta: dict[str, Any], arrays: list[np.ndarray]) -> TrialCheckpoin
             variables=take(current_meta["variables"]),
         )
     executions = [ExecutionRecord.model_validate(e) for e in meta["executions"]]
-    return TrialCheckpoint(finished, current, executions)
+    return TrialCheckpoint(finished, current, executions, float(meta["elapsed_seconds"]))
 
 
 class Checkpointer:
     """The trainers' checkpoint hook for one trial: writes when due, or at once when `urgent()` says so.
 
     `finished` is the trial's list of finished executions and `executions` its record's, both kept
-    up to date by the trial runner; `allowed()` is false once the trial belongs to another worker.
+    up to date by the trial runner; `allowed()` is false once the trial belongs to another worker;
+    `elapsed()` is how long the trial has run, all workers together.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class Checkpointer:
         executions: list[ExecutionRecord],
         urgent: Callable[[], bool],
         allowed: Callable[[], bool],
+        elapsed: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.path = path
         self.every_seconds = every_seconds
@@ -147,6 +151,7 @@ class Checkpointer:
         self.executions = executions
         self.urgent = urgent
         self.allowed = allowed
+        self.elapsed = elapsed
         self._last = time.monotonic()
         self.saved = 0
 
@@ -155,7 +160,8 @@ class Checkpointer:
         if not (self.urgent() or now - self._last >= self.every_seconds) or not self.allowed():
             return
         try:
-            save_checkpoint(self.path, TrialCheckpoint(self.finished, capture(), self.executions))
+            checkpoint = TrialCheckpoint(self.finished, capture(), self.executions, self.elapsed())
+            save_checkpoint(self.path, checkpoint)
         except OSError:
             # A full or unwritable disk costs the trial its checkpoint, not its training.
             log.exception("could not write the checkpoint %s", self.path)

@@ -114,9 +114,15 @@ class _Progress:
         self.lease_lost = False
         self.timed_out = False
         self.handed_back = False
+        self._started = time.monotonic()
+        self.earlier_seconds = 0.0  # spent on the trial by workers before this one (from its checkpoint)
         timeout = spec.limits.trial_timeout_seconds
-        self._deadline = time.monotonic() + timeout if timeout is not None else math.inf
+        self._timeout = timeout if timeout is not None else math.inf
         self._job_deadline = time.monotonic() + search.runtime_left(ctx, job_id, spec)
+
+    def elapsed(self) -> float:
+        """Seconds the trial has run, on this worker and on those before it up to its checkpoint."""
+        return self.earlier_seconds + time.monotonic() - self._started
 
     def start_execution(self) -> None:
         self.record.executions.append(ExecutionRecord())
@@ -126,7 +132,7 @@ class _Progress:
         for name, value in logs.items():
             history.setdefault(name, []).append(finite_or_none(value))
         now = time.monotonic()
-        if now > self._deadline:
+        if self.elapsed() > self._timeout:
             self.timed_out = True
             return True
         if now - self._last_write < _WRITE_EVERY_SECONDS:
@@ -200,6 +206,8 @@ def _run_leased(ctx: WorkerContext, job_id: str, record: TrialRecord, lease: Lea
         record.executions = resume.executions
     store.put_trial(job_id, record)
     progress = _Progress(ctx, job_id, record, lease, spec, node)
+    if resume is not None:
+        progress.earlier_seconds = resume.elapsed_seconds
     outcome = _train_trial(ctx, job_id, spec, record, progress, resume)
     if progress.lease_lost:
         log.warning("trial %s/%s lost its lease; leaving it to its new owner", job_id, record.id)
@@ -279,6 +287,7 @@ def _train_trial(
         record.executions,
         urgent=lambda: progress.handed_back,
         allowed=lambda: not progress.lease.lost,
+        elapsed=progress.elapsed,
     )
     model: keras.Model | None = None
     try:

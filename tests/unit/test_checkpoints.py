@@ -153,7 +153,7 @@ def test_finished_executions_and_records_survive_the_file(tmp_path: Path) -> Non
     current = ExecutionState("fast", 7, {"history": {"loss": [2.0]}}, [np.full((2, 2), 3.0)])
     records = [ExecutionRecord(history={"loss": [1.0, None, 0.5]}, best_epoch=2), ExecutionRecord()]
     path = tmp_path / "t.resume.npz"
-    save_checkpoint(path, TrialCheckpoint([finished], current, records))
+    save_checkpoint(path, TrialCheckpoint([finished], current, records, elapsed_seconds=12.5))
     loaded = load_checkpoint(path)
 
     assert loaded is not None and loaded.current is not None
@@ -164,6 +164,7 @@ def test_finished_executions_and_records_survive_the_file(tmp_path: Path) -> Non
     assert loaded.current.next_epoch == 7 and loaded.current.tracker == {"history": {"loss": [2.0]}}
     np.testing.assert_array_equal(loaded.current.variables[0], np.full((2, 2), 3.0))
     assert loaded.executions == records
+    assert loaded.elapsed_seconds == 12.5, "a resumed trial's time limit counts its earlier running time"
     assert not list(tmp_path.glob(".*partial")), "the temporary file was renamed into place"
 
 
@@ -195,12 +196,15 @@ def test_the_checkpointer_writes_when_due_urgent_and_allowed(tmp_path: Path) -> 
     checkpointer(capture)
     assert checkpointer.saved == 1
     flags.update(urgent=False, allowed=True)
-    every_chunk = Checkpointer(path, 0, [], [], urgent=lambda: False, allowed=lambda: True)
+    every_chunk = Checkpointer(
+        path, 0, [], [], urgent=lambda: False, allowed=lambda: True, elapsed=lambda: 42.0
+    )
     every_chunk(capture)
     every_chunk(capture)
     assert every_chunk.saved == 2
     loaded = load_checkpoint(path)
     assert loaded is not None and loaded.current is not None and loaded.current.next_epoch == len(captured)
+    assert loaded.elapsed_seconds == 42.0
 
 
 def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tmp_path: Path) -> None:
