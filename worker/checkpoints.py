@@ -156,12 +156,23 @@ class Checkpointer:
         self.saved = 0
 
     def __call__(self, capture: Callable[[], ExecutionState]) -> None:
-        now = time.monotonic()
-        if not (self.urgent() or now - self._last >= self.every_seconds) or not self.allowed():
-            return
+        if self._wanted():
+            self._write(capture())
+
+    def between_executions(self) -> None:
+        """After an execution finished and before the next: a checkpoint with none under way, if wanted."""
+        if self._wanted():
+            self._write(None)
+
+    def _wanted(self) -> bool:
+        due = self.urgent() or time.monotonic() - self._last >= self.every_seconds
+        return due and self.allowed()
+
+    def _write(self, current: ExecutionState | None) -> None:
         try:
-            checkpoint = TrialCheckpoint(self.finished, capture(), self.executions, self.elapsed())
-            save_checkpoint(self.path, checkpoint)
+            save_checkpoint(
+                self.path, TrialCheckpoint(self.finished, current, self.executions, self.elapsed())
+            )
         except OSError:
             # A full or unwritable disk costs the trial its checkpoint, not its training.
             log.exception("could not write the checkpoint %s", self.path)

@@ -76,6 +76,11 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def execution_complete(result: ExecutionResult, options: FitOptions) -> bool:
+    """Whether an execution trained all its epochs or stopped early, even if a stop came with its last."""
+    return result.stopped_early or options.initial_epoch + result.epochs_run >= options.epochs
+
+
 def best_epoch_metrics(results: list[ExecutionResult], initial_epoch: int) -> tuple[dict[str, float], int]:
     """Each execution's metrics at its best epoch, averaged over executions (keras-tuner's rule)."""
     per_execution = []
@@ -312,8 +317,17 @@ def _train_trial(
                     f"the trial ran longer than limits.trial_timeout_seconds "
                     f"({spec.limits.trial_timeout_seconds} s)",
                 )
-            if result.cancelled or progress.flush():
-                return None
+            if result.cancelled and not (progress.handed_back and execution_complete(result, options)):
+                return (
+                    None  # stopped mid-execution: a cancel, a lost lease, or a hand-back with its checkpoint
+                )
+            if progress.handed_back or progress.flush():
+                if not progress.handed_back:
+                    return None  # the job ended, or the lease was lost
+                if execution + 1 < spec.tuner.executions_per_trial:
+                    checkpointer.between_executions()
+                    return None
+                progress.handed_back = False  # every execution is done: record the trial, not hand it back
     except redis.RedisError:
         raise  # the job store, not the trial, failed: the task is retried (worker.tasks)
     except SoftTimeLimitExceeded:

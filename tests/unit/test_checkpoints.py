@@ -215,3 +215,34 @@ def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tmp_path: Pa
     )
     checkpointer(lambda: ExecutionState("fast", 1, {}, []))
     assert checkpointer.saved == 0
+
+
+def test_a_checkpoint_between_executions_has_none_under_way(tmp_path: Path) -> None:
+    path = tmp_path / "t.resume.npz"
+    done = ExecutionResult(history={"loss": [0.5]}, best_epoch=0, best_value=0.5, best_weights=[np.ones(2)])
+    checkpointer = Checkpointer(
+        path, 3600, [done], [ExecutionRecord()], urgent=lambda: True, allowed=lambda: True
+    )
+    checkpointer.between_executions()
+    loaded = load_checkpoint(path)
+    assert loaded is not None and loaded.current is None and len(loaded.finished) == 1
+
+
+@pytest.mark.parametrize(
+    ("epochs_run", "initial_epoch", "stopped_early", "complete"),
+    [
+        (10, 0, False, True),
+        (9, 0, False, False),
+        (4, 6, False, True),
+        (3, 6, False, False),
+        (2, 0, True, True),
+    ],
+)
+def test_an_execution_is_complete_when_every_epoch_ran_or_it_stopped_early(
+    epochs_run: int, initial_epoch: int, stopped_early: bool, complete: bool
+) -> None:
+    from worker.runner import execution_complete
+
+    result = ExecutionResult(history={"loss": [1.0] * epochs_run}, stopped_early=stopped_early)
+    options = FitOptions(epochs=10, batch_size=1, monitor="loss", mode="min", initial_epoch=initial_epoch)
+    assert execution_complete(result, options) is complete
