@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ from service.core.heartbeats import WorkerHeartbeat
 from service.core.queue import make_celery
 from service.core.settings import Settings
 from service.core.store import JobStore
-from tests.integration.conftest import Deployment, long_job, service_env_for, wait_for, wait_job
+from tests.integration.conftest import ROOT, Deployment, long_job, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +109,24 @@ def test_a_worker_that_stopped_consuming_is_not_ready_until_it_consumes_again(
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     log = (watched.logs / f"{WORKER.split('@')[0]}.log").read_text()
     assert f"worker {WORKER} is not consuming its queues: queue cpu has had" in log
+    unhealthy = health_check(watched)
+    assert unhealthy.returncode == 1 and "is not consuming: queue cpu" in unhealthy.stdout
 
     assert control.add_consumer("cpu", destination=[WORKER], reply=True)
     watched.wait_ready(workers=1)
     assert api.get("/readyz").json()["checks"]["not_consuming"] == {}
     wait_job(api, job_id, {"succeeded"}, timeout=120)
+    assert health_check(watched).returncode == 0, "the container's health check passes again"
+    assert health_check(watched, "nobody@nowhere").returncode == 1, "a node with no heartbeat is unhealthy"
+
+
+def health_check(deployment: Deployment, node: str = WORKER) -> subprocess.CompletedProcess[str]:
+    """The worker containers' health check (docker-compose.yml), run against this deployment."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.health", node],
+        env=deployment.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

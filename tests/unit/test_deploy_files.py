@@ -285,6 +285,13 @@ def test_api_healthcheck_probes_a_health_route_on_its_port() -> None:
 # --- workers --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["worker-cpu", "worker-gpu"])
+def test_worker_healthcheck_runs_the_heartbeat_check(name: str) -> None:
+    test = SERVICES[name]["healthcheck"]["test"]
+    assert test[:1] == ["CMD"] and test[1:] == ["python", "-m", "worker.health"], test
+    assert (ROOT / "worker" / "health.py").is_file()
+
+
 def test_workers_consume_known_queues() -> None:
     assert {"worker-cpu", "worker-gpu"} <= set(WORKERS)
     for name, service in WORKERS.items():

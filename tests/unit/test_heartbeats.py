@@ -52,3 +52,14 @@ def test_the_sentence_names_only_the_queues_with_waiting_messages() -> None:
     assert both.not_consuming(30) == (
         "queues cpu, gpu have had 3 messages waiting for 60 s while 2 of 2 pool processes are idle"
     )
+
+
+def test_the_health_check_fails_a_silent_or_stalled_worker_and_passes_a_consuming_one() -> None:
+    from worker.health import problem
+
+    assert problem("celery@a", None, 30) is not None and "no heartbeat" in str(problem("celery@a", None, 30))
+    assert problem("celery@a", heartbeat(45), 30) == (
+        "celery@a is not consuming: queue cpu has had 3 messages waiting for 45 s while 1 of 2 pool "
+        "processes is idle"
+    )
+    assert problem("celery@a", heartbeat(None), 30) is None

@@ -22,6 +22,7 @@ def loaded_after(statement: str) -> set[str]:
     [
         "from service.api.app import create_app; create_app()",
         "import worker.app, worker.tasks, worker.__main__",  # what the prefork parent imports
+        "import worker.health",  # a container's health check, run every half minute
     ],
 )
 def test_no_tensorflow(statement: str) -> None:
