@@ -318,9 +318,8 @@ def _train_trial(
                     f"({spec.limits.trial_timeout_seconds} s)",
                 )
             if result.cancelled and not (progress.handed_back and execution_complete(result, options)):
-                return (
-                    None  # stopped mid-execution: a cancel, a lost lease, or a hand-back with its checkpoint
-                )
+                # Stopped mid-execution: a cancel, a lost lease, or a hand-back (with its checkpoint).
+                return None
             if progress.handed_back or progress.flush():
                 if not progress.handed_back:
                     return None  # the job ended, or the lease was lost
