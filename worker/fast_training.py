@@ -270,8 +270,8 @@ def fast_fit_execution(
             logs = dict(sorted(zip(loop.keys, (float(value) for value in row), strict=True)))
             if tracker.observe(epoch + offset, logs, _NoWeights()):
                 result.stopped_early = True  # the loop stopped at this epoch too: it is the chunk's last
-            if on_epoch(epoch + offset, logs):
-                result.cancelled = True
+            if reason := on_epoch(epoch + offset, logs):
+                result.stopped_by = reason
             if result.stopped_early or result.cancelled:
                 break
         fed = offset + 1

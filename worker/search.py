@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,9 @@ from service.core.spec import JobCreate
 from service.core.states import TrialStatus
 from service.core.store import JobStore
 from worker.context import WorkerContext, load_spec
+from worker.lease import Keeper, step_lock
 from worker.oracles import dump_oracle, load_oracle
+from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +32,80 @@ def public_values(values: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if not name.startswith("tuner/")}
 
 
+@contextlib.contextmanager
+def search_step(ctx: WorkerContext, job_id: str) -> Iterator[Keeper]:
+    """Hold the job's step lock, renewed by a thread, for one step of its search.
+
+    Raises SearchBusy when another step holds it for longer than `KTUNE_STEP_WAIT_SECONDS`.
+    """
+    store, settings = ctx.store, ctx.settings
+    owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + settings.step_wait_seconds
+    pause = 0.01
+    while not store.acquire_step_lock(job_id, owner, settings.step_lock_seconds):
+        if time.monotonic() > deadline:
+            raise SearchBusy(f"the search of job {job_id} stayed busy for {settings.step_wait_seconds} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+    with step_lock(store, job_id, owner, settings.step_lock_seconds) as lock:
+        yield lock
+
+
+def _save_oracle(store: JobStore, job_id: str, oracle: Any, lock: Keeper) -> None:
+    """Store the oracle's state, only while this step still holds the lock. Raises StepLockLost."""
+    if lock.lost or not store.save_oracle_state(job_id, dump_oracle(oracle), lock.owner):
+        raise StepLockLost(f"the search step of job {job_id} lost its lock before storing its result")
+
+
+def fail_search(ctx: WorkerContext, job_id: str, exc: BaseException) -> None:
+    """End the job `failed` with `search_error`: a search step raised something no retry will mend."""
+    log.error("a search step of job %s failed", job_id, exc_info=exc)
+    lifecycle.fail(ctx.store, job_id, "search_error", f"the search failed: {type(exc).__name__}: {exc}")
+
+
 def advance(ctx: WorkerContext, job_id: str) -> None:
-    """Start trials up to max_parallel_trials and queue them; end the job once the search is over."""
+    """Start trials up to max_parallel_trials and queue them; end the job once the search is over.
+
+    Idempotent: trials the oracle holds with no record yet (a step interrupted after storing the oracle)
+    get their record and message here. A step that raises anything but a transient error fails the job
+    with `search_error`; transient errors propagate, for the task to be tried again.
+    """
+    try:
+        created, queue_name = _advance(ctx, job_id)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        fail_search(ctx, job_id, exc)
+        return
+    for trial_id in created:
+        queue.send_run_trial(job_id, trial_id, queue_name)
+
+
+def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
     store = ctx.store
-    created: list[str] = []
-    with store.job_lock(job_id):
+    with search_step(ctx, job_id) as lock:
         status = store.get_status(job_id)
         if status is None or status.is_final():
-            return
+            return [], ""
         spec = load_spec(store, job_id)
         oracle = load_oracle(spec, store.load_oracle_state(job_id))
         if runtime_left(ctx, job_id, spec) <= 0:
             # SageMaker's MaxRuntimeInSeconds: no new trial; the job ends with what it found.
             if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
                 _end_search(ctx, job_id, oracle)
-            return
+            return [], spec.queue
         stopped = False
         while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
             trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
             if trial.status != KtStatus.RUNNING:
                 stopped = trial.status == KtStatus.STOPPED
                 break
-            created.append(trial.trial_id)
-            store.put_trial(
+        _save_oracle(store, job_id, oracle, lock)
+        created = [
+            trial.trial_id
+            for trial in oracle.ongoing_trials.values()
+            if lifecycle.queue_trial(
+                store,
                 job_id,
                 TrialRecord(
                     id=trial.trial_id,
@@ -57,11 +113,10 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
                     hyperparameters=dict(trial.hyperparameters.values),
                 ),
             )
-        store.save_oracle_state(job_id, dump_oracle(oracle))
+        ]
         if stopped and not oracle.ongoing_trials:
             _end_search(ctx, job_id, oracle)
-    for trial_id in created:
-        queue.send_run_trial(job_id, trial_id, spec.queue)
+    return created, spec.queue
 
 
 def runtime_left(ctx: WorkerContext, job_id: str, spec: JobCreate) -> float:
@@ -114,29 +169,47 @@ def could_be_best(spec: JobCreate, value: float, best: float | None) -> bool:
 
 
 def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome) -> None:
-    """Tell the oracle a trial's result, keep the best model, record the trial, then advance the search."""
-    store = ctx.store
-    with store.job_lock(job_id):
-        spec = load_spec(store, job_id)
-        status = store.get_status(job_id)
-        oracle = load_oracle(spec, store.load_oracle_state(job_id))
-        kt_trial = oracle.trials[record.id]
-        # A retried task may find the oracle already told: it must not count the trial twice.
-        if kt_trial.status not in (KtStatus.COMPLETED, KtStatus.FAILED):
-            outcome = _tell_oracle(store, job_id, spec, oracle, kt_trial, outcome)
-            _check_failed_trials(store, job_id, spec, oracle, outcome)
-        store.save_oracle_state(job_id, dump_oracle(oracle))
-        _keep_if_best(
-            ctx, job_id, oracle, record, outcome, running=status is not None and not status.is_final()
-        )
-        store.put_trial(job_id, _finished(record, outcome))
+    """Tell the oracle a trial's result, keep the best model, record the trial, then advance the search.
+
+    Safe to call again after a transient error: the oracle is told once, and the search still advances. A
+    step that fails otherwise fails the job with `search_error`, and the trial keeps its own result.
+    """
+    try:
+        _finish(ctx, job_id, record, outcome)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        fail_search(ctx, job_id, exc)
+        lifecycle.end_trial(ctx.store, job_id, _finished(record, outcome))
+        if outcome.candidate is not None:
+            outcome.candidate.unlink(missing_ok=True)
+        return
     advance(ctx, job_id)
 
 
-def _tell_oracle(
-    store: JobStore, job_id: str, spec: JobCreate, oracle: Any, kt_trial: Any, outcome: TrialOutcome
-) -> TrialOutcome:
-    """End the trial in the oracle; returns the outcome, failed when the oracle found its score NaN."""
+def _finish(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome) -> None:
+    store = ctx.store
+    with search_step(ctx, job_id) as lock:
+        spec = load_spec(store, job_id)
+        status = store.get_status(job_id)
+        if status is None:
+            return  # the job was deleted
+        oracle = load_oracle(spec, store.load_oracle_state(job_id))
+        kt_trial = oracle.trials[record.id]
+        # A retried step may find the oracle already told: it must not count the trial twice.
+        told = kt_trial.status in (KtStatus.COMPLETED, KtStatus.FAILED)
+        if not told:
+            _tell_oracle(store, job_id, oracle, kt_trial, outcome)
+        outcome = _as_told(spec, kt_trial, outcome)
+        if not told:
+            _check_failed_trials(store, job_id, spec, oracle, outcome)
+            _save_oracle(store, job_id, oracle, lock)
+        _keep_if_best(ctx, job_id, oracle, record, outcome, running=not status.is_final())
+        lifecycle.end_trial(store, job_id, _finished(record, outcome))
+
+
+def _tell_oracle(store: JobStore, job_id: str, oracle: Any, kt_trial: Any, outcome: TrialOutcome) -> None:
+    """End the trial in the oracle; it may find a completed trial's score NaN and fail it."""
     if outcome.status is TrialStatus.COMPLETED:
         oracle.update_trial(kt_trial.trial_id, outcome.metrics, step=outcome.best_step)
         kt_trial.status = KtStatus.COMPLETED
@@ -147,6 +220,10 @@ def _tell_oracle(
         oracle.end_trial(kt_trial)
     except RuntimeError as exc:  # keras-tuner's limit of consecutive failed trials
         lifecycle.fail(store, job_id, "too_many_failed_trials", str(exc).strip())
+
+
+def _as_told(spec: JobCreate, kt_trial: Any, outcome: TrialOutcome) -> TrialOutcome:
+    """The outcome as the oracle took it: failed when the oracle found a completed trial's score NaN."""
     if kt_trial.status == KtStatus.FAILED and outcome.status is TrialStatus.COMPLETED:
         return TrialOutcome(
             TrialStatus.FAILED,

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from kombu.exceptions import OperationalError
-
 from service.core.queue import RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
 from worker.runtime import warm_up
+from worker.transient import TRANSIENT_ERRORS
 
 app = get_celery()
 
-# Redis unreachable or restarting is no fault of the job: such a task is tried again, waiting longer each
-# time (up to 10 minutes). Every task is idempotent, so a retry after partial progress is safe.
+# Redis unreachable or restarting, or a search step kept busy, is no fault of the job: such a task is tried
+# again, waiting longer each time (up to 10 minutes). Every task is idempotent, so a retry after partial
+# progress is safe. Any other error of a search step fails the job (worker.search).
 _TRANSIENT = {
-    "autoretry_for": (redis.RedisError, OperationalError),
+    "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": 2,
     "retry_backoff_max": 600,
     "max_retries": 30,

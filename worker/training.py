@@ -14,8 +14,10 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-# Called after every epoch with (epoch index, logs); returning True stops training (a cancel).
-EpochCallback = Callable[[int, dict[str, float]], bool]
+from worker.stops import StopReason
+
+# Called after every epoch with (epoch index, logs); returning a reason stops training there.
+EpochCallback = Callable[[int, dict[str, float]], StopReason | None]
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,12 @@ class ExecutionResult:
     best_value: float | None = None
     best_weights: list[np.ndarray] | None = None
     stopped_early: bool = False
-    cancelled: bool = False
+    stopped_by: StopReason | None = None  # what the epoch callback stopped training with
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the epoch callback stopped training before its end."""
+        return self.stopped_by is not None
 
     @property
     def epochs_run(self) -> int:
@@ -159,8 +166,8 @@ class _EpochHook(keras.callbacks.Callback):  # type: ignore[misc]
         if self.tracker.observe(epoch, floats, self.model):
             self.tracker.result.stopped_early = True
             self.model.stop_training = True
-        if self.on_epoch(epoch, floats):
-            self.tracker.result.cancelled = True
+        if reason := self.on_epoch(epoch, floats):
+            self.tracker.result.stopped_by = reason
             self.model.stop_training = True
         if self.checkpoint is not None and not self.tracker.result.stopped_early:
             self.checkpoint(lambda: _fit_state(self.model, self.tracker, epoch + 1))

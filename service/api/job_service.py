@@ -73,9 +73,9 @@ def cancel(store: JobStore, job_id: str) -> JobRecord:
             )
         return record
     # Trials no worker has picked up yet end here; running ones notice at their next epoch.
-    for trial in store.get_trials(job_id):
+    for trial in store.get_trials(job_id, history=False):
         if trial.status is TrialStatus.QUEUED and store.lease_holder(job_id, trial.id) is None:
-            store.put_trial(job_id, trial.cancelled())
+            lifecycle.cancel_queued_trial(store, job_id, trial)
     return get(store, job_id)
 
 
@@ -99,6 +99,7 @@ def to_public(store: JobStore, record: JobRecord) -> JobPublic:
         ),
         best_trial=record.best,
         error=record.error,
+        waiting=record.waiting,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
@@ -106,10 +107,6 @@ def to_public(store: JobStore, record: JobRecord) -> JobPublic:
     )
 
 
-def trial_to_public(trial: TrialRecord, history: bool = True) -> TrialPublic:
-    """The trial as clients see it; without `history`, each execution keeps only its best epoch."""
-    public = TrialPublic.model_validate(trial.model_dump())
-    if not history:
-        for execution in public.executions:
-            execution.history = {}
-    return public
+def trial_to_public(trial: TrialRecord) -> TrialPublic:
+    """The trial as clients see it (with the history the store returned, if any)."""
+    return TrialPublic.model_validate(trial.model_dump())

@@ -7,7 +7,9 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import SettingsDep, StoreDep
 from service.api.schemas import Health
-from service.core.queue import get_celery
+from service.core.queue import QUEUES, get_celery
+from service.core.settings import Settings
+from service.core.store import JobStore
 
 router = APIRouter(tags=["health"])
 
@@ -50,6 +52,23 @@ def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
                     queues.setdefault(q["name"], []).append(worker)
     checks["queues"] = queues
     checks["not_consuming"] = not_consuming
+    if checks["redis"] == "ok":
+        checks["unserved"] = _unserved(store, settings, set(queues))
     ready = checks["redis"] == "ok" and bool(queues)
     body = Health(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def _unserved(store: JobStore, settings: Settings, served: set[str]) -> dict[str, str]:
+    """Queues with messages waiting that no worker consumes, each with a sentence on what happens next."""
+    try:
+        waiting = store.queue_lengths(QUEUES)
+    except Exception as exc:  # Redis may fail mid-call
+        return {"error": str(exc)}
+    return {
+        name: f"{count} message{'' if count == 1 else 's'} wait and no worker consumes this queue; its jobs "
+        f"fail with no_worker after {settings.no_worker_seconds:.0f} s without one "
+        f"(start one: python -m worker -Q {name})"
+        for name, count in waiting.items()
+        if count and name not in served
+    }

@@ -39,6 +39,9 @@ class JobPublic(BaseModel):
     progress: Progress
     best_trial: BestTrial | None = Field(description="the best completed trial so far")
     error: ErrorInfo | None
+    waiting: ErrorInfo | None = Field(
+        None, description="why the job waits without progress (no_worker: no worker takes its queue)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -1,5 +1,9 @@
-"""Re-sends work whose message or worker was lost: a job's start, a queued trial's message, or a
-running trial whose worker died."""
+"""Keeps every job moving towards a final state.
+
+It re-sends work whose message or worker was lost (a job's start, a queued trial's message, a running trial
+whose worker died), nudges a search that stalled with nothing running, and fails a job that no worker can
+take (`no_worker`). Every action is claimed in Redis first, so several API replicas never repeat one.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from service.core import queue
-from service.core.records import utcnow
+from service.core import lifecycle, queue
+from service.core.records import ErrorInfo, JobRecord, utcnow
 from service.core.settings import Settings
 from service.core.spec import queue_for
 from service.core.states import JobStatus, TrialStatus
@@ -67,7 +71,7 @@ def requeue_orphaned_trials(store: JobStore, settings: Settings) -> list[str]:
         record = store.get_job(job_id)
         if record is None:
             continue
-        for trial in store.get_trials(job_id):
+        for trial in store.get_trials(job_id, history=False):
             if trial.status is TrialStatus.RUNNING:
                 every = stale
             elif trial.status is TrialStatus.QUEUED and trial.created_at < queued_before:
@@ -86,9 +90,113 @@ def _queue_of(spec: dict[str, Any]) -> str:
     return queue_for(spec["resources"]["accelerator"])
 
 
+# A search that stalled is restarted this many times before its job fails with search_stalled.
+MAX_NUDGES = 3
+_ACTIVE = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
+
+
+def nudge_stalled_jobs(store: JobStore, settings: Settings) -> list[str]:
+    """Take a step of each running job that has no queued or running trial and took no step for a while.
+
+    Such a job waits for nothing: its last search step failed on the way (a worker died mid-step, or a
+    task gave up retrying). Taking a step again (a start message: starting is idempotent) ends the search or
+    hands out trials; after MAX_NUDGES that changed nothing, the job fails with `search_stalled`.
+    """
+    stale = timedelta(seconds=settings.stale_queued_seconds)
+    now = utcnow()
+    nudged: list[str] = []
+    for job_id in store.jobs_with_status(JobStatus.RUNNING):
+        record = store.get_job(job_id)
+        if record is None or record.status is not JobStatus.RUNNING:
+            continue
+        if store.trial_status_counts(job_id).keys() & _ACTIVE:
+            if record.nudges:
+                store.set_job_fields(job_id, nudges=0)  # it moves again
+            continue
+        last = max(t for t in (record.last_step_at, record.started_at, record.created_at) if t is not None)
+        if now - last < stale or not store.claim_nudge(job_id, stale.total_seconds()):
+            continue
+        if record.nudges >= MAX_NUDGES:
+            lifecycle.fail(
+                store,
+                job_id,
+                "search_stalled",
+                f"the search stopped handing out trials and did not resume after {MAX_NUDGES} restarts",
+            )
+            continue
+        store.count_nudge(job_id)
+        queue.send_start_job(job_id, _queue_of(record.spec))
+        nudged.append(job_id)
+    return nudged
+
+
+def fail_unserved_jobs(store: JobStore, settings: Settings) -> list[str]:
+    """Fail jobs whose queue no worker has consumed for `no_worker_seconds`; say why while they wait.
+
+    A job waits on its queue while it is queued, or running with trials queued and none running.
+    """
+    consumed = consumed_queues(store, settings)
+    store.mark_queues_served(consumed)
+    limit = timedelta(seconds=settings.no_worker_seconds)
+    now = utcnow()
+    failed: list[str] = []
+    for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        for job_id in store.jobs_with_status(status):
+            record = store.get_job(job_id)
+            if record is None or record.status.is_final():
+                continue
+            name = _queue_of(record.spec)
+            if name in consumed or not _waits_on_queue(store, record):
+                if record.waiting is not None:
+                    store.set_waiting(job_id, None)
+                continue
+            served = store.queue_served_at(name)
+            since = max(t for t in (served, record.last_step_at, record.created_at) if t is not None)
+            if now - since >= limit:
+                message = (
+                    f"no worker consumed queue '{name}' for {settings.no_worker_seconds:.0f} s "
+                    f"(KTUNE_NO_WORKER_SECONDS); start one (python -m worker -Q {name}) and submit again"
+                )
+                if lifecycle.fail(store, job_id, "no_worker", message):
+                    failed.append(job_id)
+            elif record.waiting is None:
+                deadline = since + limit
+                store.set_waiting(
+                    job_id,
+                    ErrorInfo(
+                        code="no_worker",
+                        message=f"no worker consumes queue '{name}'; the job fails with no_worker at "
+                        f"{deadline.isoformat()} unless one starts",
+                    ),
+                )
+    return failed
+
+
+def consumed_queues(store: JobStore, settings: Settings) -> set[str]:
+    """The queues at least one worker node consumes now, by the nodes' heartbeats."""
+    return {
+        name
+        for heartbeat in store.worker_heartbeats().values()
+        if heartbeat.not_consuming(settings.stalled_seconds) is None
+        for name in heartbeat.queues
+    }
+
+
+def _waits_on_queue(store: JobStore, record: JobRecord) -> bool:
+    if record.status is JobStatus.QUEUED:
+        return True
+    counts = store.trial_status_counts(record.id)
+    return counts[TrialStatus.QUEUED] > 0 and counts[TrialStatus.RUNNING] == 0
+
+
 def sweep(store: JobStore, settings: Settings) -> list[str]:
-    """One sweep: stale queued jobs, then orphaned trials; returns what was sent again."""
-    return requeue_stale_jobs(store, settings) + requeue_orphaned_trials(store, settings)
+    """One sweep; returns what was sent again, nudged or failed."""
+    return (
+        requeue_stale_jobs(store, settings)
+        + requeue_orphaned_trials(store, settings)
+        + nudge_stalled_jobs(store, settings)
+        + fail_unserved_jobs(store, settings)
+    )
 
 
 async def run_sweeper(store: JobStore, settings: Settings, interval: float) -> None:
@@ -98,6 +206,6 @@ async def run_sweeper(store: JobStore, settings: Settings, interval: float) -> N
         try:
             resent = await asyncio.to_thread(sweep, store, settings)
             if resent:
-                log.warning("re-sent lost work: %s", resent)
+                log.warning("re-sent, nudged or failed: %s", resent)
         except Exception:
             log.exception("sweep failed")

@@ -1,9 +1,9 @@
-"""The job state machine: every change of a job's status goes through here."""
+"""The job and trial state machines: every change of a job's or a trial's status goes through here."""
 
 from __future__ import annotations
 
-from service.core.records import ErrorInfo, utcnow
-from service.core.states import JOB_TRANSITIONS, JobStatus
+from service.core.records import ErrorInfo, TrialRecord, utcnow
+from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
 from service.core.store import JobStore
 
 
@@ -32,3 +32,53 @@ def fail(store: JobStore, job_id: str, code: str, message: str) -> bool:
 def cancel(store: JobStore, job_id: str) -> bool:
     """queued or running -> cancelled; False when the job had already ended."""
     return store.transition(job_id, _sources(JobStatus.CANCELLED), JobStatus.CANCELLED, finished_at=utcnow())
+
+
+# Trials: every change of a stored trial goes through here too. Each returns False when the stored trial's
+# status does not allow the change (it finished, was cancelled, or is gone with its job).
+
+
+def _trial_sources(target: TrialStatus) -> list[TrialStatus | None]:
+    return [source for source, targets in TRIAL_TRANSITIONS.items() if target in targets]
+
+
+def queue_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """A new trial, queued; False when a trial with its id exists already."""
+    return store.transition_trial(job_id, trial.model_copy(update={"status": TrialStatus.QUEUED}), [None])
+
+
+def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """queued (or running, when a lost worker's trial is taken over) -> running; its history is reset to
+    the one `trial` brings (a checkpoint's, or none)."""
+    running = trial.model_copy(update={"status": TrialStatus.RUNNING})
+    return store.transition_trial(
+        job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True
+    )
+
+
+def report_progress(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """Rewrite a running trial's record (not its history); False once it is no longer running."""
+    return store.transition_trial(job_id, trial, [TrialStatus.RUNNING])
+
+
+def hand_back_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """running -> queued, for another worker to continue (this one is shutting down)."""
+    queued = trial.model_copy(update={"status": TrialStatus.QUEUED, "started_at": None, "worker": None})
+    return store.transition_trial(job_id, queued, [TrialStatus.RUNNING])
+
+
+def end_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """queued or running -> completed or failed, as `trial.status` says."""
+    if not trial.status.is_final() or trial.status is TrialStatus.CANCELLED:
+        raise ValueError(f"end_trial needs a completed or failed trial, not {trial.status.value}")
+    return store.transition_trial(job_id, trial, _trial_sources(trial.status))
+
+
+def cancel_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """queued or running -> cancelled (its job was cancelled or ran out of time)."""
+    return store.transition_trial(job_id, trial.cancelled(), _trial_sources(TrialStatus.CANCELLED))
+
+
+def cancel_queued_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
+    """queued -> cancelled, for a trial no worker has started (its job was cancelled)."""
+    return store.transition_trial(job_id, trial.cancelled(), [TrialStatus.QUEUED])

@@ -43,6 +43,9 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
     error: ErrorInfo | None = None
     best: BestTrial | None = None
+    last_step_at: datetime | None = None  # when a worker last took a step of the job's search
+    nudges: int = 0  # how often the sweeper has restarted a search that stalled
+    waiting: ErrorInfo | None = None  # why the job is not progressing, while it waits (no worker ...)
 
 
 class ExecutionRecord(BaseModel):

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     stale_queued_seconds: int = Field(
         60, description="a job still queued after this long has its start message sent again"
     )
+    step_lock_seconds: float = Field(
+        30,
+        description="a search step's lock on its job lapses when not renewed for this long; its worker "
+        "renews it every third",
+    )
+    step_wait_seconds: float = Field(
+        120, description="a search step waits this long for its job's lock, then its task is tried later"
+    )
+    no_worker_seconds: float = Field(
+        600,
+        description="a job whose queue no worker has consumed for this long fails with no_worker",
+    )
     worker_heartbeat_seconds: float = Field(
         5, description="a worker node reports its queues, pool and waiting messages this often"
     )

@@ -44,3 +44,22 @@ class TrialStatus(StrEnum):
 
 
 TERMINAL_TRIAL_STATES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CANCELLED})
+
+# Which status a stored trial may move to from which. running -> running is a progress report, or another
+# worker taking over a trial whose worker was lost; running -> queued hands a trial back (warm shutdown);
+# queued -> failed is a trial refused before it ran (its worker kept dying). Finished trials never change.
+TRIAL_TRANSITIONS: dict[TrialStatus, frozenset[TrialStatus]] = {
+    TrialStatus.QUEUED: frozenset({TrialStatus.RUNNING, TrialStatus.FAILED, TrialStatus.CANCELLED}),
+    TrialStatus.RUNNING: frozenset(
+        {
+            TrialStatus.RUNNING,
+            TrialStatus.QUEUED,
+            TrialStatus.COMPLETED,
+            TrialStatus.FAILED,
+            TrialStatus.CANCELLED,
+        }
+    ),
+    TrialStatus.COMPLETED: frozenset(),
+    TrialStatus.FAILED: frozenset(),
+    TrialStatus.CANCELLED: frozenset(),
+}

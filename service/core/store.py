@@ -4,11 +4,16 @@ Layout (prefix `ktune` by default):
 - `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, start_sends, started_at,
   finished_at, error (JSON), best (JSON)
 - `{p}:job:{id}:data` the data section (JSON), read by workers only
-- `{p}:job:{id}:trials` hash trial id -> trial record (JSON); `{p}:job:{id}:trial-status` id -> status
+- `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
+  `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:history:{trial}` list of the trial's epochs
+  (JSON `[execution, {metric: value}]`), appended as the trial trains
 - `{p}:job:{id}:oracle` the search algorithm's state (JSON)
-- `{p}:job:{id}:lock` a lock around search-algorithm steps; `{p}:job:{id}:lease:{trial}` a trial's owner;
+- `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs);
+  `{p}:job:{id}:lease:{trial}` a trial's owner;
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
-  `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running
+  `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
+  `{p}:job:{id}:nudged` marks a stalled job the sweeper has just nudged
+- `{p}:queue:{queue}:served-at` when a worker was last seen consuming a Celery queue
 - `{p}:worker:{node}:draining` marks a worker node in warm shutdown
 - `{p}:worker:{node}:heartbeat` a worker node's latest heartbeat (JSON), gone unless renewed; `{p}:workers`
   the set of nodes that wrote one
@@ -28,10 +33,9 @@ from typing import Any
 
 import redis
 from kombu.transport.redis import Channel as BrokerChannel
-from redis.lock import Lock
 
 from service.core.heartbeats import WorkerHeartbeat
-from service.core.records import BestTrial, ErrorInfo, JobRecord, TrialRecord
+from service.core.records import BestTrial, ErrorInfo, ExecutionRecord, JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 
 _CURSOR = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
@@ -45,6 +49,38 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2])
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZREM', ARGV[3] .. current, ARGV[4])
 redis.call('ZADD', ARGV[3] .. ARGV[2], 0, ARGV[4])
+return 1
+"""
+
+# Stores a trial record only when the stored status may move to the new one (TRIAL_TRANSITIONS), and only
+# while its job exists; optionally replaces the trial's history list. Finished trials are never rewritten.
+_TRIAL_TRANSITION = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
+local current = redis.call('HGET', KEYS[2], ARGV[1]) or 'new'
+if not string.find(',' .. ARGV[2] .. ',', ',' .. current .. ',', 1, true) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[3])
+  for i = 6, #ARGV, 1000 do redis.call('RPUSH', KEYS[3], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+end
+return 1
+"""
+
+# Appends epochs to a trial's history while the trial is running.
+_APPEND_HISTORY = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'running' then return 0 end
+for i = 2, #ARGV, 1000 do redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+return 1
+"""
+
+# Writes the search state only for the holder of the job's step lock, so a step whose lock lapsed cannot
+# overwrite the state a later step wrote; notes the time of the step on the job.
+_SAVE_ORACLE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 'last_step_at', ARGV[3])
 return 1
 """
 
@@ -71,6 +107,9 @@ class JobStore:
         self.redis: Any = client
         self.prefix = prefix
         self._transition = client.register_script(_TRANSITION)
+        self._trial_transition = client.register_script(_TRIAL_TRANSITION)
+        self._append_history = client.register_script(_APPEND_HISTORY)
+        self._save_oracle = client.register_script(_SAVE_ORACLE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
@@ -127,6 +166,9 @@ class JobStore:
             finished_at=_optional_time(fields.get("finished_at")),
             error=ErrorInfo.model_validate_json(fields["error"]) if fields.get("error") else None,
             best=BestTrial.model_validate_json(fields["best"]) if fields.get("best") else None,
+            last_step_at=_optional_time(fields.get("last_step_at")),
+            nudges=int(fields.get("nudges", 0)),
+            waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:
@@ -167,6 +209,21 @@ class JobStore:
         """Update non-status fields (enqueued_at, best)."""
         self.redis.hset(self._job(job_id), mapping=_encode(fields))
 
+    def set_waiting(self, job_id: str, waiting: ErrorInfo | None) -> None:
+        """Say why a job waits (no worker serves its queue), or clear that."""
+        if waiting is None:
+            self.redis.hdel(self._job(job_id), "waiting")
+        else:
+            self.redis.hset(self._job(job_id), "waiting", waiting.model_dump_json())
+
+    def claim_nudge(self, job_id: str, seconds: float) -> bool:
+        """True at most once per `seconds` for a job, across API replicas: the right to nudge its search."""
+        return bool(self.redis.set(f"{self._job(job_id)}:nudged", "1", nx=True, px=int(seconds * 1000)))
+
+    def count_nudge(self, job_id: str) -> int:
+        """Note that the sweeper nudged a stalled job's search; returns how many times it has."""
+        return int(self.redis.hincrby(self._job(job_id), "nudges", 1))
+
     def list_jobs(
         self, status: JobStatus | None, limit: int, cursor: str | None
     ) -> tuple[list[JobRecord], str | None]:
@@ -183,19 +240,62 @@ class JobStore:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
 
     # trials
-    def put_trial(self, job_id: str, trial: TrialRecord) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(f"{self._job(job_id)}:trials", trial.id, trial.model_dump_json())
-        pipe.hset(f"{self._job(job_id)}:trial-status", trial.id, trial.status.value)
-        pipe.execute()
+    def transition_trial(
+        self,
+        job_id: str,
+        trial: TrialRecord,
+        allowed_from: Iterable[TrialStatus | None],
+        replace_history: bool = False,
+    ) -> bool:
+        """Store `trial` if the stored status is in `allowed_from` (None: no trial yet) and not final.
+
+        With `replace_history`, the trial's stored history becomes the one `trial` holds. Only `lifecycle`
+        calls this.
+        """
+        # A finished trial is never rewritten, whatever the caller allows.
+        sources = ",".join(
+            "new" if status is None else status.value
+            for status in allowed_from
+            if status is None or not status.is_final()
+        )
+        args: list[str] = [trial.id, sources, trial.status.value, _stored_trial(trial)]
+        args.append("1" if replace_history else "0")
+        if replace_history:
+            args += history_entries(trial.executions)
+        keys = [
+            f"{self._job(job_id)}:trials",
+            f"{self._job(job_id)}:trial-status",
+            self._history(job_id, trial.id),
+            self._job(job_id),
+        ]
+        return int(self._trial_transition(keys=keys, args=args)) == 1
+
+    def append_history(self, job_id: str, trial_id: str, entries: list[str]) -> bool:
+        """Append epochs (from `history_entries`) to a running trial's history; False if it is not running."""
+        if not entries:
+            return True
+        keys = [f"{self._job(job_id)}:trial-status", self._history(job_id, trial_id)]
+        return int(self._append_history(keys=keys, args=[trial_id, *entries])) == 1
+
+    def _history(self, job_id: str, trial_id: str) -> str:
+        return f"{self._job(job_id)}:history:{trial_id}"
 
     def get_trial(self, job_id: str, trial_id: str) -> TrialRecord | None:
+        """A trial without its per-epoch history."""
         raw = self.redis.hget(f"{self._job(job_id)}:trials", trial_id)
         return TrialRecord.model_validate_json(raw) if raw else None
 
-    def get_trials(self, job_id: str) -> list[TrialRecord]:
+    def get_trials(self, job_id: str, history: bool = True) -> list[TrialRecord]:
+        """Every trial of a job by id, with its per-epoch history unless `history` is False."""
         raw = self.redis.hgetall(f"{self._job(job_id)}:trials")
-        return sorted((TrialRecord.model_validate_json(v) for v in raw.values()), key=lambda t: t.id)
+        trials = sorted((TrialRecord.model_validate_json(v) for v in raw.values()), key=lambda t: t.id)
+        if history and trials:
+            pipe = self.redis.pipeline(transaction=False)
+            for trial in trials:
+                pipe.lrange(self._history(job_id, trial.id), 0, -1)
+            for trial, entries in zip(trials, pipe.execute(), strict=True):
+                _fill_history(trial, entries)
+        return trials
 
     def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
         return Counter(TrialStatus(s) for s in self.redis.hvals(f"{self._job(job_id)}:trial-status"))
@@ -205,22 +305,34 @@ class JobStore:
         raw = self.redis.get(f"{self._job(job_id)}:oracle")
         return json.loads(raw) if raw else None
 
-    def save_oracle_state(self, job_id: str, state: dict[str, Any]) -> None:
-        self.redis.set(f"{self._job(job_id)}:oracle", json.dumps(state))
+    def save_oracle_state(self, job_id: str, state: dict[str, Any], owner: str) -> bool:
+        """Store the search state if `owner` still holds the job's step lock; False when it does not."""
+        keys = [f"{self._job(job_id)}:lock", f"{self._job(job_id)}:oracle", self._job(job_id)]
+        args = [owner, json.dumps(state), utcnow().isoformat()]
+        return int(self._save_oracle(keys=keys, args=args)) == 1
 
-    def job_lock(self, job_id: str, timeout: float = 120.0) -> Lock:
-        """A lock around one step of the job's search; expires on its own if its holder dies."""
-        lock: Lock = self.redis.lock(f"{self._job(job_id)}:lock", timeout=timeout, blocking_timeout=timeout)
-        return lock
+    def acquire_step_lock(self, job_id: str, owner: str, seconds: float) -> bool:
+        """Take the job's search-step lock for `seconds` unless another owner holds it."""
+        return self._acquire(f"{self._job(job_id)}:lock", owner, seconds)
+
+    def renew_step_lock(self, job_id: str, owner: str, seconds: float) -> bool:
+        return self._renew_key(f"{self._job(job_id)}:lock", owner, seconds)
+
+    def release_step_lock(self, job_id: str, owner: str) -> None:
+        self._release(keys=[f"{self._job(job_id)}:lock"], args=[owner])
+
+    def _acquire(self, key: str, owner: str, seconds: float) -> bool:
+        return bool(self.redis.set(key, owner, nx=True, px=int(seconds * 1000)))
+
+    def _renew_key(self, key: str, owner: str, seconds: float) -> bool:
+        return int(self._renew(keys=[key], args=[owner, int(seconds * 1000)])) == 1
 
     # leases
     def acquire_lease(self, job_id: str, trial_id: str, owner: str, seconds: float) -> bool:
-        key = f"{self._job(job_id)}:lease:{trial_id}"
-        return bool(self.redis.set(key, owner, nx=True, px=int(seconds * 1000)))
+        return self._acquire(f"{self._job(job_id)}:lease:{trial_id}", owner, seconds)
 
     def renew_lease(self, job_id: str, trial_id: str, owner: str, seconds: float) -> bool:
-        key = f"{self._job(job_id)}:lease:{trial_id}"
-        return int(self._renew(keys=[key], args=[owner, int(seconds * 1000)])) == 1
+        return self._renew_key(f"{self._job(job_id)}:lease:{trial_id}", owner, seconds)
 
     def release_lease(self, job_id: str, trial_id: str, owner: str) -> None:
         self._release(keys=[f"{self._job(job_id)}:lease:{trial_id}"], args=[owner])
@@ -282,9 +394,49 @@ class JobStore:
         lengths = iter(pipe.execute())
         return {queue: sum(next(lengths) for _ in keys) for queue, keys in lists.items()}
 
+    def mark_queues_served(self, queues: Iterable[str]) -> None:
+        """Note that a worker consumes each of these queues now."""
+        now = utcnow().isoformat()
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.set(f"{self.prefix}:queue:{queue}:served-at", now)
+        pipe.execute()
+
+    def queue_served_at(self, queue: str) -> datetime | None:
+        """When a worker was last seen consuming `queue`; None if never."""
+        return _optional_time(self.redis.get(f"{self.prefix}:queue:{queue}:served-at"))
+
     def lease_holder(self, job_id: str, trial_id: str) -> str | None:
         value = self.redis.get(f"{self._job(job_id)}:lease:{trial_id}")
         return str(value) if value is not None else None
+
+
+def history_entries(executions: list[ExecutionRecord]) -> list[str]:
+    """Executions' per-epoch histories as the store keeps them: one JSON `[execution, values]` per epoch."""
+    entries: list[str] = []
+    for index, execution in enumerate(executions):
+        names = list(execution.history)
+        epochs = len(execution.history[names[0]]) if names else 0
+        for epoch in range(epochs):
+            values = {name: execution.history[name][epoch] for name in names}
+            entries.append(json.dumps([index, values], separators=(",", ":")))
+    return entries
+
+
+def _fill_history(trial: TrialRecord, entries: list[str]) -> None:
+    for entry in entries:
+        index, values = json.loads(entry)
+        while len(trial.executions) <= index:
+            trial.executions.append(ExecutionRecord())
+        history = trial.executions[index].history
+        for name, value in values.items():
+            history.setdefault(name, []).append(value)
+
+
+def _stored_trial(trial: TrialRecord) -> str:
+    """A trial record as stored: its history lives in its own list."""
+    executions = [e.model_copy(update={"history": {}}) for e in trial.executions]
+    return trial.model_copy(update={"executions": executions}).model_dump_json()
 
 
 def _broker_lists(queue: str) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from service.core.store import JobStore
 from tests.integration.conftest import wait_for
-from worker.lease import LeaseKeeper
+from worker.lease import trial_lease
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def store(redis_url: str) -> JobStore:
 
 def test_the_lease_outlives_its_length_while_held_and_is_released_after(store: JobStore) -> None:
     assert store.acquire_lease("job", "0", "me", seconds=0.6)
-    with LeaseKeeper(store, "job", "0", "me", seconds=0.6) as lease:
+    with trial_lease(store, "job", "0", "me", seconds=0.6) as lease:
         time.sleep(2.0)  # over three lease lengths without a word from the training thread
         assert store.lease_holder("job", "0") == "me" and not lease.lost
         assert not store.acquire_lease("job", "0", "someone else", seconds=10)
@@ -30,7 +30,7 @@ def test_the_lease_outlives_its_length_while_held_and_is_released_after(store: J
 
 def test_a_lease_taken_over_is_lost_and_left_to_its_new_owner(store: JobStore) -> None:
     assert store.acquire_lease("job", "1", "me", seconds=0.6)
-    with LeaseKeeper(store, "job", "1", "me", seconds=0.6) as lease:
+    with trial_lease(store, "job", "1", "me", seconds=0.6) as lease:
         # What happens when this process froze past its lease and the sweeper gave the trial to another.
         store.release_lease("job", "1", "me")
         assert store.acquire_lease("job", "1", "new owner", seconds=10)

@@ -241,7 +241,7 @@ def test_a_checkpoint_between_executions_has_none_under_way(tmp_path: Path) -> N
 def test_an_execution_is_complete_when_every_epoch_ran_or_it_stopped_early(
     epochs_run: int, initial_epoch: int, stopped_early: bool, complete: bool
 ) -> None:
-    from worker.runner import execution_complete
+    from worker.executions import execution_complete
 
     result = ExecutionResult(history={"loss": [1.0] * epochs_run}, stopped_early=stopped_early)
     options = FitOptions(epochs=10, batch_size=1, monitor="loss", mode="min", initial_epoch=initial_epoch)

@@ -12,7 +12,8 @@ import pytest
 
 from service.core.spec import JobCreate
 from worker.__main__ import worker_argv
-from worker.runner import best_epoch_metrics, execution_seed
+from worker.executions import execution_seed
+from worker.outcome import best_epoch_metrics
 from worker.training import BestEpochTracker, ExecutionResult, FitOptions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

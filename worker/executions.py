@@ -1,0 +1,139 @@
+"""A trial's executions: train each one, continuing from a checkpoint, until done or told to stop."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from service.core.records import TrialRecord
+from service.core.spec import JobCreate
+from worker.checkpoints import Checkpointer, TrialCheckpoint
+from worker.context import WorkerContext
+from worker.data import job_arrays
+from worker.model_builder import build_model
+from worker.progress import TrialProgress
+from worker.stops import StopReason
+from worker.training import (
+    CheckpointHook,
+    EpochCallback,
+    ExecutionResult,
+    ExecutionState,
+    FitOptions,
+    TrainData,
+    fit_execution,
+)
+
+
+@dataclass
+class ExecutionsRun:
+    """What training a trial's executions came to: their results, and why it stopped early, if it did."""
+
+    results: list[ExecutionResult]
+    model: keras.Model | None
+    stop: StopReason | None  # None: every execution was trained to its end
+
+
+def fit_options(spec: JobCreate, values: dict[str, Any]) -> FitOptions:
+    """What each execution of a trial with these hyperparameter values trains for."""
+    stopping = spec.training.early_stopping
+    return FitOptions(
+        epochs=int(values.get("tuner/epochs", spec.training.epochs)),
+        initial_epoch=int(values.get("tuner/initial_epoch", 0)),
+        batch_size=int(values["batch_size"]),
+        monitor=spec.objective_name,
+        mode=spec.objective_direction,
+        patience=stopping.patience if stopping else None,
+        min_delta=stopping.min_delta if stopping else 0.0,
+    )
+
+
+def execution_seed(spec: JobCreate, trial_id: str, execution: int) -> int:
+    """Reproducible per trial and execution when the job has a seed; random otherwise."""
+    if spec.tuner.seed is None:
+        return random.randrange(2**31)
+    return (spec.tuner.seed * 1_000_003 + int(trial_id) * 1_009 + execution) % 2**31
+
+
+def execution_complete(result: ExecutionResult, options: FitOptions) -> bool:
+    """Whether an execution trained all its epochs or stopped early, even if a stop came with its last."""
+    return result.stopped_early or options.initial_epoch + result.epochs_run >= options.epochs
+
+
+def train_executions(
+    ctx: WorkerContext,
+    job_id: str,
+    spec: JobCreate,
+    record: TrialRecord,
+    progress: TrialProgress,
+    resume: TrialCheckpoint | None,
+) -> ExecutionsRun:
+    """Every execution of the trial, continuing from `resume` if given, until done or a stop.
+
+    On a shutdown, an execution under way stops with its checkpoint written (the trainer's hook writes it
+    at once); between executions a checkpoint with none under way is written here. A shutdown after the
+    last execution is no stop: the trial is done. Training errors propagate.
+    """
+    values: dict[str, Any] = record.hyperparameters
+    options = fit_options(spec, values)
+    results: list[ExecutionResult] = list(resume.finished) if resume else []
+    checkpointer = Checkpointer(
+        ctx.artifacts.resume_path(job_id, record.id),
+        ctx.settings.checkpoint_seconds,
+        results,
+        record.executions,
+        urgent=lambda: progress.stop is StopReason.SHUTDOWN,
+        allowed=lambda: not progress.lease.lost,
+        elapsed=progress.elapsed,
+    )
+    data = job_arrays(job_id, spec)
+    model: keras.Model | None = None
+    executions = spec.tuner.executions_per_trial
+    for execution in range(len(results), executions):
+        keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
+        fresh = build_model(spec, values)
+        if "tuner/trial_id" in values:
+            fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
+        model = _model_for_execution(model, fresh, ctx.settings.training_loop)
+        state = resume.current if resume is not None and execution == len(resume.finished) else None
+        if state is None:
+            progress.start_execution()
+        else:
+            record.executions[-1].resumed_at_epochs.append(state.next_epoch)
+        result = _train(model, data, options, progress, ctx.settings.training_loop, checkpointer, state)
+        results.append(result)
+        record.executions[-1].best_epoch = result.best_epoch
+        stop = result.stopped_by or progress.check()
+        if stop is StopReason.SHUTDOWN and execution_complete(result, options):
+            if execution + 1 == executions:
+                return ExecutionsRun(results, model, None)
+            checkpointer.between_executions()
+        if stop is not None:
+            return ExecutionsRun(results, model, stop)
+    return ExecutionsRun(results, model, None)
+
+
+def _train(
+    model: keras.Model,
+    data: TrainData,
+    options: FitOptions,
+    on_epoch: EpochCallback,
+    loop: str,
+    checkpoint: CheckpointHook,
+    resume: ExecutionState | None,
+) -> ExecutionResult:
+    if loop == "fast":
+        from worker.fast_training import fast_fit_execution
+
+        return fast_fit_execution(model, data, options, on_epoch, checkpoint, resume)
+    return fit_execution(model, data, options, on_epoch, checkpoint, resume)
+
+
+def _model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop: str) -> keras.Model:
+    if previous is None or loop != "fast":
+        return fresh
+    from worker.fast_training import reuse_for_execution
+
+    return reuse_for_execution(previous, fresh)

@@ -1,0 +1,20 @@
+"""Errors that are no fault of the job: a task or search step meeting one is tried again later.
+
+Free of TensorFlow imports, so Celery's parent process can name them in the tasks' retry rules.
+"""
+
+from __future__ import annotations
+
+import redis
+from kombu.exceptions import OperationalError
+
+
+class SearchBusy(Exception):
+    """Another step of the job's search held its lock for longer than a step may wait; try again later."""
+
+
+class StepLockLost(Exception):
+    """The job's step lock lapsed before this step stored its result; the step is taken again."""
+
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OperationalError, SearchBusy, StepLockLost)
