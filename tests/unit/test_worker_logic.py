@@ -1,22 +1,15 @@
-"""Pure worker logic: the celery argv, best-epoch averaging, execution seeds and BestEpochTracker."""
+"""Pure worker logic: the celery argv and BestEpochTracker."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from service.core.spec import JobCreate
 from worker.__main__ import worker_argv
-from worker.executions import execution_seed
-from worker.outcome import best_epoch_metrics
-from worker.training import BestEpochTracker, ExecutionResult, FitOptions
+from worker.training import BestEpochTracker, FitOptions
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAN = math.nan
 
 # --- worker_argv --------------------------------------------------------------------------------------
@@ -57,80 +50,6 @@ def test_worker_argv_passes_other_options_through_and_adds_defaults() -> None:
         "5",
     ]
     assert argv.count("-Q") == 1 and argv.count("-c") == 1
-
-
-# --- best_epoch_metrics -------------------------------------------------------------------------------
-
-
-def result(history: dict[str, list[float]], best_epoch: int | None) -> ExecutionResult:
-    return ExecutionResult(history=history, best_epoch=best_epoch)
-
-
-def test_best_epoch_metrics_average_each_execution_at_its_best_epoch() -> None:
-    first = result({"loss": [4.0, 2.0, 3.0], "val_loss": [5.0, 1.0, 2.0]}, best_epoch=1)
-    second = result({"loss": [6.0, 5.0, 4.0], "val_loss": [7.0, 6.0, 3.0]}, best_epoch=2)
-    metrics, best_step = best_epoch_metrics([first, second], initial_epoch=0)
-    assert metrics == {"loss": pytest.approx(3.0), "val_loss": pytest.approx(2.0)}
-    assert best_step == 2
-
-
-def test_best_epoch_metrics_skip_executions_without_a_best_epoch() -> None:
-    scored = result({"val_loss": [3.0, 1.5]}, best_epoch=1)
-    unscored = result({"val_loss": [NAN, NAN]}, best_epoch=None)
-    metrics, best_step = best_epoch_metrics([unscored, scored], initial_epoch=0)
-    assert metrics == {"val_loss": 1.5}
-    assert best_step == 1
-
-
-def test_best_epoch_metrics_of_no_scored_execution_are_empty() -> None:
-    assert best_epoch_metrics([result({"val_loss": [NAN]}, None)], initial_epoch=0) == ({}, 0)
-    assert best_epoch_metrics([], initial_epoch=0) == ({}, 0)
-
-
-def test_best_epoch_metrics_offset_by_the_initial_epoch() -> None:
-    # A hyperband continuation trains epochs 4, 5, 6: its history starts at index 0 for epoch 4.
-    first = result({"val_accuracy": [0.5, 0.9, 0.7]}, best_epoch=5)
-    second = result({"val_accuracy": [0.6, 0.65, 0.8]}, best_epoch=6)
-    metrics, best_step = best_epoch_metrics([first, second], initial_epoch=4)
-    assert metrics == {"val_accuracy": pytest.approx(0.85)}
-    assert best_step == 6
-
-
-# --- execution_seed -----------------------------------------------------------------------------------
-
-
-def spec_with_seed(seed: int | None) -> JobCreate:
-    body: dict[str, Any] = json.loads((EXAMPLES / "xor-seed.json").read_text())
-    body["tuner"]["seed"] = seed
-    return JobCreate.model_validate(body)
-
-
-def test_execution_seed_is_reproducible_with_a_job_seed() -> None:
-    spec = spec_with_seed(1)
-    seeds = {
-        (trial, execution): execution_seed(spec, trial, execution)
-        for trial in ("00", "01", "17")
-        for execution in range(3)
-    }
-    assert seeds == {key: execution_seed(spec_with_seed(1), *key) for key in seeds}
-    assert len(set(seeds.values())) == len(seeds), "each trial and execution should get its own seed"
-    assert all(0 <= seed < 2**31 for seed in seeds.values())
-
-
-def test_execution_seed_depends_on_the_job_seed() -> None:
-    assert execution_seed(spec_with_seed(1), "03", 0) != execution_seed(spec_with_seed(2), "03", 0)
-
-
-def test_execution_seed_stays_in_range_for_the_largest_job_seed() -> None:
-    seed = execution_seed(spec_with_seed(2**31 - 1), "999", 9)
-    assert 0 <= seed < 2**31
-
-
-def test_execution_seed_without_a_job_seed_is_random() -> None:
-    spec = spec_with_seed(None)
-    seeds = [execution_seed(spec, "00", 0) for _ in range(8)]
-    assert all(0 <= seed < 2**31 for seed in seeds)
-    assert len(set(seeds)) > 1
 
 
 # --- BestEpochTracker ---------------------------------------------------------------------------------
