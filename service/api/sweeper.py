@@ -124,7 +124,7 @@ def nudge_stalled_jobs(store: JobStore, settings: Settings) -> list[str]:
                 f"the search stopped handing out trials and did not resume after {MAX_NUDGES} restarts",
             )
             continue
-        store.count_nudge(job_id)
+        store.set_job_fields(job_id, nudges=record.nudges + 1)  # the claim makes this sweep the only one
         queue.send_start_job(job_id, _queue_of(record.spec))
         nudged.append(job_id)
     return nudged

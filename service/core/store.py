@@ -84,6 +84,13 @@ redis.call('HSET', KEYS[3], 'last_step_at', ARGV[3])
 return 1
 """
 
+# Sets fields of a job hash only while the job exists: a late writer must not bring back a deleted job.
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 # Renews a lease only for its owner.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -110,6 +117,7 @@ class JobStore:
         self._trial_transition = client.register_script(_TRIAL_TRANSITION)
         self._append_history = client.register_script(_APPEND_HISTORY)
         self._save_oracle = client.register_script(_SAVE_ORACLE)
+        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
@@ -153,7 +161,7 @@ class JobStore:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         fields = self.redis.hgetall(self._job(job_id))
-        if not fields:
+        if "status" not in fields:
             return None
         return JobRecord(
             id=job_id,
@@ -206,23 +214,22 @@ class JobStore:
         return self._member(datetime.fromisoformat(created), job_id)
 
     def set_job_fields(self, job_id: str, **fields: Any) -> None:
-        """Update non-status fields (enqueued_at, best)."""
-        self.redis.hset(self._job(job_id), mapping=_encode(fields))
+        """Update non-status fields (enqueued_at, best) of a job that exists; a deleted job stays deleted."""
+        args: list[str] = []
+        for name, value in _encode(fields).items():
+            args += [name, value]
+        self._set_if_exists(keys=[self._job(job_id)], args=args)
 
     def set_waiting(self, job_id: str, waiting: ErrorInfo | None) -> None:
         """Say why a job waits (no worker serves its queue), or clear that."""
         if waiting is None:
             self.redis.hdel(self._job(job_id), "waiting")
         else:
-            self.redis.hset(self._job(job_id), "waiting", waiting.model_dump_json())
+            self.set_job_fields(job_id, waiting=waiting)
 
     def claim_nudge(self, job_id: str, seconds: float) -> bool:
         """True at most once per `seconds` for a job, across API replicas: the right to nudge its search."""
         return bool(self.redis.set(f"{self._job(job_id)}:nudged", "1", nx=True, px=int(seconds * 1000)))
-
-    def count_nudge(self, job_id: str) -> int:
-        """Note that the sweeper nudged a stalled job's search; returns how many times it has."""
-        return int(self.redis.hincrby(self._job(job_id), "nudges", 1))
 
     def list_jobs(
         self, status: JobStatus | None, limit: int, cursor: str | None

@@ -99,8 +99,11 @@ def test_history_is_appended_while_running_and_replaced_on_start(store: JobStore
     assert not store.append_history(job_id, "00", ['[0,{"loss":9.0}]']), "finished"
 
 
-def test_a_trial_of_a_deleted_job_is_not_written(store: JobStore) -> None:
-    assert not lifecycle.queue_trial(store, str(uuid.uuid4()), _trial())
+def test_late_writes_for_a_deleted_job_bring_nothing_back(store: JobStore) -> None:
+    gone = str(uuid.uuid4())
+    assert not lifecycle.queue_trial(store, gone, _trial())
+    store.set_job_fields(gone, nudges=1, enqueued_at=utcnow())
+    assert store.get_job(gone) is None
     assert not store.redis.keys(f"{store.prefix}:*")
 
 
