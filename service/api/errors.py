@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.core.errors import QUOTE_CHARS, FieldProblem, InvalidRequest, KtuneError, shorten
+from service.core.errors import (
+    MAX_FIELD_PROBLEMS,
+    QUOTE_CHARS,
+    FieldProblem,
+    InvalidRequest,
+    KtuneError,
+    shorten,
+)
 from service.core.params import PARAM_TAGS
 from service.core.spec import SpecError
 
@@ -77,10 +84,12 @@ def _problem(error: dict[str, Any]) -> FieldProblem:
     return FieldProblem(_field_path(tuple(error.get("loc", ()))), message)
 
 
-def validation_problems(errors: list[dict[str, Any]]) -> list[FieldProblem]:
-    """Pydantic's errors as field paths and sentences, one per field, in order."""
+def validation_problems(errors: list[dict[str, Any]], limit: int | None = None) -> list[FieldProblem]:
+    """Pydantic's errors as field paths and sentences, one per field, in order; at most `limit` of them."""
     seen: dict[str, FieldProblem] = {}
     for error in errors:
+        if limit is not None and len(seen) >= limit:
+            break
         problem = _problem(error)
         seen.setdefault(f"{problem.field}\0{problem.message}", problem)
     return list(seen.values())
@@ -109,7 +118,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        err = InvalidRequest(validation_problems(list(exc.errors())))
+        errors = list(exc.errors())
+        # A body of a million bad numbers has a million errors: describe the first few, count the rest.
+        problems = validation_problems(errors, MAX_FIELD_PROBLEMS)
+        unlisted = len(errors) - len(problems) if len(problems) == MAX_FIELD_PROBLEMS else 0
+        err = InvalidRequest(problems, unlisted=unlisted)
         return error_response(422, err.code, err.message, err.fields)
 
     @app.exception_handler(StarletteHTTPException)

@@ -53,11 +53,13 @@ class Conflict(KtuneError):
 
 
 class InvalidRequest(KtuneError):
-    def __init__(self, fields: list[FieldProblem], code: str = "invalid_request") -> None:
+    def __init__(self, fields: list[FieldProblem], code: str = "invalid_request", unlisted: int = 0) -> None:
+        """`unlisted`: problems found beyond `fields` that the caller did not even describe."""
         shown = fields[:MAX_FIELD_PROBLEMS]
         summary = "; ".join(f"{p.field}: {p.message}" for p in shown)
-        if len(fields) > len(shown):
-            summary += f"; and {len(fields) - len(shown)} more problems not listed"
+        more = len(fields) - len(shown) + unlisted
+        if more:
+            summary += f"; and {more} more problems not listed"
         super().__init__(f"The request is invalid: {summary}", code, 422, shown)
 
 
