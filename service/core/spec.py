@@ -556,7 +556,7 @@ def _model_size_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
         return []
     shape = (
         f"{spec.data.features} features, {int(bounds(spec.model.hidden_layers)[1])} hidden layers of "
-        f"{int(bounds(spec.model.units)[1])} units, {spec.output_units} outputs"
+        f"{int(bounds(spec.model.units)[1])} units, an output layer of {spec.output_units}"
     )
     return [
         SpecError(
@@ -568,10 +568,10 @@ def _model_size_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
 
 
 def _count_text(value: float) -> str:
-    """A count as digits; one with more than 15 digits (labels like 1e300 make such counts) as 1.23e+45."""
+    """A count as digits; one with more than 20 digits (labels like 1e300 make such counts) as 1.23e+45."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     digits = str(value)
-    if not isinstance(value, int) or len(digits) <= 15:
+    if not isinstance(value, int) or len(digits) <= 20:
         return digits
     return f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,7 @@ def test_bad_list_parameters_are_a_422(client: TestClient, query: dict[str, Any]
 
 def test_an_unreachable_job_store_is_a_503_not_a_500() -> None:
     settings = Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
-    response = TestClient(create_app(settings), raise_server_exceptions=False).get("/v1/jobs/some-id")
+    response = TestClient(create_app(settings), raise_server_exceptions=False).get(f"/v1/jobs/{uuid.uuid4()}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
 
