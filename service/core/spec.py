@@ -427,7 +427,7 @@ def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
     ):
         if isinstance(param, IntRange) and param.step is not None:
             over(f"{field}.step", param.step, limit, "step")
-    problems += _space_problems(spec, limits)
+    problems += _space_problems(spec, limits, {p.field for p in problems})
     problems += _class_problems(spec, limits)
     # The model's size follows from features, layers, units and classes: once each is within its limit.
     if not {p.field for p in problems} & _MODEL_SHAPE_FIELDS:
@@ -459,11 +459,15 @@ def _tuned_params(spec: JobCreate) -> dict[str, object]:
     }
 
 
-def _space_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
+def _space_problems(spec: JobCreate, limits: Limits, reported: set[str]) -> list[SpecError]:
     # keras-tuner copies the whole space (every choice's values) into each trial's stored state, and a
     # grid search lists every value of every range on each step: both must stay small.
     problems: list[SpecError] = []
+    skipped = False
     for field, param in _tuned_params(spec).items():
+        if field in reported or f"{field}.step" in reported:
+            skipped = True  # over a limit of its own (layers, units, batch size): one problem is enough
+            continue
         if (
             isinstance(param, IntChoice | FloatChoice | NameChoice)
             and len(param.values) > limits.max_choice_values
@@ -478,9 +482,7 @@ def _space_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
             continue
         count = value_count(param)
         if count > limits.max_range_values:
-            size = (
-                f"{_count_text(count)} values" if math.isfinite(count) else "more values than can be counted"
-            )
+            size = "more values than can be counted" if count == math.inf else f"{_count_text(count)} values"
             problems.append(
                 SpecError(
                     field,
@@ -489,11 +491,7 @@ def _space_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
                     "step out to sample the range continuously",
                 )
             )
-    if (
-        problems
-        or spec.tuner.algorithm != "grid"
-        or bounds(spec.model.hidden_layers)[1] > limits.max_hidden_layers
-    ):
+    if problems or skipped or spec.tuner.algorithm != "grid":
         return problems
     combinations = grid_size(spec)
     if combinations > limits.max_grid_size:
