@@ -243,8 +243,12 @@ def _lists_its_min(param: IntRange | FloatRange, step: float, count: int) -> boo
 
 
 def value_count(param: object) -> float:
-    """How many values a grid search walks for this parameter; math.inf where keras-tuner's arithmetic
-    overflows (a step too fine for its range, or a log range whose max / min is not a finite number)."""
+    """How many values a grid search walks for this parameter, or math.inf where keras-tuner's arithmetic
+    overflows.
+
+    Overflow is a step too fine for its range, or a log range whose max / min is not a finite number:
+    the worker would raise OverflowError, or sample infinite values.
+    """
     if isinstance(param, IntChoice | FloatChoice | NameChoice):
         return len(param.values)
     if not isinstance(param, IntRange | FloatRange):
