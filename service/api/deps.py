@@ -5,11 +5,13 @@ The app's settings, job store and artifact store are made once by `create_app` a
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from service.core.artifacts import ArtifactStore
+from service.core.errors import NotFound, shorten
 from service.core.settings import Settings
 from service.core.store import JobStore
 
@@ -29,6 +31,30 @@ def get_artifacts(request: Request) -> ArtifactStore:
     return artifacts
 
 
+def _is_job_id(text: str) -> bool:
+    # job_service.submit names jobs str(uuid.uuid4()): 36 characters, lowercase hex and hyphens.
+    if len(text) != 36:
+        return False
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v1/jobs returned it")]) -> str:
+    """The `{job_id}` of a path; raises NotFound for anything that is not a job id, before any lookup.
+
+    So a path such as `/v1/jobs/<id>:trials` can never reach a store key other than a job's.
+    """
+    if not _is_job_id(job_id):
+        raise NotFound(
+            f"no job with id '{shorten(job_id, 40)}': job ids are UUIDs, as POST /v1/jobs returns them",
+            "job_not_found",
+        )
+    return job_id
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+JobIdDep = Annotated[str, Depends(get_job_id)]

@@ -10,8 +10,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from service.core.errors import FieldProblem, InvalidRequest, KtuneError
+from service.core.errors import (
+    MAX_FIELD_PROBLEMS,
+    QUOTE_CHARS,
+    FieldProblem,
+    InvalidRequest,
+    KtuneError,
+    shorten,
+)
 from service.core.params import PARAM_TAGS
 from service.core.spec import SpecError
 
@@ -25,9 +33,15 @@ _CODES = {
     415: "unsupported_media_type",
 }
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
 
 def error_response(
-    status: int, code: str, message: str, fields: list[FieldProblem] | None = None
+    status: int,
+    code: str,
+    message: str,
+    fields: list[FieldProblem] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "error": {
@@ -36,11 +50,12 @@ def error_response(
             "fields": [{"field": p.field, "message": p.message} for p in fields or []],
         }
     }
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in loc if part not in PARAM_TAGS]
+    # A field name is the client's own text (an unknown key may be megabytes long): quote a prefix.
+    parts = [shorten(str(part), QUOTE_CHARS) for part in loc if part not in PARAM_TAGS]
     if parts and parts[0] in ("body", "query", "path"):
         parts = parts[1:]
     path = ""
@@ -69,13 +84,29 @@ def _problem(error: dict[str, Any]) -> FieldProblem:
     return FieldProblem(_field_path(tuple(error.get("loc", ()))), message)
 
 
-def validation_problems(errors: list[dict[str, Any]]) -> list[FieldProblem]:
-    """Pydantic's errors as field paths and sentences, one per field, in order."""
+def validation_problems(errors: list[dict[str, Any]], limit: int | None = None) -> list[FieldProblem]:
+    """Pydantic's errors as field paths and sentences, one per field, in order; at most `limit` of them."""
     seen: dict[str, FieldProblem] = {}
     for error in errors:
+        if limit is not None and len(seen) >= limit:
+            break
         problem = _problem(error)
         seen.setdefault(f"{problem.field}\0{problem.message}", problem)
     return list(seen.values())
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path.
+
+    Starlette's 405 names only the methods of the first route that matched the path, though GET and
+    POST /v1/jobs are two routes; asking every route with each method finds them all.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def install(app: FastAPI) -> None:
@@ -87,12 +118,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        err = InvalidRequest(validation_problems(list(exc.errors())))
+        errors = list(exc.errors())
+        # A body of a million bad numbers has a million errors: describe the first few, count the rest.
+        problems = validation_problems(errors, MAX_FIELD_PROBLEMS)
+        unlisted = len(errors) - len(problems) if len(problems) == MAX_FIELD_PROBLEMS else 0
+        err = InvalidRequest(problems, unlisted=unlisted)
         return error_response(422, err.code, err.message, err.fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+        return error_response(
+            exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=headers
+        )
 
     @app.exception_handler(redis.RedisError)
     async def _store_down(_: Request, exc: redis.RedisError) -> JSONResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 
 from service.api import job_service
-from service.api.deps import ArtifactsDep, SettingsDep, StoreDep
+from service.api.deps import ArtifactsDep, JobIdDep, SettingsDep, StoreDep
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.errors import Conflict, FieldProblem, InvalidRequest
 from service.core.spec import JobCreate
@@ -62,14 +62,14 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def get_job(job_id: str, store: StoreDep) -> JobPublic:
+def get_job(job_id: JobIdDep, store: StoreDep) -> JobPublic:
     """Status, progress, best trial so far, timestamps and error of one job."""
     return job_service.to_public(store, job_service.get(store, job_id))
 
 
 @router.get("/{job_id}/trials", response_model=TrialList, responses=_ERRORS)
 def list_trials(
-    job_id: str,
+    job_id: JobIdDep,
     store: StoreDep,
     history: Annotated[
         bool, Query(description="false leaves out per-epoch histories (smaller bodies)")
@@ -82,7 +82,7 @@ def list_trials(
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS)
-def cancel_job(job_id: str, store: StoreDep) -> JobPublic:
+def cancel_job(job_id: JobIdDep, store: StoreDep) -> JobPublic:
     """Cancel a queued or running job; running trials stop within an epoch, finished ones are kept."""
     return job_service.to_public(store, job_service.cancel(store, job_id))
 
@@ -92,7 +92,7 @@ def cancel_job(job_id: str, store: StoreDep) -> JobPublic:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **_ERRORS},
 )
-def best_model(job_id: str, store: StoreDep, artifacts: ArtifactsDep) -> FileResponse:
+def best_model(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep) -> FileResponse:
     """The best model so far as a .keras file that keras.models.load_model opens."""
     record = job_service.get(store, job_id)
     path = artifacts.best_model_path(job_id)
@@ -105,7 +105,7 @@ def best_model(job_id: str, store: StoreDep, artifacts: ArtifactsDep) -> FileRes
 
 
 @router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
-def best_hyperparameters(job_id: str, store: StoreDep) -> dict[str, Any]:
+def best_hyperparameters(job_id: JobIdDep, store: StoreDep) -> dict[str, Any]:
     """The best trial's hyperparameters as JSON."""
     record = job_service.get(store, job_id)
     if record.best is None:

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# An error body quotes at most this much of a value a client sent (a 10 MB name must not come back
+# twice over), and holds at most this many field problems; the message of each is capped too.
+QUOTE_CHARS = 100
+FIELD_CHARS = 200
+MESSAGE_CHARS = 500
+MAX_FIELD_PROBLEMS = 50
+
+
+def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text`, or its first `limit` characters and an ellipsis: how error messages quote client values."""
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
 
 @dataclass
 class FieldProblem:
-    """One offending field: its dotted path and why, in words a user understands."""
+    """One offending field: its dotted path and why, in words a user understands (both length-capped)."""
 
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        self.field = shorten(self.field, FIELD_CHARS)
+        self.message = shorten(self.message, MESSAGE_CHARS)
 
 
 @dataclass
@@ -37,9 +53,14 @@ class Conflict(KtuneError):
 
 
 class InvalidRequest(KtuneError):
-    def __init__(self, fields: list[FieldProblem], code: str = "invalid_request") -> None:
-        summary = "; ".join(f"{p.field}: {p.message}" for p in fields)
-        super().__init__(f"The request is invalid: {summary}", code, 422, fields)
+    def __init__(self, fields: list[FieldProblem], code: str = "invalid_request", unlisted: int = 0) -> None:
+        """`unlisted`: problems found beyond `fields` that the caller did not even describe."""
+        shown = fields[:MAX_FIELD_PROBLEMS]
+        summary = "; ".join(f"{p.field}: {p.message}" for p in shown)
+        more = len(fields) - len(shown) + unlisted
+        if more:
+            summary += f"; and {more} more problems not listed"
+        super().__init__(f"The request is invalid: {summary}", code, 422, shown)
 
 
 class Unavailable(KtuneError):

@@ -24,6 +24,25 @@ class Limits(BaseSettings):
     max_executions_per_trial: int = Field(10, description="executions of one trial")
     max_parallel_trials: int = Field(64, description="trials of one job running at once")
     max_body_bytes: int = Field(32 * 1024 * 1024, description="size of a request body")
+    max_range_values: int = Field(
+        100_000,
+        description="values keras-tuner lists for one hyperparameter range (its grid at its step)",
+    )
+    max_grid_size: int = Field(
+        1_000_000, description="combinations of hyperparameter values a grid search walks"
+    )
+    max_choice_values: int = Field(100, description="entries of one `values` list")
+    max_classes: int = Field(
+        1_000,
+        ge=2,
+        le=2**31,
+        description="classes of a classifier: labels are whole numbers 0..max_classes-1",
+    )
+    max_model_parameters: int = Field(
+        10_000_000, description="weights of the largest model a job's search space allows"
+    )
+    max_hyperband_factor: int = Field(100, description="tuner.factor of a hyperband search")
+    max_hyperband_iterations: int = Field(100, description="tuner.hyperband_iterations of a hyperband search")
 
 
 class Settings(BaseSettings):

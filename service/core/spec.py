@@ -20,7 +20,23 @@ from service.core.catalog import (
     computed_metrics,
     metric_direction,
 )
-from service.core.params import Float, FloatParam, Int, IntParam, NameParam, StrictModel, bounds, names
+from service.core.errors import shorten
+from service.core.params import (
+    Float,
+    FloatChoice,
+    FloatParam,
+    Int,
+    IntChoice,
+    IntParam,
+    IntRange,
+    NameChoice,
+    NameParam,
+    StrictModel,
+    bounds,
+    grid_values,
+    names,
+    value_count,
+)
 from service.core.settings import Limits
 
 
@@ -125,7 +141,7 @@ class ModelSpec(StrictModel):
         for name in names(self.activation):
             if name not in ACTIVATIONS:
                 raise SpecError(
-                    "model.activation", f"'{name}' is not supported: choose from {list(ACTIVATIONS)}"
+                    "model.activation", f"'{shorten(name)}' is not supported: choose from {list(ACTIVATIONS)}"
                 )
         return self
 
@@ -141,7 +157,7 @@ class OptimizerSpec(StrictModel):
         for name in names(self.name):
             if name not in OPTIMIZERS:
                 raise SpecError(
-                    "optimizer.name", f"'{name}' is not supported: choose from {list(OPTIMIZERS)}"
+                    "optimizer.name", f"'{shorten(name)}' is not supported: choose from {list(OPTIMIZERS)}"
                 )
         if bounds(self.learning_rate)[0] <= 0:
             raise SpecError("optimizer.learning_rate", "must be greater than 0")
@@ -250,26 +266,28 @@ class JobCreate(StrictModel):
         ):
             raise SpecError(
                 "model.output_activation",
-                f"'{self.model.output_activation}' does not fit task {task}: choose from "
+                f"'{shorten(self.model.output_activation)}' does not fit task {task}: choose from "
                 f"{list(rules.output_activations)}",
             )
         if self.training.loss is not None and self.training.loss not in rules.losses:
             raise SpecError(
                 "training.loss",
-                f"'{self.training.loss}' does not fit task {task}: choose from {list(rules.losses)}",
+                f"'{shorten(self.training.loss)}' does not fit task {task}: choose from {list(rules.losses)}",
             )
         for metric in self.training.metrics or ():
             if metric not in rules.allowed_metrics:
                 raise SpecError(
                     "training.metrics",
-                    f"'{metric}' does not fit task {task}: choose from {list(rules.allowed_metrics)}",
+                    f"'{shorten(metric)}' does not fit task {task}: choose from "
+                    f"{list(rules.allowed_metrics)}",
                 )
         self._check_targets()
         valid = self.computed_metrics
         if self.objective is not None and self.objective.name not in valid:
             raise SpecError(
                 "objective.name",
-                f"objective '{self.objective.name}' is not a metric this job computes: choose one of {valid}",
+                f"objective '{shorten(self.objective.name)}' is not a metric this job computes: "
+                f"choose one of {valid}",
             )
         if self.objective_name not in valid:
             # The task's default objective must be computed too, or every trial would fail.
@@ -357,7 +375,9 @@ def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
 
     def over(field: str, value: float, limit: int, what: str) -> None:
         if value > limit:
-            problems.append(SpecError(field, f"{what} {value} is over this service's limit of {limit}"))
+            problems.append(
+                SpecError(field, f"{what} {_count_text(value)} is over this service's limit of {limit}")
+            )
 
     over("data.train.x", spec.data.rows, limits.max_rows, "rows (train and validation)")
     over("data.train.x", spec.data.features, limits.max_features, "features")
@@ -366,6 +386,14 @@ def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
     )
     over("model.units", bounds(spec.model.units)[1], limits.max_units, "units")
     over("training.epochs", spec.training.epochs, limits.max_epochs, "epochs")
+    if spec.training.early_stopping is not None:
+        # Patience beyond the epochs of an execution never stops anything; the epoch limit bounds it.
+        over(
+            "training.early_stopping.patience",
+            spec.training.early_stopping.patience,
+            limits.max_epochs,
+            "patience",
+        )
     if spec.tuner.max_epochs is not None:
         over("tuner.max_epochs", spec.tuner.max_epochs, limits.max_epochs, "epochs")
     over("tuner.max_trials", spec.tuner.max_trials, limits.max_trials, "trials")
@@ -381,5 +409,167 @@ def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
         limits.max_parallel_trials,
         "parallel trials",
     )
+    over("tuner.factor", spec.tuner.factor, limits.max_hyperband_factor, "hyperband factor")
+    over(
+        "tuner.hyperband_iterations",
+        spec.tuner.hyperband_iterations,
+        limits.max_hyperband_iterations,
+        "hyperband iterations",
+    )
+    if spec.limits.max_failed_trials is not None:
+        # More failed trials than trials can never happen; the trial limit bounds it.
+        over("limits.max_failed_trials", spec.limits.max_failed_trials, limits.max_trials, "failed trials")
     over("training.batch_size", bounds(spec.training.batch_size)[1], limits.max_rows, "batch size")
+    for field, param, limit in (
+        ("model.hidden_layers", spec.model.hidden_layers, limits.max_hidden_layers),
+        ("model.units", spec.model.units, limits.max_units),
+        ("training.batch_size", spec.training.batch_size, limits.max_rows),
+    ):
+        if isinstance(param, IntRange) and param.step is not None:
+            over(f"{field}.step", param.step, limit, "step")
+    problems += _space_problems(spec, limits, {p.field for p in problems})
+    problems += _class_problems(spec, limits)
+    # The model's size follows from features, layers, units and classes: once each is within its limit.
+    if not {p.field for p in problems} & _MODEL_SHAPE_FIELDS:
+        problems += _model_size_problems(spec, limits)
     return problems
+
+
+_MODEL_SHAPE_FIELDS = {
+    "data.train.x",
+    "data.train.y",
+    "data.validation.y",
+    "model.hidden_layers",
+    "model.hidden_layers.step",
+    "model.units",
+    "model.units.step",
+}
+
+
+def _tuned_params(spec: JobCreate) -> dict[str, object]:
+    """Every value of the request that becomes a keras-tuner hyperparameter, by field path."""
+    return {
+        "model.hidden_layers": spec.model.hidden_layers,
+        "model.units": spec.model.units,
+        "model.activation": spec.model.activation,
+        "model.dropout": spec.model.dropout,
+        "optimizer.name": spec.optimizer.name,
+        "optimizer.learning_rate": spec.optimizer.learning_rate,
+        "training.batch_size": spec.training.batch_size,
+    }
+
+
+def _space_problems(spec: JobCreate, limits: Limits, reported: set[str]) -> list[SpecError]:
+    # keras-tuner copies the whole space (every choice's values) into each trial's stored state, and a
+    # grid search lists every value of every range on each step: both must stay small.
+    problems: list[SpecError] = []
+    skipped = False
+    for field, param in _tuned_params(spec).items():
+        if field in reported or f"{field}.step" in reported:
+            skipped = True  # over a limit of its own (layers, units, batch size): one problem is enough
+            continue
+        if (
+            isinstance(param, IntChoice | FloatChoice | NameChoice)
+            and len(param.values) > limits.max_choice_values
+        ):
+            problems.append(
+                SpecError(
+                    f"{field}.values",
+                    f"{len(param.values)} values is over this service's limit of {limits.max_choice_values} "
+                    "values in one list",
+                )
+            )
+            continue
+        count = value_count(param)
+        if count > limits.max_range_values:
+            size = "more values than can be counted" if count == math.inf else f"{_count_text(count)} values"
+            problems.append(
+                SpecError(
+                    field,
+                    f"this range has {size} at its step, over this service's limit of "
+                    f"{limits.max_range_values} values per hyperparameter: use a larger step, or leave "
+                    "step out to sample the range continuously",
+                )
+            )
+    if problems or skipped or spec.tuner.algorithm != "grid":
+        return problems
+    combinations = grid_size(spec)
+    if combinations > limits.max_grid_size:
+        problems.append(
+            SpecError(
+                "tuner.algorithm",
+                f"this grid search walks {_count_text(combinations)} combinations of hyperparameter values, "
+                f"over this service's limit of {limits.max_grid_size}: tune fewer values, or use random or "
+                "bayesian search",
+            )
+        )
+    return problems
+
+
+def grid_size(spec: JobCreate) -> int:
+    """The combinations of values a grid search over the job's space walks.
+
+    Units are one hyperparameter per layer, active only while that layer exists: n layers contribute
+    units ** n combinations. Call it only for a space whose every range is within the limits.
+    """
+    params = _tuned_params(spec)
+    units = int(value_count(params.pop("model.units")))
+    layers = grid_values(params.pop("model.hidden_layers"))  # type: ignore[arg-type]
+    size: int = sum(units**count for count in layers)
+    for param in params.values():
+        size *= int(value_count(param))
+    return size
+
+
+def _class_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
+    if spec.task is not Task.MULTICLASS_CLASSIFICATION:
+        return []  # binary labels are 0 and 1 (checked on the model)
+    sections = {"data.train.y": spec.data.train.y}
+    if spec.data.validation is not None:
+        sections["data.validation.y"] = spec.data.validation.y
+    problems = []
+    for field, targets in sections.items():
+        if max(targets) >= limits.max_classes:
+            problems.append(
+                SpecError(
+                    field,
+                    f"labels up to {_count_text(max(targets))} make {_count_text(spec.output_units)} "
+                    f"classes, over this service's limit of {limits.max_classes} classes: labels must be "
+                    f"whole numbers 0 to {limits.max_classes - 1}",
+                )
+            )
+    return problems
+
+
+def largest_model_parameters(spec: JobCreate) -> int:
+    """Weights and biases of the largest mlp the job's space allows: most layers, each of most units."""
+    features, outputs = spec.data.features, spec.output_units
+    layers, units = int(bounds(spec.model.hidden_layers)[1]), int(bounds(spec.model.units)[1])
+    return (features + 1) * units + (layers - 1) * (units + 1) * units + (units + 1) * outputs
+
+
+def _model_size_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
+    parameters = largest_model_parameters(spec)
+    if parameters <= limits.max_model_parameters:
+        return []
+    shape = (
+        f"{spec.data.features} features, {int(bounds(spec.model.hidden_layers)[1])} hidden layers of "
+        f"{int(bounds(spec.model.units)[1])} units, an output layer of {spec.output_units}"
+    )
+    return [
+        SpecError(
+            "model",
+            f"the largest model this search space allows ({shape}) has {_count_text(parameters)} parameters, "
+            f"over this service's limit of {limits.max_model_parameters}: tune fewer layers or units",
+        )
+    ]
+
+
+def _count_text(value: float) -> str:
+    """A count as digits; one with more than 20 digits (labels like 1e300 make such counts) as 1.23e+45."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    digits = str(value)
+    if not isinstance(value, int) or len(digits) <= 20:
+        return digits
+    return f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"

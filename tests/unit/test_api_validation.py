@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,7 @@ def test_bad_list_parameters_are_a_422(client: TestClient, query: dict[str, Any]
 
 def test_an_unreachable_job_store_is_a_503_not_a_500() -> None:
     settings = Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
-    response = TestClient(create_app(settings), raise_server_exceptions=False).get("/v1/jobs/some-id")
+    response = TestClient(create_app(settings), raise_server_exceptions=False).get(f"/v1/jobs/{uuid.uuid4()}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
 
@@ -276,3 +277,174 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])  # nothing listens once the socket is closed
+
+
+# --- requests a worker could not survive: 422 before anything is stored ---------------------------------
+
+ROOMY = Limits.model_construct(
+    max_body_bytes=64 * 1024 * 1024
+)  # the default limits, with room for big bodies
+
+
+@pytest.fixture(scope="module")
+def roomy() -> TestClient:
+    return TestClient(_app(ROOMY))
+
+
+def multiclass() -> dict[str, Any]:
+    return changed(classifier(), "task", "multiclass_classification")
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        (
+            changed(
+                changed(seed(), "tuner.algorithm", "grid"),
+                "model.dropout",
+                {"min": 0, "max": 0.5, "step": 1e-12},
+            ),
+            "model.dropout",
+            "500000000001 values",
+        ),
+        (
+            changed(seed(), "optimizer.learning_rate", {"min": 1e-300, "max": 1e300, "step": 1e-300}),
+            "optimizer.learning_rate",
+            "more values than can be counted",
+        ),
+        (
+            changed(seed(), "optimizer.learning_rate", {"values": [i / 1e7 for i in range(1, 200_001)]}),
+            "optimizer.learning_rate.values",
+            "200000 values is over this service's limit of 100",
+        ),
+        (changed(multiclass(), "data.train.y", [0, 1e15, 1, 0]), "data.train.y", "1000000000000001 classes"),
+        (changed(seed(), "tuner.algorithm", "grid"), "tuner.algorithm", "combinations"),
+        (changed(seed(), "model.units", {"min": 32, "max": 4096}), "model", "parameters"),
+        (changed(seed(), "tuner.factor", 10**400), "tuner.factor", "1.00e+400"),
+        (changed(seed(), "tuner.hyperband_iterations", 10**400), "tuner.hyperband_iterations", "1.00e+400"),
+        (
+            changed(seed(), "training.early_stopping", {"patience": 10**400}),
+            "training.early_stopping.patience",
+            "e+400",
+        ),
+        (changed(seed(), "tuner.executions_per_trial", 10**400), "tuner.executions_per_trial", "e+400"),
+    ],
+    ids=[
+        "grid-step-1e-12",
+        "step-overflow",
+        "200000-values",
+        "label-1e15",
+        "seed-as-grid",
+        "model-too-large",
+        "factor",
+        "hyperband-iterations",
+        "patience",
+        "executions",
+    ],
+)
+def test_requests_a_worker_could_not_survive_are_a_422_naming_the_field(
+    roomy: TestClient, body: dict[str, Any], field: str, fragment: str
+) -> None:
+    fields = fields_of(roomy.post("/v1/jobs", json=body))
+    assert list(fields) == [field]
+    assert fragment in fields[field]
+    assert "limit of" in fields[field]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("model.activation", "x" * 10_000_000, "model.activation"),
+        ("training.loss", "x" * 10_000_000, "training.loss"),
+        ("objective", {"name": "x" * 10_000_000}, "objective.name"),
+        ("model.units", {"min": 10**4000, "max": 1}, "model.units"),
+    ],
+)
+def test_a_huge_bad_value_gives_a_small_error_body(
+    roomy: TestClient, path: str, value: Any, field: str
+) -> None:
+    response = roomy.post("/v1/jobs", json=changed(seed(), path, value))
+    assert len(response.content) < 2_000, len(response.content)
+    fields = fields_of(response)
+    assert field in fields
+    assert "..." in fields[field]
+
+
+def test_a_huge_unknown_field_name_gives_a_small_error_body(roomy: TestClient) -> None:
+    body = seed()
+    body["model"]["k" * 10_000_000] = 1
+    response = roomy.post("/v1/jobs", json=body)
+    assert len(response.content) < 2_000, len(response.content)
+    [(field, message)] = fields_of(response).items()
+    assert field.startswith("model.kkkk") and field.endswith("...")
+    assert "is not a field" in message
+
+
+def test_a_body_with_many_bad_values_lists_the_first_fifty(roomy: TestClient) -> None:
+    body = seed()
+    body["data"]["train"] = {"x": [["a", "b"]] * 10_000, "y": [0] * 10_000}
+    response = roomy.post("/v1/jobs", json=body)
+    fields = fields_of(response)
+    assert len(fields) == 50
+    assert "data.train.x[0][0]" in fields
+    assert response.json()["error"]["message"].endswith("and 19950 more problems not listed")
+    assert len(response.content) < 20_000
+
+
+# --- ids in paths and methods ---------------------------------------------------------------------------
+
+_A_UUID = "0b0f2a8e-6d1e-4c55-9a51-2f1d1b8c9d10"
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        f"{_A_UUID}:trials",  # another Redis key of the same job: it was a 500
+        f"{_A_UUID}:data",  # it was a false 503
+        "some-id",
+        _A_UUID.upper(),
+        f"{{{_A_UUID}}}",
+        _A_UUID.replace("-", ""),
+        "x" * 5_000,
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [
+        ("GET", ""),
+        ("GET", "/trials"),
+        ("POST", "/cancel"),
+        ("GET", "/artifacts/best-model"),
+        ("GET", "/artifacts/best-hyperparameters"),
+    ],
+)
+def test_a_path_id_that_is_not_a_job_id_is_a_404_before_any_lookup(
+    client: TestClient, job_id: str, method: str, suffix: str
+) -> None:
+    error = error_of(client.request(method, f"/v1/jobs/{job_id}{suffix}"), 404)
+    assert error["code"] == "job_not_found"
+    assert "job ids are UUIDs" in error["message"]
+    assert len(error["message"]) < 200
+
+
+def test_a_well_formed_job_id_is_looked_up(client: TestClient) -> None:
+    # The store is one that fails the test when used: a real id goes past the check to the lookup.
+    with pytest.raises(AssertionError, match="Redis was used"):
+        client.get(f"/v1/jobs/{_A_UUID}")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/jobs", "GET, POST"),
+        ("DELETE", "/v1/jobs", "GET, POST"),
+        ("GET", f"/v1/jobs/{_A_UUID}/cancel", "POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_a_405_carries_allow_with_every_method_of_the_path(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    response = client.request(method, path)
+    assert error_of(response, 405)["code"] == "method_not_allowed"
+    assert response.headers["allow"] == allow

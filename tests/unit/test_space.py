@@ -10,7 +10,9 @@ from typing import Any
 import keras_tuner as kt
 import pytest
 
-from service.core.spec import JobCreate
+from service.core.params import value_count
+from service.core.spec import JobCreate, grid_size
+from worker.oracles import new_oracle
 from worker.space import layer_counts, search_space
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -180,3 +182,83 @@ def test_layer_counts_match_what_keras_tuner_samples_with_a_linear_step() -> Non
     assert sampled == set(layer_counts(spec.model.hidden_layers)) == {1, 4, 7}
     for layers in sampled:
         assert active_units(hp, layers) == [f"units_{i}" for i in range(layers)]
+
+
+# --- the API's counts (service.core.params.value_count, spec.grid_size) against keras-tuner's own ----------
+
+_RANGES = [
+    {"min": 2, "max": 20},
+    {"min": 32, "max": 512, "step": 32},
+    {"min": 1, "max": 10, "step": 4},
+    {"min": 1, "max": 64, "step": 2, "sampling": "log"},
+    {"min": 3, "max": 200, "step": 3, "sampling": "reverse_log"},
+    {"min": 1, "max": 300, "sampling": "log"},
+    {"min": 5, "max": 9, "sampling": "reverse_log"},
+]
+_FLOAT_RANGES = [
+    {"min": 0.0, "max": 0.3},
+    {"min": 0.0, "max": 0.45, "step": 0.05},
+    {"min": 0.1, "max": 0.7, "step": 0.2},
+    {"min": 0.01, "max": 0.02, "sampling": "reverse_log"},
+]
+_LOG_RATES = [
+    {"min": 1e-4, "max": 1e-1, "sampling": "log"},
+    {"min": 1e-5, "max": 0.5, "step": 10.0, "sampling": "log"},
+    {"min": 1e-3, "max": 0.9, "step": 2.0, "sampling": "reverse_log"},
+]
+
+
+def _kt_grid_count(hp: Any) -> int:
+    # GridSearchOracle walks [hp.default] + the listed values other than the default.
+    listed = list(hp.values)
+    return len(listed) + (hp.default not in listed)
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value"),
+    [("units", "units_0", r) for r in _RANGES]
+    + [("dropout", "dropout", r) for r in _FLOAT_RANGES]
+    + [("learning_rate", "learning_rate", r) for r in _LOG_RATES]
+    + [("units", "units_0", {"values": [3, 1, 2]})],
+)
+def test_value_count_is_what_keras_tuner_lists(section: str, name: str, value: dict[str, Any]) -> None:
+    body = copy.deepcopy(REGRESSION)
+    if section == "learning_rate":
+        body["optimizer"] = {"learning_rate": value}
+    else:
+        body["model"] = {"hidden_layers": 1, section: value}
+    spec = spec_of(body)
+    param = spec.optimizer.learning_rate if section == "learning_rate" else getattr(spec.model, section)
+    assert value_count(param) == _kt_grid_count(declared(search_space(spec))[name])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {
+            "hidden_layers": {"min": 1, "max": 3},
+            "units": {"values": [4, 8]},
+            "dropout": {"min": 0, "max": 0.2, "step": 0.1},
+        },
+        {
+            "hidden_layers": {"values": [1, 3]},
+            "units": {"min": 2, "max": 4},
+            "activation": {"values": ["relu", "tanh"]},
+        },
+        {"hidden_layers": 2, "units": {"min": 2, "max": 16, "step": 2, "sampling": "log"}},
+        {"hidden_layers": {"min": 1, "max": 4, "step": 2, "sampling": "log"}, "units": {"values": [3, 5]}},
+    ],
+)
+def test_grid_size_is_how_many_trials_keras_tuners_grid_walks(model: dict[str, Any]) -> None:
+    body = copy.deepcopy(REGRESSION)
+    body.update(
+        model=model, optimizer={"learning_rate": {"values": [0.1, 0.01]}}, tuner={"algorithm": "grid"}
+    )
+    spec = spec_of(body).resolved()
+    oracle = new_oracle(spec)
+    oracle.max_trials = None  # walk the whole grid
+    walked = set()
+    while (trial := oracle.create_trial("t")).status != kt.engine.trial.TrialStatus.STOPPED:
+        walked.add(tuple(sorted(trial.hyperparameters.values.items())))
+        oracle.end_trial(trial)
+    assert grid_size(spec) == len(walked)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from service.api.errors import validation_problems
 from service.core.params import FloatRange, IntChoice, IntRange, NameChoice, bounds, is_tuned
 from service.core.settings import Limits
-from service.core.spec import JobCreate, check_limits
+from service.core.spec import JobCreate, check_limits, largest_model_parameters
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -694,21 +694,38 @@ LIMITS = Limits(
     max_executions_per_trial=3,
     max_parallel_trials=4,
     max_body_bytes=10_000,
+    max_range_values=20,
+    max_grid_size=1_000,
+    max_choice_values=5,
+    max_classes=10,
+    # The largest model of _AT_LIMITS: 3 features, 4 hidden layers of 64 units, 1 output.
+    max_model_parameters=(3 + 1) * 64 + 3 * (64 + 1) * 64 + (64 + 1) * 1,
+    max_hyperband_factor=5,
+    max_hyperband_iterations=3,
 )
 
 _AT_LIMITS = with_(
     REGRESSION,
     data__train={"x": [[0.0, 1.0, 2.0]] * 8, "y": [float(i) for i in range(8)]},
     data__validation={"x": [[0.0, 1.0, 2.0]] * 2, "y": [0.0, 1.0]},
-    model={"hidden_layers": {"min": 1, "max": 4}, "units": {"values": [8, 64]}},
-    training={"epochs": 50, "batch_size": {"min": 2, "max": 10}},
+    model={
+        "hidden_layers": {"min": 1, "max": 4},
+        "units": {"values": [8, 64]},
+        "dropout": {"values": [0.0, 0.1, 0.2, 0.3, 0.4]},
+    },
+    # 0.25, 0.5 ... 5.0: 20 values.
+    optimizer={"learning_rate": {"min": 0.25, "max": 5.0, "step": 0.25}},
+    training={"epochs": 50, "batch_size": {"min": 2, "max": 10}, "early_stopping": {"patience": 50}},
     tuner={
         "algorithm": "hyperband",
         "max_trials": 20,
         "executions_per_trial": 3,
         "max_parallel_trials": 4,
         "max_epochs": 50,
+        "factor": 5,
+        "hyperband_iterations": 3,
     },
+    limits={"max_failed_trials": 20},
 )
 
 
@@ -763,6 +780,57 @@ def test_examples_are_within_the_default_limits() -> None:
             "training.batch_size",
             "batch size 11 is over this service's limit of 10",
         ),
+        (
+            {"training__early_stopping": {"patience": 51}},
+            "training.early_stopping.patience",
+            "patience 51 is over this service's limit of 50",
+        ),
+        ({"tuner__factor": 6}, "tuner.factor", "hyperband factor 6 is over this service's limit of 5"),
+        (
+            {"tuner__hyperband_iterations": 4},
+            "tuner.hyperband_iterations",
+            "hyperband iterations 4 is over this service's limit of 3",
+        ),
+        (
+            {"limits__max_failed_trials": 21},
+            "limits.max_failed_trials",
+            "failed trials 21 is over this service's limit of 20",
+        ),
+        (
+            {"model__units": {"min": 8, "max": 64, "step": 65}},
+            "model.units.step",
+            "step 65 is over this service's limit of 64",
+        ),
+        (
+            {"model__hidden_layers": {"min": 1, "max": 4, "step": 5}},
+            "model.hidden_layers.step",
+            "step 5 is over this service's limit of 4",
+        ),
+        (
+            {"training__batch_size": {"min": 2, "max": 10, "step": 11}},
+            "training.batch_size.step",
+            "step 11 is over this service's limit of 10",
+        ),
+        (
+            {"model__dropout": {"values": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}},
+            "model.dropout.values",
+            "6 values is over this service's limit of 5 values in one list",
+        ),
+        (
+            {"model__activation": {"values": ["relu", "tanh", "elu", "selu", "gelu", "swish"]}},
+            "model.activation.values",
+            "6 values is over this service's limit of 5",
+        ),
+        (
+            {"optimizer__learning_rate": {"min": 0.25, "max": 5.25, "step": 0.25}},
+            "optimizer.learning_rate",
+            "this range has 21 values at its step, over this service's limit of 20 values per hyperparameter",
+        ),
+        (
+            {"model__units": {"min": 1, "max": 21}},  # an int range steps by 1 by default
+            "model.units",
+            "this range has 21 values at its step",
+        ),
     ],
 )
 def test_each_limit_is_checked(changes: dict[str, Any], field: str, text: str) -> None:
@@ -793,6 +861,165 @@ def test_every_limit_broken_at_once_is_reported() -> None:
             "training.batch_size",
         ]
     )
+
+
+DEFAULTS = Limits.model_construct()  # the documented defaults, not this environment's KTUNE_* values
+
+
+def limit_problems(body: dict[str, Any], limits: Limits = DEFAULTS) -> dict[str, str]:
+    return {p.field: p.message for p in check_limits(JobCreate.model_validate(body), limits)}
+
+
+@pytest.mark.parametrize("algorithm", ["random", "grid", "bayesian", "hyperband"])
+@pytest.mark.parametrize(
+    ("changes", "field", "text"),
+    [
+        # keras-tuner would list 5e11 grid values (the pool process grows until the kernel kills it).
+        (
+            {"model__dropout": {"min": 0, "max": 0.5, "step": 1e-12}},
+            "model.dropout",
+            "has 500000000001 values",
+        ),
+        # (max - min) / step is infinite: OverflowError in the worker.
+        (
+            {"optimizer__learning_rate": {"min": 1e-300, "max": 1e300, "step": 1e-300}},
+            "optimizer.learning_rate",
+            "more values than can be counted",
+        ),
+        # max / min is infinite: log sampling would draw infinite learning rates.
+        (
+            {"optimizer__learning_rate": {"min": 1e-300, "max": 1e300, "sampling": "log"}},
+            "optimizer.learning_rate",
+            "more values than can be counted",
+        ),
+    ],
+)
+def test_a_range_too_fine_or_too_wide_for_keras_tuner_is_refused(
+    algorithm: str, changes: dict[str, Any], field: str, text: str
+) -> None:
+    found = limit_problems(with_(REGRESSION, tuner={"algorithm": algorithm}, **changes))
+    assert list(found) == [field]
+    assert text in found[field]
+    assert f"limit of {DEFAULTS.max_range_values} values per hyperparameter" in found[field]
+    assert "leave step out" in found[field]
+
+
+def test_a_fine_range_just_within_the_limit_is_accepted() -> None:
+    limits = DEFAULTS.model_copy(update={"max_range_values": 11})
+    assert (
+        limit_problems(with_(REGRESSION, model__dropout={"min": 0, "max": 0.5, "step": 0.05}), limits) == {}
+    )
+    found = limit_problems(with_(REGRESSION, model__dropout={"min": 0, "max": 0.5, "step": 0.04}), limits)
+    assert "has 13 values" in found["model.dropout"]
+
+
+def test_a_long_values_list_is_refused_at_the_default_limit() -> None:
+    many = [i / 1_000_000 for i in range(1, DEFAULTS.max_choice_values + 2)]
+    assert limit_problems(with_(REGRESSION, optimizer__learning_rate={"values": many[:-1]})) == {}
+    found = limit_problems(with_(REGRESSION, optimizer__learning_rate={"values": many}))
+    assert list(found) == ["optimizer.learning_rate.values"]
+    assert (
+        f"{len(many)} values is over this service's limit of {DEFAULTS.max_choice_values}"
+        in (found["optimizer.learning_rate.values"])
+    )
+
+
+# 1 + 2 + 4 + ... : n hidden layers walk units ** n combinations; (2 + 4 + 8) x 2 learning rates = 28.
+_GRID = with_(
+    REGRESSION,
+    model={"hidden_layers": {"min": 1, "max": 3}, "units": {"values": [4, 8]}},
+    optimizer={"learning_rate": {"values": [0.1, 0.01]}},
+    tuner={"algorithm": "grid"},
+)
+
+
+def test_a_grid_search_within_its_size_limit_is_accepted() -> None:
+    assert limit_problems(_GRID, DEFAULTS.model_copy(update={"max_grid_size": 28})) == {}
+
+
+def test_a_grid_search_over_its_size_limit_names_its_size() -> None:
+    found = limit_problems(_GRID, DEFAULTS.model_copy(update={"max_grid_size": 27}))
+    assert list(found) == ["tuner.algorithm"]
+    assert "walks 28 combinations" in found["tuner.algorithm"]
+    assert "limit of 27" in found["tuner.algorithm"]
+
+
+def test_only_a_grid_search_is_bounded_by_its_size() -> None:
+    limits = DEFAULTS.model_copy(update={"max_grid_size": 27})
+    assert limit_problems(with_(_GRID, tuner={"algorithm": "random"}), limits) == {}
+
+
+def test_the_seed_space_is_too_large_for_a_grid_search() -> None:
+    found = limit_problems(with_(example("xor-seed.json"), tuner__algorithm="grid"))
+    # 16 unit sizes on 2 to 20 layers and 3 learning rates: about 3.9e24 combinations.
+    assert list(found) == ["tuner.algorithm"]
+    assert "walks 3.86e+24 combinations" in found["tuner.algorithm"]
+
+
+_CLASSES = DEFAULTS.model_copy(update={"max_classes": 10})
+
+
+def test_labels_below_the_class_limit_are_accepted() -> None:
+    assert limit_problems(with_(MULTICLASS, data__train__y=[0, 9, 2, 0, 2]), _CLASSES) == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "classes"),
+    [
+        ({"data__train__y": [0, 10, 2, 0, 2]}, "data.train.y", "11"),
+        # The case: the worker would have built Dense(10**15 + 1).
+        ({"data__train__y": [0, 1e15, 2, 0, 2]}, "data.train.y", "1000000000000001"),
+        ({"data__validation": {"x": [[1], [2]], "y": [1, 2**31]}}, "data.validation.y", "2147483649"),
+    ],
+)
+def test_labels_beyond_the_class_limit_are_refused(changes: dict[str, Any], field: str, classes: str) -> None:
+    found = limit_problems(with_(MULTICLASS, **changes), _CLASSES)
+    assert list(found) == [field]
+    assert f"make {classes} classes, over this service's limit of 10 classes" in found[field]
+    assert "whole numbers 0 to 9" in found[field]
+
+
+def test_binary_labels_are_within_the_smallest_class_limit() -> None:
+    assert limit_problems(BINARY, DEFAULTS.model_copy(update={"max_classes": 2})) == {}
+
+
+def test_the_seed_model_is_within_the_default_size_limit() -> None:
+    # 2 features, 20 layers of 512 units, 1 output: 3 * 512 + 19 * 513 * 512 + 513 weights.
+    spec = JobCreate.model_validate(example("xor-seed.json"))
+    assert largest_model_parameters(spec) == 4_992_513 <= DEFAULTS.max_model_parameters
+
+
+def test_a_model_just_over_the_size_limit_names_its_size() -> None:
+    limits = DEFAULTS.model_copy(update={"max_model_parameters": 4_992_512})
+    found = limit_problems(example("xor-seed.json"), limits)
+    assert list(found) == ["model"]
+    assert (
+        "(2 features, 20 hidden layers of 512 units, an output layer of 1) has 4992513 parameters"
+        in found["model"]
+    )
+    assert "limit of 4992512" in found["model"]
+
+
+def test_the_model_size_counts_classes_as_outputs() -> None:
+    body = with_(MULTICLASS, model={"hidden_layers": 1, "units": 10}, data__train__y=[0, 1, 99, 0, 1])
+    assert largest_model_parameters(JobCreate.model_validate(body)) == (1 + 1) * 10 + (10 + 1) * 100
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"tuner__factor": 10**400}, "tuner.factor"),
+        ({"tuner__hyperband_iterations": 10**400}, "tuner.hyperband_iterations"),
+        ({"training__early_stopping": {"patience": 10**400}}, "training.early_stopping.patience"),
+        ({"tuner__executions_per_trial": 10**400}, "tuner.executions_per_trial"),
+        ({"limits__max_failed_trials": 10**400}, "limits.max_failed_trials"),
+        ({"model__units": {"min": 1, "max": 8, "step": 10**400}}, "model.units.step"),
+    ],
+)
+def test_huge_integers_are_refused_with_a_short_number(changes: dict[str, Any], field: str) -> None:
+    found = limit_problems(with_(REGRESSION, **changes))
+    assert list(found) == [field]
+    assert " 1.00e+400 is over this service's limit" in found[field]
 
 
 def test_limit_messages_show_large_numbers_in_full() -> None:
