@@ -43,3 +43,41 @@ ensure_venv() {
 ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 || _apt_install redis-server
 }
+
+# The shipped install (scripts/check-install): this package without [dev], in its own environment, installed
+# as the Dockerfile installs it: from a copy of only what the image copies, with `pip install .`.
+PROD_VENV="${KTUNE_PROD_VENV:-$KTUNE_ROOT/.venv-prod}"
+PROD_PY="$PROD_VENV/bin/python"
+
+ensure_prod_venv() {
+  if [ ! -x "$PROD_PY" ]; then
+    local python; python="$(_python)"
+    if ! "$python" -m venv "$PROD_VENV" 2>/dev/null; then
+      rm -rf "$PROD_VENV"
+      _apt_install "$(basename "$python")-venv" || _apt_install python3-venv
+      "$python" -m venv "$PROD_VENV"
+    fi
+  fi
+  # The dependencies are resolved again only when pyproject.toml changed (pip's cache keeps the downloads),
+  # the project itself only when its files changed.
+  local deps_stamp="$PROD_VENV/.ktune-pyproject.sha256" code_stamp="$PROD_VENV/.ktune-code.sha256"
+  local deps code
+  deps="$(sha256sum "$KTUNE_ROOT/pyproject.toml" | cut -d' ' -f1)"
+  code="$(cd "$KTUNE_ROOT" && find pyproject.toml README.md service worker -type f ! -name '*.pyc' -print0 |
+    sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$deps_stamp" 2>/dev/null)" = "$deps" ] && [ "$(cat "$code_stamp" 2>/dev/null)" = "$code" ]; then
+    return 0
+  fi
+  local copy; copy="$(mktemp -d)"
+  cp -r "$KTUNE_ROOT/pyproject.toml" "$KTUNE_ROOT/README.md" "$KTUNE_ROOT/service" "$KTUNE_ROOT/worker" "$copy/"
+  if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps" ]; then
+    "$PROD_PY" -m pip install -q --upgrade pip
+    "$PROD_PY" -m pip install -q "$copy"
+    "$PROD_PY" -m pip check
+    echo "$deps" > "$deps_stamp"
+  else
+    "$PROD_PY" -m pip install -q --no-deps --force-reinstall "$copy"
+  fi
+  echo "$code" > "$code_stamp"
+  rm -rf "$copy"
+}

@@ -6,10 +6,12 @@ trial or tells it a result, and stores the state again, all under the job's lock
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import keras_tuner as kt
 from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine.metrics_tracking import MetricsTracker
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from service.core.spec import JobCreate
@@ -80,11 +82,36 @@ def _linked_items(linked: LinkedList) -> list[Any]:
     return items
 
 
+def _trial_state(trial: Any) -> dict[str, Any]:
+    """What a trial adds to the search: keras-tuner's `Trial.get_state` less the search space it copies."""
+    return {
+        "values": trial.hyperparameters.values,
+        "metrics": trial.metrics.get_config(),
+        "score": trial.score,
+        "best_step": trial.best_step,
+        "status": trial.status,
+        "message": trial.message,
+    }
+
+
+def _trial_from_state(trial_id: str, state: dict[str, Any], space: kt.HyperParameters) -> Any:
+    """A trial as keras-tuner's `create_trial` makes it: a copy of the oracle's space with its own values."""
+    hyperparameters = space.copy()
+    hyperparameters.values = dict(state["values"])
+    trial = trial_module.Trial(
+        hyperparameters, trial_id=trial_id, status=state["status"], message=state["message"]
+    )
+    trial.metrics = MetricsTracker.from_config(state["metrics"])
+    trial.score = state["score"]
+    trial.best_step = state["best_step"]
+    return trial
+
+
 def dump_oracle(oracle: Any) -> dict[str, Any]:
-    """The oracle's whole state as JSON-ready data, trials included."""
+    """The oracle's whole state as JSON-ready data; each trial by its values, the search space once."""
     state: dict[str, Any] = {
         "oracle": oracle.get_state(),
-        "trials": {trial_id: trial.get_state() for trial_id, trial in oracle.trials.items()},
+        "trials": {trial_id: _trial_state(trial) for trial_id, trial in oracle.trials.items()},
     }
     if isinstance(oracle, GridOracle):
         # GridSearchOracle.get_state leaves out where the grid walk stands.
@@ -96,11 +123,19 @@ def dump_oracle(oracle: Any) -> dict[str, Any]:
 
 
 def load_oracle(spec: JobCreate, state: dict[str, Any] | None) -> Any:
-    """The job's oracle as it was stored, or a fresh one for a job that has not started its search."""
+    """The job's oracle as it was stored, or a fresh one for a job that has not started its search.
+
+    Raises ValueError for a state stored by an older ktune, whose trials each held the whole space.
+    """
     oracle = new_oracle(spec)
     if state is None:
         return oracle
-    oracle.trials = {tid: trial_module.Trial.from_state(s) for tid, s in state["trials"].items()}
+    if any("values" not in trial for trial in state["trials"].values()):
+        raise ValueError("the job's search state was stored by an older ktune version and cannot be read")
+    # The trials first: the oracle's own state refers to them (ongoing trials) by id.
+    # (keras-tuner's from_config rewrites the config it reads: set_state must get an untouched one.)
+    space = kt.HyperParameters.from_config(copy.deepcopy(state["oracle"]["hyperparameters"]))
+    oracle.trials = {tid: _trial_from_state(tid, s, space) for tid, s in state["trials"].items()}
     oracle.set_state(state["oracle"])
     if isinstance(oracle, GridOracle):
         oracle._ordered_ids = LinkedList()
