@@ -13,7 +13,7 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core import lifecycle, queue
-from service.core.records import TrialRecord, utcnow
+from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import JobStatus, TrialStatus
 from worker import search
@@ -53,6 +53,15 @@ def run_trial(ctx: WorkerContext, job_id: str, trial_id: str, node: str = "") ->
     try:
         with trial_lease(store, job_id, trial_id, owner, ctx.settings.lease_seconds) as lease:
             _run_leased(ctx, job_id, record, lease, node)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        # Training errors are the trial's (trial_error); anything else here (a stored spec this worker
+        # cannot read, say) would fail every try, so the job ends with it instead of waiting forever.
+        search.fail_search(ctx, job_id, exc)
+        error = ErrorInfo(code="search_error", message=f"{type(exc).__name__}: {exc}")
+        update = {"status": TrialStatus.FAILED, "finished_at": utcnow(), "error": error}
+        lifecycle.end_trial(store, job_id, record.model_copy(update=update))
     finally:
         release_memory()
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,15 @@ from typing import Any
 import httpx
 import pytest
 import redis
+
+from service.core import lifecycle, queue
+from service.core.artifacts import ArtifactStore
+from service.core.records import JobRecord, utcnow
+from service.core.settings import Settings
+from service.core.spec import JobCreate
+from service.core.states import JobStatus
+from service.core.store import JobStore
+from worker.context import WorkerContext
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -236,3 +246,45 @@ def long_job(
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
     return job_id
+
+
+# --- search steps in the test process ----------------------------------------------------------------
+
+IN_PROCESS_LOCK_SECONDS = 0.6
+
+
+@pytest.fixture
+def worker_ctx(redis_url: str, tmp_path: Path) -> WorkerContext:
+    """A worker's context in this process, on its own key prefix, with a short step lock."""
+    settings = Settings(
+        redis_url=redis_url,
+        artifact_dir=str(tmp_path),
+        step_lock_seconds=IN_PROCESS_LOCK_SECONDS,
+        step_wait_seconds=10,
+    )
+    store = JobStore.from_url(redis_url, prefix=f"in-process-{uuid.uuid4().hex[:8]}")
+    return WorkerContext(settings, store, ArtifactStore(tmp_path))
+
+
+@pytest.fixture
+def sent_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Trial ids whose run message was sent, recorded instead of queued (no worker runs them)."""
+    calls: list[str] = []
+    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, name: calls.append(trial_id))
+    return calls
+
+
+def running_job(ctx: WorkerContext) -> str:
+    """The README's classifier example as a random search of 2 parallel trials, stored and running."""
+    body = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
+    body["tuner"].update(algorithm="random", max_trials=4)
+    spec = JobCreate.model_validate(body).resolved()
+    record = JobRecord(
+        id=str(uuid.uuid4()),
+        status=JobStatus.QUEUED,
+        spec=spec.model_dump(mode="json", exclude={"data"}),
+        created_at=utcnow(),
+    )
+    ctx.store.create_job(record, spec.data.model_dump(mode="json"))
+    assert lifecycle.start(ctx.store, record.id)
+    return record.id

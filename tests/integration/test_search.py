@@ -5,67 +5,24 @@ Only the sending of trial messages is replaced (recorded instead of queued), so 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from service.core import lifecycle, queue
-from service.core.artifacts import ArtifactStore
-from service.core.records import JobRecord, TrialRecord, utcnow
-from service.core.settings import Settings
-from service.core.spec import JobCreate
+from service.core.records import TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobStore
+from tests.integration.conftest import IN_PROCESS_LOCK_SECONDS as LOCK_SECONDS
+from tests.integration.conftest import running_job
 from worker import search
 from worker.context import WorkerContext
 from worker.transient import StepLockLost
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-LOCK_SECONDS = 0.6
-
-
-@pytest.fixture
-def ctx(redis_url: str, tmp_path: Path) -> WorkerContext:
-    settings = Settings(
-        redis_url=redis_url,
-        artifact_dir=str(tmp_path),
-        step_lock_seconds=LOCK_SECONDS,
-        step_wait_seconds=10,
-    )
-    store = JobStore.from_url(redis_url, prefix=f"search-test-{uuid.uuid4().hex[:8]}")
-    return WorkerContext(settings, store, ArtifactStore(tmp_path))
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Trial ids whose run message was sent."""
-    calls: list[str] = []
-    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, name: calls.append(trial_id))
-    return calls
-
-
-def _running_job(ctx: WorkerContext) -> str:
-    """The README's classifier example as a random search of 2 parallel trials, stored and running."""
-    body = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["tuner"].update(algorithm="random", max_trials=4)
-    spec = JobCreate.model_validate(body).resolved()
-    record = JobRecord(
-        id=str(uuid.uuid4()),
-        status=JobStatus.QUEUED,
-        spec=spec.model_dump(mode="json", exclude={"data"}),
-        created_at=utcnow(),
-    )
-    ctx.store.create_job(record, spec.data.model_dump(mode="json"))
-    assert lifecycle.start(ctx.store, record.id)
-    return record.id
 
 
 def _lock_key(store: JobStore) -> str:
@@ -74,9 +31,9 @@ def _lock_key(store: JobStore) -> str:
 
 
 def test_a_step_outliving_its_lock_length_keeps_the_lock_and_writes_once(
-    ctx: WorkerContext, sent: list[str], monkeypatch: pytest.MonkeyPatch
+    worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = _running_job(ctx)
+    job_id = running_job(worker_ctx)
     real_dump = search.dump_oracle
 
     def slow_dump(oracle: Any) -> dict[str, Any]:
@@ -84,19 +41,19 @@ def test_a_step_outliving_its_lock_length_keeps_the_lock_and_writes_once(
         return real_dump(oracle)
 
     writes: list[bool] = []
-    real_save = ctx.store.save_oracle_state
+    real_save = worker_ctx.store.save_oracle_state
 
     def counted_save(*args: Any) -> bool:
         writes.append(real_save(*args))
         return writes[-1]
 
     monkeypatch.setattr(search, "dump_oracle", slow_dump)
-    monkeypatch.setattr(ctx.store, "save_oracle_state", counted_save)
+    monkeypatch.setattr(worker_ctx.store, "save_oracle_state", counted_save)
     taken: list[bool] = []
     done = threading.Event()
 
     def compete() -> None:
-        other = JobStore.from_url(ctx.settings.redis_url, ctx.store.prefix)
+        other = JobStore.from_url(worker_ctx.settings.redis_url, worker_ctx.store.prefix)
         while not done.is_set():
             taken.append(other.acquire_step_lock(job_id, "another worker", 10))
             time.sleep(0.05)
@@ -104,41 +61,41 @@ def test_a_step_outliving_its_lock_length_keeps_the_lock_and_writes_once(
     competitor = threading.Thread(target=compete)
     competitor.start()
     try:
-        search.advance(ctx, job_id)
+        search.advance(worker_ctx, job_id)
     finally:
         done.set()
         competitor.join()
     assert len(taken) > 20 and not any(taken), "another step got the lock while this one ran"
     assert writes == [True]
-    trials = ctx.store.get_trials(job_id)
+    trials = worker_ctx.store.get_trials(job_id)
     assert [t.status for t in trials] == [TrialStatus.QUEUED] * 2
-    assert sorted(sent) == [t.id for t in trials]
-    assert not ctx.store.redis.keys(f"{ctx.store.prefix}:*:lock"), "released after the step"
+    assert sorted(sent_trials) == [t.id for t in trials]
+    assert not worker_ctx.store.redis.keys(f"{worker_ctx.store.prefix}:*:lock"), "released after the step"
 
 
 def test_a_step_whose_lock_lapsed_writes_nothing_and_its_retry_hands_out_trials_once(
-    ctx: WorkerContext, sent: list[str], monkeypatch: pytest.MonkeyPatch
+    worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = _running_job(ctx)
+    job_id = running_job(worker_ctx)
     real_dump = search.dump_oracle
     stolen: list[str] = []
 
     def dump_after_a_takeover(oracle: Any) -> dict[str, Any]:
         if not stolen:  # the process froze past its lock, and another step took the lock
-            stolen.append(_lock_key(ctx.store))
-            ctx.store.redis.set(stolen[0], "another worker")
+            stolen.append(_lock_key(worker_ctx.store))
+            worker_ctx.store.redis.set(stolen[0], "another worker")
         return real_dump(oracle)
 
     monkeypatch.setattr(search, "dump_oracle", dump_after_a_takeover)
     with pytest.raises(StepLockLost):
-        search.advance(ctx, job_id)
-    assert ctx.store.load_oracle_state(job_id) is None
-    assert ctx.store.get_trials(job_id) == [] and sent == []
-    ctx.store.redis.delete(stolen[0])  # the other step ended
-    search.advance(ctx, job_id)  # the task's retry
-    trials = ctx.store.get_trials(job_id)
-    assert len(trials) == 2 and sorted(sent) == [t.id for t in trials]
-    assert ctx.store.get_status(job_id) is JobStatus.RUNNING
+        search.advance(worker_ctx, job_id)
+    assert worker_ctx.store.load_oracle_state(job_id) is None
+    assert worker_ctx.store.get_trials(job_id) == [] and sent_trials == []
+    worker_ctx.store.redis.delete(stolen[0])  # the other step ended
+    search.advance(worker_ctx, job_id)  # the task's retry
+    trials = worker_ctx.store.get_trials(job_id)
+    assert len(trials) == 2 and sorted(sent_trials) == [t.id for t in trials]
+    assert worker_ctx.store.get_status(job_id) is JobStatus.RUNNING
 
 
 class _Died(BaseException):
@@ -146,41 +103,42 @@ class _Died(BaseException):
 
 
 def test_trials_stored_in_the_search_state_but_not_recorded_are_recorded_by_the_next_step(
-    ctx: WorkerContext, sent: list[str], monkeypatch: pytest.MonkeyPatch
+    worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = _running_job(ctx)
+    job_id = running_job(worker_ctx)
 
     def die(*args: Any) -> bool:
         raise _Died
 
     monkeypatch.setattr(lifecycle, "queue_trial", die)
     with pytest.raises(_Died):
-        search.advance(ctx, job_id)
+        search.advance(worker_ctx, job_id)
     monkeypatch.undo()
-    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, name: sent.append(trial_id))
-    assert ctx.store.load_oracle_state(job_id) is not None and ctx.store.get_trials(job_id) == []
-    search.advance(ctx, job_id)  # the sweeper's nudge, or any later step
-    trials = ctx.store.get_trials(job_id)
-    assert [t.id for t in trials] == sorted(sent) and len(trials) == 2, "the same two trials, not two more"
-    search.advance(ctx, job_id)
-    assert len(ctx.store.get_trials(job_id)) == 2 and len(sent) == 2
+    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, name: sent_trials.append(trial_id))
+    store = worker_ctx.store
+    assert store.load_oracle_state(job_id) is not None and store.get_trials(job_id) == []
+    search.advance(worker_ctx, job_id)  # the sweeper's nudge, or any later step
+    trials = store.get_trials(job_id)
+    assert [t.id for t in trials] == sorted(sent_trials) and len(trials) == 2, "the same two, not two more"
+    search.advance(worker_ctx, job_id)
+    assert len(worker_ctx.store.get_trials(job_id)) == 2 and len(sent_trials) == 2
 
 
 def test_a_step_that_raises_fails_the_job_with_search_error(
-    ctx: WorkerContext, sent: list[str], monkeypatch: pytest.MonkeyPatch
+    worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = _running_job(ctx)
+    job_id = running_job(worker_ctx)
 
     def broken(*args: Any) -> Any:
         raise ImportError("Please install scipy before using the BayesianOptimization")
 
     monkeypatch.setattr(search, "load_oracle", broken)
-    search.advance(ctx, job_id)
-    record = ctx.store.get_job(job_id)
+    search.advance(worker_ctx, job_id)
+    record = worker_ctx.store.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED
     assert record.error is not None and record.error.code == "search_error"
     assert "ImportError: Please install scipy" in record.error.message
-    assert not ctx.store.redis.keys(f"{ctx.store.prefix}:*:lock")
+    assert not worker_ctx.store.redis.keys(f"{worker_ctx.store.prefix}:*:lock")
 
 
 def _started_trial(ctx: WorkerContext, job_id: str, sent: list[str]) -> TrialRecord:
@@ -198,29 +156,29 @@ def _completed(value: float) -> search.TrialOutcome:
 
 
 def test_a_failing_finish_step_fails_the_job_and_keeps_the_trials_result(
-    ctx: WorkerContext, sent: list[str], monkeypatch: pytest.MonkeyPatch
+    worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = _running_job(ctx)
-    trial = _started_trial(ctx, job_id, sent)
+    job_id = running_job(worker_ctx)
+    trial = _started_trial(worker_ctx, job_id, sent_trials)
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ValueError("an oracle bug")
 
     monkeypatch.setattr(search, "_keep_if_best", broken)
-    search.finish_trial(ctx, job_id, trial, _completed(0.75))
-    record = ctx.store.get_job(job_id)
+    search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))
+    record = worker_ctx.store.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED
     assert record.error is not None and record.error.code == "search_error"
     assert "ValueError: an oracle bug" in record.error.message
-    stored = ctx.store.get_trial(job_id, trial.id)
+    stored = worker_ctx.store.get_trial(job_id, trial.id)
     assert stored is not None and (stored.status, stored.objective_value) == (TrialStatus.COMPLETED, 0.75)
 
 
 def test_a_finish_step_retried_after_a_redis_error_counts_the_trial_once_and_advances(
-    ctx: WorkerContext, sent: list[str], monkeypatch: pytest.MonkeyPatch
+    worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = _running_job(ctx)
-    trial = _started_trial(ctx, job_id, sent)
+    job_id = running_job(worker_ctx)
+    trial = _started_trial(worker_ctx, job_id, sent_trials)
     real_end = lifecycle.end_trial
 
     def end_then_lose_redis(*args: Any) -> bool:
@@ -229,15 +187,15 @@ def test_a_finish_step_retried_after_a_redis_error_counts_the_trial_once_and_adv
 
     monkeypatch.setattr(lifecycle, "end_trial", end_then_lose_redis)
     with pytest.raises(redis.ConnectionError):
-        search.finish_trial(ctx, job_id, trial, _completed(0.75))
-    assert ctx.store.get_status(job_id) is JobStatus.RUNNING, "a transient error does not fail the job"
-    assert len(sent) == 2, "the search did not advance yet"
+        search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))
+    assert worker_ctx.store.get_status(job_id) is JobStatus.RUNNING, "a transient error does not fail the job"
+    assert len(sent_trials) == 2, "the search did not advance yet"
     monkeypatch.setattr(lifecycle, "end_trial", real_end)
-    search.finish_trial(ctx, job_id, trial, _completed(0.75))  # the retry
-    state = ctx.store.load_oracle_state(job_id)
+    search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))  # the retry
+    state = worker_ctx.store.load_oracle_state(job_id)
     assert state is not None
     told = [t for t in state["trials"].values() if t["status"] == "COMPLETED"]
     assert len(told) == 1, "the oracle counted the trial once"
-    assert len(sent) == 3, "the retry advanced the search: a third trial was handed out"
-    stored = ctx.store.get_trial(job_id, trial.id)
+    assert len(sent_trials) == 3, "the retry advanced the search: a third trial was handed out"
+    stored = worker_ctx.store.get_trial(job_id, trial.id)
     assert stored is not None and stored.status is TrialStatus.COMPLETED
