@@ -15,6 +15,10 @@ Layout (prefix `ktune` by default):
 - the broker's own lists (kombu's layout, read only): `{queue}` holds a Celery queue's waiting messages, and
   `{queue}\x06\x16{n}` those of priority step n
 - `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
+- `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files)
+
+Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name):
+`delete_job` removes them by that pattern, whatever keys are added later.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -32,7 +37,7 @@ from redis.lock import Lock
 
 from service.core.heartbeats import WorkerHeartbeat
 from service.core.records import BestTrial, ErrorInfo, JobRecord, TrialRecord
-from service.core.states import JobStatus, TrialStatus
+from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
 
 _CURSOR = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
 
@@ -59,6 +64,42 @@ return 0
 """
 
 
+# Deletes a finished job whose trials no worker holds: its keys (KEYS) and its index entries, at once, so a
+# reader finds either the whole job or none of it. -1: no such job, 0: not finished, 2: a trial is held.
+# Lease keys are named from the trial ids, not passed: a lease taken after the key scan still counts.
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+for _, trial in ipairs(redis.call('HKEYS', KEYS[1] .. ':trial-status')) do
+  if redis.call('EXISTS', KEYS[1] .. ':lease:' .. trial) == 1 then return 2 end
+end
+for i = 1, #KEYS, 1000 do redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS))) end
+redis.call('ZREM', ARGV[2], ARGV[4])
+redis.call('ZREM', ARGV[3] .. status, ARGV[4])
+return 1
+"""
+
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+class JobDeletion(StrEnum):
+    """What `JobStore.delete_job` did."""
+
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    NOT_FINISHED = "not_finished"  # queued or running: cancel it first
+    TRIALS_HELD = "trials_held"  # finished, but a worker still holds one of its trials (stopping)
+
+
+_DELETION_REPLIES = {
+    1: JobDeletion.DELETED,
+    -1: JobDeletion.NOT_FOUND,
+    0: JobDeletion.NOT_FINISHED,
+    2: JobDeletion.TRIALS_HELD,
+}
+
+
 class InvalidCursor(ValueError):
     """A listing cursor that this store did not hand out."""
 
@@ -73,6 +114,7 @@ class JobStore:
         self._transition = client.register_script(_TRANSITION)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._delete = client.register_script(_DELETE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
@@ -181,6 +223,59 @@ class JobStore:
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
+
+    # deletion and retention
+    def delete_job(self, job_id: str) -> JobDeletion:
+        """Remove a finished job's every key and its index entries unless a worker still holds a trial.
+
+        Keys are found by a scan of `{p}:job:{id}:*` (one pass over the keyspace), then removed with the
+        job's hash in one script, which checks the job is still finished and no trial lease is held.
+        """
+        member = self._member_of(job_id)
+        if member is None:
+            return JobDeletion.NOT_FOUND
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", self._job(job_id)) + ":*"
+        keys = [self._job(job_id), *self.redis.scan_iter(match=pattern, count=1000)]
+        final = ",".join(s.value for s in TERMINAL_JOB_STATES)
+        args = [final, self._index(), f"{self._index()}:status:", member]
+        return _DELETION_REPLIES[int(self._delete(keys=keys, args=args))]
+
+    def finished_jobs_created_before(self, cutoff: datetime) -> Iterator[tuple[str, datetime | None]]:
+        """(id, finished_at) of finished jobs created before `cutoff`, oldest first within each status.
+
+        A job ends after it was created, so only these can have ended before `cutoff`.
+        """
+        bound = f"({int(cutoff.timestamp() * 1_000_000):020d}"
+        for status in sorted(TERMINAL_JOB_STATES):
+            start = 0
+            while True:
+                members = self.redis.zrangebylex(self._index(status), "-", bound, start=start, num=500)
+                if not members:
+                    break
+                ids = [m.split(":", 1)[1] for m in members]
+                yield from ((job_id, end) for job_id, (_, end) in zip(ids, self.job_ends(ids), strict=True))
+                start += len(members)
+
+    def job_ends(self, job_ids: list[str]) -> list[tuple[JobStatus | None, datetime | None]]:
+        """(status, finished_at) of each of these jobs, (None, None) for an unknown one; one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self._job(job_id), ["status", "finished_at"])
+        return [
+            (JobStatus(status) if status else None, _optional_time(finished))
+            for status, finished in pipe.execute()
+        ]
+
+    def holds_trials(self, job_id: str) -> bool:
+        """Whether a worker holds a lease on any trial of the job (it may still be writing files)."""
+        trials = self.redis.hkeys(f"{self._job(job_id)}:trial-status")
+        if not trials:
+            return False
+        return bool(self.redis.exists(*(f"{self._job(job_id)}:lease:{trial}" for trial in trials)))
+
+    def claim_cleanup(self, seconds: float) -> bool:
+        """True for one caller per `seconds`, so API replicas do not all run the same cleanup."""
+        return bool(self.redis.set(f"{self.prefix}:cleanup:claim", "1", nx=True, px=int(seconds * 1000)))
 
     # trials
     def put_trial(self, job_id: str, trial: TrialRecord) -> None:
