@@ -35,7 +35,7 @@ def family(key: str, job_id: str) -> str:
 
 def footprint(redis_url: str, job_id: str) -> Counter[str]:
     """Bytes of Redis memory per key family of the job (MEMORY USAGE, all samples)."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client: Any = redis.Redis.from_url(redis_url, decode_responses=True)  # sync; redis-py's stubs say both
     sizes: Counter[str] = Counter()
     for key in client.scan_iter(count=1000):
         if job_id in key:

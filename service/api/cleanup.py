@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 # Jobs expired per round: a backlog (retention just switched on) is worked off over several rounds, so one
 # round never holds the cleanup thread for long.
 _EXPIRE_PER_ROUND = 100
+# Job keys looked at per round for leftovers of deleted jobs: a bounded slice of the keyspace each time.
+_KEYS_PER_ROUND = 5_000
+# How long a replica's claim on a round lasts at most, should the round itself hang.
+_CLAIM_SECONDS = 600.0
 
 
 @dataclass
@@ -32,9 +38,10 @@ class CleanupReport:
     expired: list[str] = field(default_factory=list)  # jobs deleted after their retention
     scratch: list[str] = field(default_factory=list)  # ended jobs whose checkpoints and candidates went
     orphans: list[str] = field(default_factory=list)  # artifact directories of jobs no longer in Redis
+    leftover_keys: list[str] = field(default_factory=list)  # Redis keys of jobs no longer in Redis
 
     def __bool__(self) -> bool:
-        return bool(self.expired or self.scratch or self.orphans)
+        return bool(self.expired or self.scratch or self.orphans or self.leftover_keys)
 
 
 def retention_cutoff(now: datetime, retention_days: float) -> datetime | None:
@@ -120,11 +127,32 @@ def discard_scratch(
 
 
 def cleanup(store: JobStore, artifacts: ArtifactStore, settings: Settings) -> CleanupReport:
-    """One round: expired jobs first (their scratch goes with them), then scratch and orphans."""
+    """One round: expired jobs first (their scratch goes with them), then scratch, orphans, leftover keys."""
     now = utcnow()
     expired = expire_jobs(store, artifacts, settings, now)
     scratch, orphans = discard_scratch(store, artifacts, settings, now)
-    return CleanupReport(expired, scratch, orphans)
+    return CleanupReport(expired, scratch, orphans, store.delete_leftover_keys(_KEYS_PER_ROUND))
+
+
+def claimed_round(store: JobStore, artifacts: ArtifactStore, settings: Settings, interval: float) -> None:
+    """Run a round if no other API replica runs one or ran one less than `interval` ago."""
+    owner = uuid.uuid4().hex
+    if not store.claim_cleanup(owner, _CLAIM_SECONDS):
+        return
+    begun = time.monotonic()
+    try:
+        report = cleanup(store, artifacts, settings)
+    finally:
+        # Held through the round, then until `interval` after its start: one round per interval in all.
+        store.extend_cleanup_claim(owner, interval * 0.9 - (time.monotonic() - begun))
+    if report:
+        log.info(
+            "cleanup: expired jobs %s, scratch of %s, leftover directories %s, leftover keys %s",
+            report.expired,
+            report.scratch,
+            report.orphans,
+            report.leftover_keys,
+        )
 
 
 async def run_cleanup(store: JobStore, artifacts: ArtifactStore, settings: Settings, interval: float) -> None:
@@ -132,16 +160,6 @@ async def run_cleanup(store: JobStore, artifacts: ArtifactStore, settings: Setti
     while True:
         await asyncio.sleep(interval)
         try:
-            # The claim lapses a little before the next round, so the replica that ran this one may run it.
-            if not await asyncio.to_thread(store.claim_cleanup, interval * 0.9):
-                continue
-            report = await asyncio.to_thread(cleanup, store, artifacts, settings)
-            if report:
-                log.info(
-                    "cleanup: expired jobs %s, scratch of %s, leftover directories %s",
-                    report.expired,
-                    report.scratch,
-                    report.orphans,
-                )
+            await asyncio.to_thread(claimed_round, store, artifacts, settings, interval)
         except Exception:
             log.exception("cleanup failed")

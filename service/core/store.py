@@ -15,10 +15,10 @@ Layout (prefix `ktune` by default):
 - the broker's own lists (kombu's layout, read only): `{queue}` holds a Celery queue's waiting messages, and
   `{queue}\x06\x16{n}` those of priority step n
 - `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
-- `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files)
+- `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
+  `{p}:cleanup:cursor` where its pass over leftover job keys has got to
 
-Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name):
-`delete_job` removes them by that pattern, whatever keys are added later.
+Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
 
 from __future__ import annotations
@@ -64,21 +64,36 @@ return 0
 """
 
 
-# Deletes a finished job whose trials no worker holds: its keys (KEYS) and its index entries, at once, so a
-# reader finds either the whole job or none of it. -1: no such job, 0: not finished, 2: a trial is held.
-# Lease keys are named from the trial ids, not passed: a lease taken after the key scan still counts.
+# Every key of a job besides its hash: `{job}:{suffix}`, and `{job}:{family}:{trial}` for each trial. A new
+# key of a job belongs here (tests/integration/test_retention.py scans the whole keyspace after a delete);
+# one that is missing is still removed later by `delete_leftover_keys`, the cleanup's slow net.
+_JOB_SUFFIXES = ("data", "trials", "trial-status", "oracle", "lock")
+_TRIAL_FAMILIES = ("lease", "requeued", "losses")
+
+# Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
+# in one step: a reader finds either the whole job or none of it. Keys are named here from the trial ids,
+# so a key written a moment before is not missed. -1: no such job, 0: not finished, 2: a trial is held.
 _DELETE = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local job = KEYS[1]
+local status = redis.call('HGET', job, 'status')
 if not status then return -1 end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-for _, trial in ipairs(redis.call('HKEYS', KEYS[1] .. ':trial-status')) do
-  if redis.call('EXISTS', KEYS[1] .. ':lease:' .. trial) == 1 then return 2 end
+local trials = redis.call('HKEYS', job .. ':trial-status')
+for _, trial in ipairs(redis.call('HKEYS', job .. ':trials')) do table.insert(trials, trial) end
+for _, trial in ipairs(trials) do
+  if redis.call('EXISTS', job .. ':lease:' .. trial) == 1 then return 2 end
 end
-for i = 1, #KEYS, 1000 do redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS))) end
+local keys = {job}
+for suffix in string.gmatch(ARGV[5], '[^,]+') do table.insert(keys, job .. ':' .. suffix) end
+for family in string.gmatch(ARGV[6], '[^,]+') do
+  for _, trial in ipairs(trials) do table.insert(keys, job .. ':' .. family .. ':' .. trial) end
+end
+for i = 1, #keys, 1000 do redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys))) end
 redis.call('ZREM', ARGV[2], ARGV[4])
 redis.call('ZREM', ARGV[3] .. status, ARGV[4])
 return 1
 """
+
 
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
@@ -226,19 +241,44 @@ class JobStore:
 
     # deletion and retention
     def delete_job(self, job_id: str) -> JobDeletion:
-        """Remove a finished job's every key and its index entries unless a worker still holds a trial.
-
-        Keys are found by a scan of `{p}:job:{id}:*` (one pass over the keyspace), then removed with the
-        job's hash in one script, which checks the job is still finished and no trial lease is held.
-        """
+        """Remove a finished job's keys and its index entries at once, unless a worker holds one of its
+        trials (a cancelled job's trial still stopping)."""
         member = self._member_of(job_id)
         if member is None:
             return JobDeletion.NOT_FOUND
-        pattern = _GLOB_SPECIAL.sub(r"\\\1", self._job(job_id)) + ":*"
-        keys = [self._job(job_id), *self.redis.scan_iter(match=pattern, count=1000)]
-        final = ",".join(s.value for s in TERMINAL_JOB_STATES)
-        args = [final, self._index(), f"{self._index()}:status:", member]
-        return _DELETION_REPLIES[int(self._delete(keys=keys, args=args))]
+        args = [
+            ",".join(s.value for s in TERMINAL_JOB_STATES),
+            self._index(),
+            f"{self._index()}:status:",
+            member,
+            ",".join(_JOB_SUFFIXES),
+            ",".join(_TRIAL_FAMILIES),
+        ]
+        return _DELETION_REPLIES[int(self._delete(keys=[self._job(job_id)], args=args))]
+
+    def delete_leftover_keys(self, count: int) -> list[str]:
+        """Look at about `count` more job keys and delete those whose job is gone; returns them.
+
+        A worker still busy with a job may write a key after the job was deleted, and a key the layout
+        above does not list survives `delete_job`: this pass finds both. It goes round the keyspace a
+        piece per call (its cursor is kept in Redis), so a call costs the same however many keys there are.
+        """
+        cursor_key = f"{self.prefix}:cleanup:cursor"
+        cursor = int(self.redis.get(cursor_key) or 0)
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", f"{self.prefix}:job:") + "*"
+        cursor, keys = self.redis.scan(cursor, match=pattern, count=count)
+        self.redis.set(cursor_key, cursor)
+        start = len(f"{self.prefix}:job:")
+        owners = {key: key[start:].split(":", 1)[0] for key in keys}
+        jobs = sorted(set(owners.values()))
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.exists(self._job(job_id))
+        gone = {job_id for job_id, exists in zip(jobs, pipe.execute(), strict=True) if not exists}
+        leftovers = sorted(key for key, owner in owners.items() if owner in gone)
+        if leftovers:
+            self.redis.unlink(*leftovers)
+        return leftovers
 
     def finished_jobs_created_before(self, cutoff: datetime) -> Iterator[tuple[str, datetime | None]]:
         """(id, finished_at) of finished jobs created before `cutoff`, oldest first within each status.
@@ -273,9 +313,14 @@ class JobStore:
             return False
         return bool(self.redis.exists(*(f"{self._job(job_id)}:lease:{trial}" for trial in trials)))
 
-    def claim_cleanup(self, seconds: float) -> bool:
-        """True for one caller per `seconds`, so API replicas do not all run the same cleanup."""
-        return bool(self.redis.set(f"{self.prefix}:cleanup:claim", "1", nx=True, px=int(seconds * 1000)))
+    def claim_cleanup(self, owner: str, seconds: float) -> bool:
+        """Claim the cleanup for `seconds` (False: another API replica holds it), so replicas take turns."""
+        key = f"{self.prefix}:cleanup:claim"
+        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(seconds * 1000))))
+
+    def extend_cleanup_claim(self, owner: str, seconds: float) -> None:
+        """Let the owner's claim lapse `seconds` from now instead (spacing cleanup rounds)."""
+        self._renew(keys=[f"{self.prefix}:cleanup:claim"], args=[owner, max(1, int(seconds * 1000))])
 
     # trials
     def put_trial(self, job_id: str, trial: TrialRecord) -> None:

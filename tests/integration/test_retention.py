@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ import httpx
 import pytest
 import redis
 
+from service.core.records import JobRecord, TrialRecord, utcnow
+from service.core.states import JobStatus, TrialStatus
+from service.core.store import JobDeletion, JobStore
 from tests.integration.conftest import ROOT, Deployment, long_job, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
@@ -130,7 +134,27 @@ def test_a_running_job_is_not_deleted_until_cancelled(retaining: Deployment) -> 
     assert response.status_code == 204, response.text
     assert_gone(retaining, job_id)
     # The trial stopped before the job could be deleted: nothing of it comes back afterwards.
-    time.sleep(2 * LEASE_SECONDS)
+    time.sleep(LEASE_SECONDS)
+    assert_gone(retaining, job_id)
+
+
+def test_late_writes_after_a_delete_are_cleaned_up(retaining: Deployment) -> None:
+    """What a worker still busy with a deleted job might write (a trial record, a checkpoint) goes too."""
+    api = retaining.client
+    job_id = small_job(api, max_trials=1)
+    wait_job(api, job_id, {"succeeded"}, timeout=180)
+    assert delete(api, job_id).status_code == 204
+    client = redis.Redis.from_url(retaining.env["KTUNE_REDIS_URL"], decode_responses=True)
+    client.hset(f"ktune:job:{job_id}:trials", "late", "{}")
+    client.set(f"ktune:job:{job_id}:history:late", "[]")  # a key the store's layout does not list
+    client.close()
+    late = Path(retaining.env["KTUNE_ARTIFACT_DIR"]) / "jobs" / job_id / "checkpoints" / "late.resume.npz"
+    late.parent.mkdir(parents=True)
+    late.write_bytes(b"late")
+    assert api.get(f"/v1/jobs/{job_id}").status_code == 404, "a stray key does not bring the job back"
+
+    wait_for(lambda: not keys_naming(retaining, job_id), 30, "the late keys to go")
+    wait_for(lambda: not late.parent.parent.exists(), 4 * LEASE_SECONDS, "the late files to go")
     assert_gone(retaining, job_id)
 
 
@@ -153,3 +177,64 @@ def test_scratch_goes_when_the_job_ends_and_the_job_when_it_expires(retaining: D
     retention = RETENTION_DAYS * 86_400
     wait_for(lambda: api.get(f"/v1/jobs/{job_id}").status_code == 404, retention + 30, "the job to expire")
     assert_gone(retaining, job_id)
+
+
+@pytest.fixture
+def private_store(redis_url: str) -> Iterator[JobStore]:
+    """A job store on the session's Redis under a prefix of its own, for store-level checks."""
+    store = JobStore.from_url(redis_url, prefix=f"retention-{uuid.uuid4().hex[:8]}")
+    yield store
+    keys = list(store.redis.scan_iter(match=f"{store.prefix}:*"))
+    if keys:
+        store.redis.delete(*keys)
+
+
+def _stored_job(store: JobStore, trials: int = 1) -> str:
+    record = JobRecord(id=str(uuid.uuid4()), status=JobStatus.QUEUED, spec={}, created_at=utcnow())
+    store.create_job(record, {"train": {}})
+    for i in range(trials):
+        store.put_trial(record.id, TrialRecord(id=f"t{i}", status=TrialStatus.QUEUED, hyperparameters={}))
+    return record.id
+
+
+def test_store_deletes_only_finished_jobs_no_worker_holds(private_store: JobStore) -> None:
+    store = private_store
+    assert store.delete_job(str(uuid.uuid4())) is JobDeletion.NOT_FOUND
+    job_id = _stored_job(store)
+    assert store.delete_job(job_id) is JobDeletion.NOT_FINISHED
+    store.transition(job_id, [JobStatus.QUEUED], JobStatus.RUNNING)
+    assert store.delete_job(job_id) is JobDeletion.NOT_FINISHED
+    assert store.acquire_lease(job_id, "t0", "worker-a", 30)
+    store.transition(job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, finished_at=utcnow())
+    assert store.delete_job(job_id) is JobDeletion.TRIALS_HELD
+    assert store.get_job(job_id) is not None, "a refused delete keeps everything"
+    store.release_lease(job_id, "t0", "worker-a")
+    store.count_trial_loss(job_id, "t0")
+    store.claim_requeue(job_id, "t0", 30)
+    assert store.delete_job(job_id) is JobDeletion.DELETED
+    assert not [key for key in store.redis.scan_iter(count=1000) if job_id in key]
+    assert store.list_jobs(None, 10, None) == ([], None)
+    assert store.list_jobs(JobStatus.CANCELLED, 10, None) == ([], None)
+    assert store.delete_job(job_id) is JobDeletion.NOT_FOUND
+
+
+def test_leftover_keys_of_deleted_jobs_go_and_live_jobs_stay(private_store: JobStore) -> None:
+    store = private_store
+    live = _stored_job(store)
+    gone = str(uuid.uuid4())
+    store.redis.set(f"{store.prefix}:job:{gone}:history:t0", "[]")
+    store.redis.hset(f"{store.prefix}:job:{gone}:trials", "t0", "{}")
+    deleted = store.delete_leftover_keys(10_000)
+    assert deleted == [f"{store.prefix}:job:{gone}:history:t0", f"{store.prefix}:job:{gone}:trials"]
+    assert store.get_job(live) is not None and store.get_trial(live, "t0") is not None
+
+
+def test_one_cleanup_claim_at_a_time(private_store: JobStore) -> None:
+    store = private_store
+    assert store.claim_cleanup("replica-a", 30)
+    assert not store.claim_cleanup("replica-b", 30), "another replica's round is running"
+    store.extend_cleanup_claim("replica-b", 0)  # only the owner shortens it
+    assert not store.claim_cleanup("replica-b", 30)
+    store.extend_cleanup_claim("replica-a", 0)
+    time.sleep(0.05)
+    assert store.claim_cleanup("replica-b", 30), "the claim lapses once its owner lets it"

@@ -87,3 +87,4 @@ def test_a_directory_of_a_known_job_is_never_an_orphan(status: JobStatus) -> Non
 def test_an_empty_report_is_false() -> None:
     assert not CleanupReport()
     assert CleanupReport(expired=["a"])
+    assert CleanupReport(leftover_keys=["ktune:job:a:trials"])
