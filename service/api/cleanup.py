@@ -131,7 +131,8 @@ def cleanup(store: JobStore, artifacts: ArtifactStore, settings: Settings) -> Cl
     now = utcnow()
     expired = expire_jobs(store, artifacts, settings, now)
     scratch, orphans = discard_scratch(store, artifacts, settings, now)
-    return CleanupReport(expired, scratch, orphans, store.delete_leftover_keys(_KEYS_PER_ROUND))
+    leftover_keys = store.delete_leftover_keys(_KEYS_PER_ROUND, scratch_grace(settings).total_seconds())
+    return CleanupReport(expired, scratch, orphans, leftover_keys)
 
 
 def claimed_round(store: JobStore, artifacts: ArtifactStore, settings: Settings, interval: float) -> None:

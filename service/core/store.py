@@ -256,12 +256,13 @@ class JobStore:
         ]
         return _DELETION_REPLIES[int(self._delete(keys=[self._job(job_id)], args=args))]
 
-    def delete_leftover_keys(self, count: int) -> list[str]:
+    def delete_leftover_keys(self, count: int, min_idle_seconds: float = 60) -> list[str]:
         """Look at about `count` more job keys and delete those whose job is gone; returns them.
 
         A worker still busy with a job may write a key after the job was deleted, and a key the layout
         above does not list survives `delete_job`: this pass finds both. It goes round the keyspace a
         piece per call (its cursor is kept in Redis), so a call costs the same however many keys there are.
+        A key touched in the last `min_idle_seconds` stays, in case its job is being created right now.
         """
         cursor_key = f"{self.prefix}:cleanup:cursor"
         cursor = int(self.redis.get(cursor_key) or 0)
@@ -275,7 +276,16 @@ class JobStore:
         for job_id in jobs:
             pipe.exists(self._job(job_id))
         gone = {job_id for job_id, exists in zip(jobs, pipe.execute(), strict=True) if not exists}
-        leftovers = sorted(key for key, owner in owners.items() if owner in gone)
+        orphans = sorted(key for key, owner in owners.items() if owner in gone)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in orphans:
+            pipe.object("idletime", key)
+        idle = pipe.execute(raise_on_error=False)  # an error (a key gone since, an LFU policy): keep it
+        leftovers = [
+            key
+            for key, seconds in zip(orphans, idle, strict=True)
+            if isinstance(seconds, int) and seconds >= min_idle_seconds
+        ]
         if leftovers:
             self.redis.unlink(*leftovers)
         return leftovers

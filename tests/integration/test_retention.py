@@ -224,7 +224,8 @@ def test_leftover_keys_of_deleted_jobs_go_and_live_jobs_stay(private_store: JobS
     gone = str(uuid.uuid4())
     store.redis.set(f"{store.prefix}:job:{gone}:history:t0", "[]")
     store.redis.hset(f"{store.prefix}:job:{gone}:trials", "t0", "{}")
-    deleted = store.delete_leftover_keys(10_000)
+    assert store.delete_leftover_keys(10_000, min_idle_seconds=60) == [], "a key written just now stays"
+    deleted = store.delete_leftover_keys(10_000, min_idle_seconds=0)
     assert deleted == [f"{store.prefix}:job:{gone}:history:t0", f"{store.prefix}:job:{gone}:trials"]
     assert store.get_job(live) is not None and store.get_trial(live, "t0") is not None
 
