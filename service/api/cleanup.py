@@ -1,5 +1,5 @@
 """Deletes what finished jobs no longer need: expired jobs (KTUNE_JOB_RETENTION_DAYS) with their artifacts,
-the scratch files of ended jobs, and artifact directories whose job is gone.
+the scratch files of ended jobs, and directories and Redis keys left over from deleted jobs.
 
 Runs periodically in the API beside the sweeper. With several API replicas, one of them claims each round
 (a short Redis key); a job deleted twice is harmless anyway.
@@ -104,7 +104,7 @@ def expire_jobs(store: JobStore, artifacts: ArtifactStore, settings: Settings, n
     return [job_id for job_id in due if remove_job(store, artifacts, job_id) is JobDeletion.DELETED]
 
 
-def discard_scratch(
+def tidy_job_dirs(
     store: JobStore, artifacts: ArtifactStore, settings: Settings, now: datetime
 ) -> tuple[list[str], list[str]]:
     """Remove the scratch files of ended jobs, and job directories whose job is gone: (scratch, orphans)."""
@@ -130,7 +130,7 @@ def cleanup(store: JobStore, artifacts: ArtifactStore, settings: Settings) -> Cl
     """One round: expired jobs first (their scratch goes with them), then scratch, orphans, leftover keys."""
     now = utcnow()
     expired = expire_jobs(store, artifacts, settings, now)
-    scratch, orphans = discard_scratch(store, artifacts, settings, now)
+    scratch, orphans = tidy_job_dirs(store, artifacts, settings, now)
     leftover_keys = store.delete_leftover_keys(_KEYS_PER_ROUND, scratch_grace(settings).total_seconds())
     return CleanupReport(expired, scratch, orphans, leftover_keys)
 
