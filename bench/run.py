@@ -243,6 +243,7 @@ class Stack:
     client: httpx.Client
     worker: subprocess.Popen[bytes]
     logs: Path
+    redis_url: str = ""
 
 
 def ktune_env(
@@ -298,7 +299,7 @@ def ktune_stack(loop: str, logs: Path, name: str, settings: dict[str, str]) -> I
         # A service's workers start once and then serve many jobs: time the search, not the start-up
         # imports (the baseline's clock also starts after TensorFlow is imported).
         wait_for(lambda: pool_is_warm(worker.pid), READY_TIMEOUT, "every pool process to load TensorFlow")
-        yield Stack(client, worker, logs)
+        yield Stack(client, worker, logs, redis_url)
 
 
 def pool_is_warm(worker_pid: int) -> bool:

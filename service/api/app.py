@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service.api import errors, routes_health, routes_jobs
 from service.api.body_limit import BodyLimitMiddleware
+from service.api.cleanup import run_cleanup
 from service.api.sweeper import run_sweeper
 from service.core.artifacts import ArtifactStore
 from service.core.settings import Settings, get_settings
@@ -17,17 +18,19 @@ from service.core.store import JobStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the sweeper for lost start messages runs while it serves."""
+    """Build the app; the sweeper for lost work and the cleanup of finished jobs run while it serves."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         interval = max(1.0, settings.stale_queued_seconds / 4)
         sweeper = asyncio.create_task(run_sweeper(app.state.store, settings, interval))
+        cleaner = asyncio.create_task(run_cleanup(app.state.store, app.state.artifacts, settings, interval))
         try:
             yield
         finally:
             sweeper.cancel()
+            cleaner.cancel()
 
     app = FastAPI(
         title="ktune",

@@ -1,4 +1,4 @@
-"""What the job endpoints do, apart from HTTP: submit, read, list, cancel."""
+"""What the job endpoints do, apart from HTTP: submit, read, list, cancel, delete."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import uuid
 import redis
 from kombu.exceptions import OperationalError
 
+from service.api.cleanup import remove_job
 from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
 from service.core import lifecycle, queue
+from service.core.artifacts import ArtifactStore
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Settings
 from service.core.spec import JobCreate, check_limits
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import JobStore
+from service.core.store import JobDeletion, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,27 @@ def cancel(store: JobStore, job_id: str) -> JobRecord:
         if trial.status is TrialStatus.QUEUED and store.lease_holder(job_id, trial.id) is None:
             lifecycle.cancel_queued_trial(store, job_id, trial)
     return get(store, job_id)
+
+
+def delete(store: JobStore, artifacts: ArtifactStore, job_id: str) -> None:
+    """Delete a finished job, its records and its files. Raises NotFound, or Conflict while it is queued or
+    running (cancel it first) or while a cancelled job's trials are still stopping."""
+    outcome = remove_job(store, artifacts, job_id)
+    if outcome is JobDeletion.NOT_FOUND:
+        raise NotFound(f"no job with id '{job_id}'", "job_not_found")
+    if outcome is JobDeletion.NOT_FINISHED:
+        status = store.get_status(job_id)
+        raise Conflict(
+            f"job '{job_id}' is {status.value if status else 'not finished'}; cancel it first "
+            f"(POST /v1/jobs/{job_id}/cancel), then delete it",
+            "job_not_finished",
+        )
+    if outcome is JobDeletion.TRIALS_HELD:
+        raise Conflict(
+            f"job '{job_id}' has ended but a worker is still stopping one of its trials; try again in a few "
+            "seconds",
+            "trials_stopping",
+        )
 
 
 def to_public(store: JobStore, record: JobRecord) -> JobPublic:

@@ -87,6 +87,24 @@ def cancel_job(job_id: JobIdDep, store: StoreDep) -> JobPublic:
     return job_service.to_public(store, job_service.cancel(store, job_id))
 
 
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={
+        404: {"model": ErrorBody, "description": "no such job"},
+        409: {
+            "model": ErrorBody,
+            "description": "the job is queued or running (cancel it first), or its trials are still stopping",
+        },
+    },
+)
+def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+    """Delete a finished or cancelled job with its trials and artifacts; 409 while queued or running."""
+    job_service.delete(store, artifacts, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get(
     "/{job_id}/artifacts/best-model",
     response_class=FileResponse,

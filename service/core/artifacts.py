@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+
+# A job's scratch: what its trials need only while it runs (epoch checkpoints and hyperband weights under
+# checkpoints/, models saved by trials that turned out not to be the best under candidates/).
+_SCRATCH_DIRS = ("checkpoints", "candidates")
 
 
 class ArtifactStore:
@@ -43,3 +48,30 @@ class ArtifactStore:
         target = self.best_model_path(job_id)
         os.replace(candidate, target)
         return target
+
+    def job_ids(self) -> list[str]:
+        """The ids of every job that has a directory here."""
+        try:
+            return sorted(entry.name for entry in os.scandir(self.root / "jobs") if entry.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def has_scratch(self, job_id: str) -> bool:
+        """Whether the job still has files only its running trials need (checkpoints, candidates)."""
+        return any((self.job_dir(job_id) / name).exists() for name in _SCRATCH_DIRS)
+
+    def discard_scratch(self, job_id: str) -> None:
+        """Delete the job's checkpoints, hyperband weights and candidate models; its best model stays."""
+        for name in _SCRATCH_DIRS:
+            shutil.rmtree(self.job_dir(job_id) / name, ignore_errors=True)
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete every file of the job; deleting a job that has none does nothing."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def last_modified(self, job_id: str) -> float | None:
+        """The job directory's modification time (seconds since the epoch); None when there is none."""
+        try:
+            return self.job_dir(job_id).stat().st_mtime
+        except FileNotFoundError:
+            return None

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         description="a worker with messages waiting in its queues and an idle pool process for this long "
         "is not consuming (/readyz)",
     )
+    job_retention_days: float = Field(
+        30,
+        ge=0,
+        description="a finished job (its records and artifacts) is deleted this many days after it ended "
+        "(fractions allowed; 0 keeps finished jobs forever)",
+    )
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict,
         description='kombu Redis transport options (JSON) over ktune\'s own, e.g. {"socket_timeout": 30}',

@@ -20,6 +20,10 @@ Layout (prefix `ktune` by default):
 - the broker's own lists (kombu's layout, read only): `{queue}` holds a Celery queue's waiting messages, and
   `{queue}\x06\x16{n}` those of priority step n
 - `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
+- `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
+  `{p}:cleanup:cursor` where its pass over leftover job keys has got to
+
+Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -36,7 +41,7 @@ from kombu.transport.redis import Channel as BrokerChannel
 
 from service.core.heartbeats import WorkerHeartbeat
 from service.core.records import BestTrial, ErrorInfo, ExecutionRecord, JobRecord, TrialRecord, utcnow
-from service.core.states import JobStatus, TrialStatus
+from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
 
 _CURSOR = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
 
@@ -102,6 +107,57 @@ return 0
 """
 
 
+# Every key of a job besides its hash: `{job}:{suffix}`, and `{job}:{family}:{trial}` for each trial. A new
+# key of a job belongs here (tests/integration/test_retention.py scans the whole keyspace after a delete);
+# one that is missing is still removed later by `delete_leftover_keys`, the cleanup's slow net.
+_JOB_SUFFIXES = ("data", "trials", "trial-status", "oracle", "lock", "nudged")
+_TRIAL_FAMILIES = ("lease", "requeued", "losses", "history")
+
+# Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
+# in one step: a reader finds either the whole job or none of it. Keys are named here from the trial ids,
+# so a key written a moment before is not missed. -1: no such job, 0: not finished, 2: a trial is held.
+_DELETE = """
+local job = KEYS[1]
+local status = redis.call('HGET', job, 'status')
+if not status then return -1 end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+local trials = redis.call('HKEYS', job .. ':trial-status')
+for _, trial in ipairs(redis.call('HKEYS', job .. ':trials')) do table.insert(trials, trial) end
+for _, trial in ipairs(trials) do
+  if redis.call('EXISTS', job .. ':lease:' .. trial) == 1 then return 2 end
+end
+local keys = {job}
+for suffix in string.gmatch(ARGV[5], '[^,]+') do table.insert(keys, job .. ':' .. suffix) end
+for family in string.gmatch(ARGV[6], '[^,]+') do
+  for _, trial in ipairs(trials) do table.insert(keys, job .. ':' .. family .. ':' .. trial) end
+end
+for i = 1, #keys, 1000 do redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys))) end
+redis.call('ZREM', ARGV[2], ARGV[4])
+redis.call('ZREM', ARGV[3] .. status, ARGV[4])
+return 1
+"""
+
+
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+class JobDeletion(StrEnum):
+    """What `JobStore.delete_job` did."""
+
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    NOT_FINISHED = "not_finished"  # queued or running: cancel it first
+    TRIALS_HELD = "trials_held"  # finished, but a worker still holds one of its trials (stopping)
+
+
+_DELETION_REPLIES = {
+    1: JobDeletion.DELETED,
+    -1: JobDeletion.NOT_FOUND,
+    0: JobDeletion.NOT_FINISHED,
+    2: JobDeletion.TRIALS_HELD,
+}
+
+
 class InvalidCursor(ValueError):
     """A listing cursor that this store did not hand out."""
 
@@ -120,6 +176,7 @@ class JobStore:
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._delete = client.register_script(_DELETE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
@@ -245,6 +302,99 @@ class JobStore:
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
+
+    # deletion and retention
+    def delete_job(self, job_id: str) -> JobDeletion:
+        """Remove a finished job's keys and its index entries at once, unless a worker holds one of its
+        trials (a cancelled job's trial still stopping)."""
+        member = self._member_of(job_id)
+        if member is None:
+            return JobDeletion.NOT_FOUND
+        args = [
+            ",".join(s.value for s in TERMINAL_JOB_STATES),
+            self._index(),
+            f"{self._index()}:status:",
+            member,
+            ",".join(_JOB_SUFFIXES),
+            ",".join(_TRIAL_FAMILIES),
+        ]
+        return _DELETION_REPLIES[int(self._delete(keys=[self._job(job_id)], args=args))]
+
+    def delete_leftover_keys(self, count: int, min_idle_seconds: float = 60) -> list[str]:
+        """Look at about `count` more job keys and delete those whose job is gone; returns them.
+
+        A worker still busy with a job may write a key after the job was deleted, and a key the layout
+        above does not list survives `delete_job`: this pass finds both. It goes round the keyspace a
+        piece per call (its cursor is kept in Redis), so a call costs the same however many keys there are.
+        A key touched in the last `min_idle_seconds` stays, in case its job is being created right now.
+        """
+        cursor_key = f"{self.prefix}:cleanup:cursor"
+        cursor = int(self.redis.get(cursor_key) or 0)
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", f"{self.prefix}:job:") + "*"
+        cursor, keys = self.redis.scan(cursor, match=pattern, count=count)
+        self.redis.set(cursor_key, cursor)
+        start = len(f"{self.prefix}:job:")
+        owners = {key: key[start:].split(":", 1)[0] for key in keys}
+        jobs = sorted(set(owners.values()))
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.exists(self._job(job_id))
+        gone = {job_id for job_id, exists in zip(jobs, pipe.execute(), strict=True) if not exists}
+        orphans = sorted(key for key, owner in owners.items() if owner in gone)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in orphans:
+            pipe.object("idletime", key)
+        idle = pipe.execute(raise_on_error=False)  # an error (a key gone since, an LFU policy): keep it
+        leftovers = [
+            key
+            for key, seconds in zip(orphans, idle, strict=True)
+            if isinstance(seconds, int) and seconds >= min_idle_seconds
+        ]
+        if leftovers:
+            self.redis.unlink(*leftovers)
+        return leftovers
+
+    def finished_jobs_created_before(self, cutoff: datetime) -> Iterator[tuple[str, datetime | None]]:
+        """(id, finished_at) of finished jobs created before `cutoff`, oldest first within each status.
+
+        A job ends after it was created, so only these can have ended before `cutoff`.
+        """
+        bound = f"({int(cutoff.timestamp() * 1_000_000):020d}"
+        for status in sorted(TERMINAL_JOB_STATES):
+            start = 0
+            while True:
+                members = self.redis.zrangebylex(self._index(status), "-", bound, start=start, num=500)
+                if not members:
+                    break
+                ids = [m.split(":", 1)[1] for m in members]
+                yield from ((job_id, end) for job_id, (_, end) in zip(ids, self.job_ends(ids), strict=True))
+                start += len(members)
+
+    def job_ends(self, job_ids: list[str]) -> list[tuple[JobStatus | None, datetime | None]]:
+        """(status, finished_at) of each of these jobs, (None, None) for an unknown one; one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self._job(job_id), ["status", "finished_at"])
+        return [
+            (JobStatus(status) if status else None, _optional_time(finished))
+            for status, finished in pipe.execute()
+        ]
+
+    def holds_trials(self, job_id: str) -> bool:
+        """Whether a worker holds a lease on any trial of the job (it may still be writing files)."""
+        trials = self.redis.hkeys(f"{self._job(job_id)}:trial-status")
+        if not trials:
+            return False
+        return bool(self.redis.exists(*(f"{self._job(job_id)}:lease:{trial}" for trial in trials)))
+
+    def claim_cleanup(self, owner: str, seconds: float) -> bool:
+        """Claim the cleanup for `seconds` (False: another API replica holds it), so replicas take turns."""
+        key = f"{self.prefix}:cleanup:claim"
+        return bool(self.redis.set(key, owner, nx=True, px=max(1, int(seconds * 1000))))
+
+    def extend_cleanup_claim(self, owner: str, seconds: float) -> None:
+        """Let the owner's claim lapse `seconds` from now instead (spacing cleanup rounds)."""
+        self._renew(keys=[f"{self.prefix}:cleanup:claim"], args=[owner, max(1, int(seconds * 1000))])
 
     # trials
     def transition_trial(

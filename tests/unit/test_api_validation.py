@@ -412,6 +412,7 @@ _A_UUID = "0b0f2a8e-6d1e-4c55-9a51-2f1d1b8c9d10"
     ("method", "suffix"),
     [
         ("GET", ""),
+        ("DELETE", ""),
         ("GET", "/trials"),
         ("POST", "/cancel"),
         ("GET", "/artifacts/best-model"),

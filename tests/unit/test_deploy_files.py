@@ -356,6 +356,67 @@ def test_redis_persists_and_never_evicts() -> None:
     assert re.search(r"redis-cli\b.*\bping\b", probe if isinstance(probe, str) else " ".join(probe))
 
 
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _compose_bytes(value: Any) -> int:
+    """A compose memory value (an integer of bytes, or `512m`, `2g`, `2gb`) in bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", str(value).strip().lower())
+    assert match, f"{value!r} is not a compose memory size"
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _redis_bytes(value: str) -> int:
+    """A redis.conf memory value in bytes: `1gb` is 1024**3, `1g` is 10**9, a bare number is bytes."""
+    match = re.fullmatch(r"(\d+)([kmg]b?)?", value.strip().lower())
+    assert match, f"{value!r} is not a redis memory size"
+    unit = match.group(2) or ""
+    scale = {"": 1, "k": 10**3, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}[unit]
+    return int(match.group(1)) * scale
+
+
+def _memory_limit(service: dict[str, Any]) -> int | None:
+    """The container's memory limit in bytes: `mem_limit`, or `deploy.resources.limits.memory`."""
+    limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+    value = service.get("mem_limit") or limits.get("memory")
+    return None if value is None else _compose_bytes(value)
+
+
+def test_redis_has_a_real_maxmemory_below_its_container_limit() -> None:
+    command = _command(REDIS)
+    assert "--maxmemory" in command, "without --maxmemory, noeviction never applies and Redis grows unbounded"
+    maxmemory = _redis_bytes(command[command.index("--maxmemory") + 1])
+    assert maxmemory >= 256 * 1024**2, "Redis holds every job's data and trials: give it room"
+    limit = _memory_limit(REDIS)
+    assert limit is not None, "redis needs a container memory limit"
+    # Redis' overhead and the copy-on-write pages of a background AOF rewrite live above maxmemory.
+    assert limit >= 1.5 * maxmemory, f"redis' limit {limit} leaves too little above maxmemory {maxmemory}"
+
+
+@pytest.mark.parametrize("name", sorted(KTUNE_SERVICES))
+def test_every_service_has_a_memory_limit(name: str) -> None:
+    limit = _memory_limit(SERVICES[name])
+    assert limit is not None, f"{name} has no memory limit (mem_limit)"
+    assert limit >= 512 * 1024**2, f"{name}'s limit of {limit} bytes cannot run ktune"
+
+
+@pytest.mark.parametrize("name", sorted(WORKERS))
+def test_worker_limit_covers_its_pool_processes(name: str) -> None:
+    """docs/benchmarks.md: a pool process peaks at about 1.1 GB, TensorFlow's own footprint dominating."""
+    argv = worker_argv(_command(WORKERS[name])[3:], concurrency=1)
+    processes = int(argv[next(i for i, arg in enumerate(argv) if arg in ("-c", "--concurrency")) + 1])
+    limit = _memory_limit(WORKERS[name])
+    assert limit is not None and limit >= processes * 1024**3, (
+        f"{name} runs {processes} pool processes of about 1 GB each in {limit} bytes"
+    )
+
+
+def test_compose_memory_sizes_parse() -> None:
+    assert _compose_bytes("2g") == _compose_bytes("2gb") == _compose_bytes("2048m") == 2 * 1024**3
+    assert _compose_bytes(1024) == 1024
+    assert _redis_bytes("1gb") == 1024**3 and _redis_bytes("1g") == 10**9 and _redis_bytes("100") == 100
+
+
 @pytest.mark.parametrize("name", sorted(KTUNE_SERVICES))
 def test_services_reach_redis_by_its_service_name(name: str) -> None:
     assert _depends_on(SERVICES[name]).get(REDIS_NAME) == "service_healthy", f"{name} must wait for redis"
