@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 
+from service.core import lifecycle
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
@@ -193,7 +194,8 @@ def _stored_job(store: JobStore, trials: int = 1) -> str:
     record = JobRecord(id=str(uuid.uuid4()), status=JobStatus.QUEUED, spec={}, created_at=utcnow())
     store.create_job(record, {"train": {}})
     for i in range(trials):
-        store.put_trial(record.id, TrialRecord(id=f"t{i}", status=TrialStatus.QUEUED, hyperparameters={}))
+        trial = TrialRecord(id=f"t{i}", status=TrialStatus.QUEUED, hyperparameters={})
+        assert lifecycle.queue_trial(store, record.id, trial)
     return record.id
 
 
