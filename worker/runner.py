@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core import queue
 from service.core.records import ExecutionRecord, TrialRecord, utcnow
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from worker import search
 from worker.checkpoints import Checkpointer, TrialCheckpoint, load_checkpoint
@@ -64,7 +64,7 @@ def _model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop:
     return reuse_for_execution(previous, fresh)
 
 
-def execution_seed(spec: JobCreate, trial_id: str, execution: int) -> int:
+def execution_seed(spec: JobSpec, trial_id: str, execution: int) -> int:
     """Reproducible per trial and execution when the job has a seed; random otherwise."""
     if spec.tuner.seed is None:
         return random.randrange(2**31)
@@ -106,7 +106,7 @@ class _Progress:
         job_id: str,
         record: TrialRecord,
         lease: LeaseKeeper,
-        spec: JobCreate,
+        spec: JobSpec,
         node: str,
     ) -> None:
         self.ctx = ctx
@@ -240,7 +240,7 @@ def _usable_checkpoint(ctx: WorkerContext, job_id: str, trial_id: str) -> TrialC
 
 
 def _hand_back(
-    ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, lease: LeaseKeeper
+    ctx: WorkerContext, job_id: str, spec: JobSpec, record: TrialRecord, lease: LeaseKeeper
 ) -> None:
     """Give a trial back to the queue for another worker (this one is shutting down).
 
@@ -268,7 +268,7 @@ def _failed(code: str, message: str) -> search.TrialOutcome:
 def _train_trial(
     ctx: WorkerContext,
     job_id: str,
-    spec: JobCreate,
+    spec: JobSpec,
     record: TrialRecord,
     progress: _Progress,
     resume: TrialCheckpoint | None,
@@ -296,10 +296,10 @@ def _train_trial(
     )
     model: keras.Model | None = None
     try:
-        data = job_arrays(job_id, spec)
+        data = job_arrays(ctx.store, job_id, spec.task)
         for execution in range(len(results), spec.tuner.executions_per_trial):
             keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
-            fresh = build_model(spec, values)
+            fresh = build_model(spec, values, data)
             if "tuner/trial_id" in values:
                 fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
             model = _model_for_execution(model, fresh, ctx.settings.training_loop)
@@ -353,7 +353,7 @@ def _save_candidate(
     ctx: WorkerContext,
     job_id: str,
     trial_id: str,
-    spec: JobCreate,
+    spec: JobSpec,
     model: keras.Model | None,
     results: list[ExecutionResult],
     objective: float,

@@ -13,7 +13,7 @@ from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 
 from service.core import lifecycle, queue
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from service.core.store import JobStore
 from worker.context import WorkerContext, load_spec
@@ -64,7 +64,7 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
         queue.send_run_trial(job_id, trial_id, spec.queue)
 
 
-def runtime_left(ctx: WorkerContext, job_id: str, spec: JobCreate) -> float:
+def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
     """Seconds the job may still run under limits.max_runtime_seconds; infinity without that limit."""
     limit = spec.limits.max_runtime_seconds
     record = ctx.store.get_job(job_id) if limit is not None else None
@@ -104,7 +104,7 @@ def current_best(ctx: WorkerContext, job_id: str) -> float | None:
     return record.best.objective_value if record and record.best else None
 
 
-def could_be_best(spec: JobCreate, value: float, best: float | None) -> bool:
+def could_be_best(spec: JobSpec, value: float, best: float | None) -> bool:
     """Whether a trial's objective value beats the job's best so far (NaN never does)."""
     if not math.isfinite(value):
         return False
@@ -134,7 +134,7 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
 
 
 def _tell_oracle(
-    store: JobStore, job_id: str, spec: JobCreate, oracle: Any, kt_trial: Any, outcome: TrialOutcome
+    store: JobStore, job_id: str, spec: JobSpec, oracle: Any, kt_trial: Any, outcome: TrialOutcome
 ) -> TrialOutcome:
     """End the trial in the oracle; returns the outcome, failed when the oracle found its score NaN."""
     if outcome.status is TrialStatus.COMPLETED:
@@ -161,7 +161,7 @@ def _tell_oracle(
 
 
 def _check_failed_trials(
-    store: JobStore, job_id: str, spec: JobCreate, oracle: Any, outcome: TrialOutcome
+    store: JobStore, job_id: str, spec: JobSpec, oracle: Any, outcome: TrialOutcome
 ) -> None:
     limit = spec.limits.max_failed_trials
     failed = sum(1 for trial in oracle.trials.values() if trial.status == KtStatus.FAILED)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
 from service.api import errors, routes_health, routes_jobs
 from service.api.body_limit import BodyLimitMiddleware
+from service.api.job_bodies import JobBodies
 from service.api.sweeper import run_sweeper
 from service.core.artifacts import ArtifactStore
 from service.core.settings import Settings, get_settings
@@ -28,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
+            app.state.job_bodies.close()
 
     app = FastAPI(
         title="ktune",
@@ -39,8 +42,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Redis clients connect on first use, so building the store here costs nothing at start-up.
     app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
     app.state.artifacts = ArtifactStore(settings.artifact_dir)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.state.job_bodies = JobBodies(settings)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.limits.max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+    )
     errors.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request models of routes that read their own bodies."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        known = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, model_schema in routes_jobs.request_schemas().items():
+            known.setdefault(name, model_schema)
+    return app.openapi_schema  # type: ignore[return-value]

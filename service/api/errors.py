@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -21,13 +22,18 @@ _CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
 }
 
 
 def error_response(
-    status: int, code: str, message: str, fields: list[FieldProblem] | None = None
+    status: int,
+    code: str,
+    message: str,
+    fields: list[FieldProblem] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "error": {
@@ -36,7 +42,7 @@ def error_response(
             "fields": [{"field": p.field, "message": p.message} for p in fields or []],
         }
     }
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -83,7 +89,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(KtuneError)
     async def _ktune(_: Request, exc: KtuneError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.fields)
+        return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,7 +98,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail))
+        code = _CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(redis.RedisError)
     async def _store_down(_: Request, exc: redis.RedisError) -> JSONResponse:

@@ -1,0 +1,112 @@
+"""Reading POST /v1/jobs bodies without stalling the event loop.
+
+A small body is parsed in a thread (milliseconds). A large one, or one of unknown length, is read only
+when one of `large_body_concurrency` slots is free (it waits up to `large_body_wait_seconds`, then the
+request is a 503 with Retry-After), and parsed in a separate process: pydantic holds the GIL while it
+validates, so a thread would still stall every other request for the seconds a maximal body takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.message
+import math
+import multiprocessing
+from typing import Any
+
+import anyio.to_thread
+from fastapi import Request
+
+from service.api.job_parsing import ParsedJob, parse_job
+from service.core.errors import Busy, UnsupportedMediaType
+from service.core.settings import Settings
+
+# The route reads its body itself, so FastAPI is told what it takes (shown in /docs) this way.
+OPENAPI_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
+    }
+}
+
+
+def check_content_type(value: str | None) -> None:
+    """Raises UnsupportedMediaType unless the Content-Type is JSON (`application/json` or `...+json`)."""
+    message = email.message.Message()
+    message["content-type"] = value or ""
+    subtype = message.get_content_subtype()
+    json = subtype == "json" or subtype.endswith("+json")
+    if value and message.get_content_maintype() == "application" and json:
+        return
+    raise UnsupportedMediaType(
+        f"a job is JSON: send it with Content-Type: application/json (got {value or 'no Content-Type'})"
+    )
+
+
+class JobBodies:
+    """Parses job bodies: small ones in a thread, large ones in a pool of processes, a few at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._slots: asyncio.Semaphore | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    async def read(self, request: Request) -> ParsedJob:
+        """The request's job. Raises UnsupportedMediaType, Busy, and `parse_job`'s errors."""
+        check_content_type(request.headers.get("content-type"))
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) <= self.settings.large_body_bytes:
+            return await self._parse_here(await request.body())
+        await self._take_slot()
+        try:
+            raw = await request.body()
+            if len(raw) <= self.settings.large_body_bytes:
+                self._free_slot()
+                return await self._parse_here(raw)
+            future = self._processes().submit(parse_job, raw, self.settings.limits)
+        except BaseException:
+            self._free_slot()
+            raise
+        # Freed when the parse ends, not when this request does: a client that hangs up cannot make
+        # room for more parses than there are slots.
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+        return await asyncio.wrap_future(future)
+
+    async def _parse_here(self, raw: bytes) -> ParsedJob:
+        return await anyio.to_thread.run_sync(parse_job, raw, self.settings.limits)
+
+    async def _take_slot(self) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.large_body_concurrency)
+        wait = self.settings.large_body_wait_seconds
+        try:
+            await asyncio.wait_for(self._slots.acquire(), wait)
+        except TimeoutError:
+            raise Busy(
+                f"{self.settings.large_body_concurrency} large job bodies are being parsed and others "
+                f"waited {wait:g} s before this one; try again shortly",
+                retry_after_seconds=max(1, math.ceil(wait)),
+            ) from None
+
+    def _free_slot(self) -> None:
+        assert self._slots is not None
+        self._slots.release()
+
+    def _processes(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # Not fork: the API process has threads (and an event loop) that a forked child would copy
+            # mid-flight. The fork server imports the parser once; each process starts from it.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["service.api.job_parsing"])
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.settings.large_body_concurrency, mp_context=context
+            )
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the parse processes (after the parses under way)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
