@@ -17,9 +17,10 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from service.api.job_parsing import ParsedJob, parse_job
-from service.core.errors import Busy, UnsupportedMediaType
+from service.core.errors import BadRequest, Busy, UnsupportedMediaType
 from service.core.settings import Settings
 
 # The route reads its body itself, so FastAPI is told what it takes (shown in /docs) this way.
@@ -44,6 +45,14 @@ def check_content_type(value: str | None) -> None:
     )
 
 
+async def _body(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        # No one reads the answer; a 400 keeps it out of the log of unexpected errors.
+        raise BadRequest("the client hung up before sending the whole body", "body_incomplete") from None
+
+
 class JobBodies:
     """Parses job bodies: small ones in a thread, large ones in a pool of processes, a few at a time."""
 
@@ -57,10 +66,10 @@ class JobBodies:
         check_content_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) <= self.settings.large_body_bytes:
-            return await self._parse_here(await request.body())
+            return await self._parse_here(await _body(request))
         await self._take_slot()
         try:
-            raw = await request.body()
+            raw = await _body(request)
             if len(raw) <= self.settings.large_body_bytes:
                 self._free_slot()
                 return await self._parse_here(raw)
