@@ -13,6 +13,8 @@ import concurrent.futures
 import email.message
 import math
 import multiprocessing
+import os
+import threading
 from typing import Any
 
 import anyio.to_thread
@@ -45,12 +47,19 @@ def check_content_type(value: str | None) -> None:
     )
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request) -> bytearray:
+    """The whole body, in one buffer grown in place (Starlette's `body()` holds it twice while joining)."""
+    body = bytearray()
     try:
-        return await request.body()
+        async for chunk in request.stream():
+            body += chunk
+        return body
     except ClientDisconnect:
         # No one reads the answer; a 400 keeps it out of the log of unexpected errors.
         raise BadRequest("the client hung up before sending the whole body", "body_incomplete") from None
+
+
+_PARSE_NICENESS = 10
 
 
 class JobBodies:
@@ -60,6 +69,7 @@ class JobBodies:
         self.settings = settings
         self._slots: asyncio.Semaphore | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     async def read(self, request: Request) -> ParsedJob:
         """The request's job. Raises UnsupportedMediaType, Busy, and `parse_job`'s errors."""
@@ -68,22 +78,33 @@ class JobBodies:
         if declared.isdigit() and int(declared) <= self.settings.large_body_bytes:
             return await self._parse_here(await _body(request))
         await self._take_slot()
+        loop = asyncio.get_running_loop()
+        submitted = False
+
+        def submit(raw: bytearray) -> concurrent.futures.Future[ParsedJob]:
+            # In a thread: the first call starts the fork server, which takes a second.
+            nonlocal submitted
+            future = self._processes().submit(parse_job, raw, self.settings.limits)
+            submitted = True
+            # The slot is freed when the parse ends, not when this request does: a client that hangs up
+            # cannot make room for more parses than there are slots.
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+            return future
+
         try:
             raw = await _body(request)
             if len(raw) <= self.settings.large_body_bytes:
+                submitted = True
                 self._free_slot()
                 return await self._parse_here(raw)
-            future = self._processes().submit(parse_job, raw, self.settings.limits)
+            future = await anyio.to_thread.run_sync(submit, raw)
         except BaseException:
-            self._free_slot()
+            if not submitted:
+                self._free_slot()
             raise
-        # Freed when the parse ends, not when this request does: a client that hangs up cannot make
-        # room for more parses than there are slots.
-        loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
         return await asyncio.wrap_future(future)
 
-    async def _parse_here(self, raw: bytes) -> ParsedJob:
+    async def _parse_here(self, raw: bytearray) -> ParsedJob:
         return await anyio.to_thread.run_sync(parse_job, raw, self.settings.limits)
 
     async def _take_slot(self) -> None:
@@ -104,18 +125,26 @@ class JobBodies:
         self._slots.release()
 
     def _processes(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:
-            # Not fork: the API process has threads (and an event loop) that a forked child would copy
-            # mid-flight. The fork server imports the parser once; each process starts from it.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["service.api.job_parsing"])
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.settings.large_body_concurrency, mp_context=context
-            )
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                # Not fork: the API process has threads (and an event loop) that a forked child would copy
+                # mid-flight. The fork server imports the parser once; each process starts from it, at a
+                # lower priority than the API's event loop, and parses one body: a process that parsed a
+                # maximal body keeps hundreds of MB that only its exit gives back.
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["service.api.job_parsing"])
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.settings.large_body_concurrency,
+                    mp_context=context,
+                    initializer=os.nice,
+                    initargs=(_PARSE_NICENESS,),
+                    max_tasks_per_child=1,
+                )
+            return self._pool
 
     def close(self) -> None:
         """Stop the parse processes (after the parses under way)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None

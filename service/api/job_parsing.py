@@ -52,7 +52,7 @@ class ParsedJob:
     data: bytes
 
 
-def parse_job(raw: bytes, limits: Limits) -> ParsedJob:
+def parse_job(raw: bytes | bytearray, limits: Limits) -> ParsedJob:
     """Validate a job body against the request rules and `limits`.
 
     Raises BadRequest (not UTF-8, nested deeper than MAX_JSON_DEPTH) or InvalidRequest (the 422).
@@ -77,7 +77,7 @@ def parse_job(raw: bytes, limits: Limits) -> ParsedJob:
     return ParsedJob(job.without_data(), data_codec.encode(job.data, job.task))
 
 
-def _parse_as_fastapi(raw: bytes) -> JobCreate:
+def _parse_as_fastapi(raw: bytes | bytearray) -> JobCreate:
     """The body parsed and validated as FastAPI does for a model parameter; raises its 422 when invalid."""
     errors: list[dict[str, Any]]
     if not raw:
@@ -110,7 +110,7 @@ def _field_position(error: dict[str, Any]) -> int:
     return FIELD_ORDER.index(loc[1]) if len(loc) > 1 and loc[1] in FIELD_ORDER else len(FIELD_ORDER)
 
 
-def _check_utf8(raw: bytes) -> None:
+def _check_utf8(raw: bytes | bytearray) -> None:
     """Raises BadRequest unless `raw` is UTF-8 (decoded a chunk at a time, so no copy of a large body)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     for start in range(0, max(len(raw), 1), _CHUNK):
@@ -125,7 +125,7 @@ def _check_utf8(raw: bytes) -> None:
             ) from exc
 
 
-def json_depth(raw: bytes) -> int:
+def json_depth(raw: bytes | bytearray) -> int:
     """How deep arrays and objects nest in a JSON text (1 for a flat object); brackets in strings don't count.
 
     Not a parser: for invalid JSON the number is only a bound of what a parser would meet.

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         2, ge=1, description="large job bodies read and parsed at once (and the parse processes)"
     )
     large_body_wait_seconds: float = Field(
-        10, description="a large body waits this long for its turn; then a 503 with Retry-After"
+        30, description="a large body waits this long for its turn; then a 503 with Retry-After"
     )
     limits: Limits = Field(default_factory=Limits)
 
