@@ -75,7 +75,12 @@ class JobBodies:
         """The request's job. Raises UnsupportedMediaType, Busy, and `parse_job`'s errors."""
         check_content_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) <= self.settings.large_body_bytes:
+        size = int(declared) if declared.isdigit() else None
+        # Over the body limit, the first read is a 413 (BodyLimitMiddleware): no need to wait for a slot.
+        if (
+            size is not None
+            and not self.settings.large_body_bytes < size <= self.settings.limits.max_body_bytes
+        ):
             return await self._parse_here(await _body(request))
         await self._take_slot()
         loop = asyncio.get_running_loop()
@@ -93,10 +98,13 @@ class JobBodies:
 
         try:
             raw = await _body(request)
-            if len(raw) <= self.settings.large_body_bytes:
-                submitted = True
-                self._free_slot()
-                return await self._parse_here(raw)
+        except BaseException:
+            self._free_slot()
+            raise
+        if len(raw) <= self.settings.large_body_bytes:
+            self._free_slot()
+            return await self._parse_here(raw)
+        try:
             future = await anyio.to_thread.run_sync(submit, raw)
         except BaseException:
             if not submitted:

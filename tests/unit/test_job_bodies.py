@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.core.settings import Settings
+from service.core.settings import Limits, Settings
 from service.core.store import JobStore
 from tests.unit.live_server import serving
 
@@ -141,7 +141,12 @@ def test_a_body_of_unknown_length_is_parsed_in_a_separate_process(pooled: TestCl
 
 
 def test_large_bodies_beyond_the_concurrency_wait_then_get_a_503_with_retry_after() -> None:
-    app = _app(large_body_bytes=100, large_body_concurrency=1, large_body_wait_seconds=0.5)
+    app = _app(
+        large_body_bytes=100,
+        large_body_concurrency=1,
+        large_body_wait_seconds=2,
+        limits=Limits(max_body_bytes=1_000),
+    )
     body = json.dumps({"task": "regression", "name": "x" * 200}).encode()
     try:
         with serving(app) as port, socket.create_connection(("127.0.0.1", port)) as holder:
@@ -156,11 +161,14 @@ def test_large_bodies_beyond_the_concurrency_wait_then_get_a_503_with_retry_afte
             time.sleep(0.2)
             started = time.monotonic()
             refused = httpx.post(url, content=body, headers=headers, timeout=10)
-            assert 0.4 < time.monotonic() - started < 5
+            assert 1.9 < time.monotonic() - started < 8
             error = error_of(refused, 503)
-            assert error["code"] == "busy" and refused.headers["retry-after"] == "1"
-            # A small body does not wait for the slot.
+            assert error["code"] == "busy" and refused.headers["retry-after"] == "2"
+            # Neither a small body nor one over the size limit waits for the slot.
+            started = time.monotonic()
             assert httpx.post(url, json={"task": "regression"}, timeout=10).status_code == 422
+            assert httpx.post(url, content=b"x" * 1_001, headers=headers, timeout=10).status_code == 413
+            assert time.monotonic() - started < 1.5  # well under the 2 s wait
             holder.close()  # its slot is given back when the server sees it gone
             time.sleep(0.3)
             error = error_of(httpx.post(url, content=body, headers=headers, timeout=30), 422)
