@@ -34,6 +34,17 @@ from run import MB, ROOT, free_port, ktune_env, rss, stop, tail, wait_for
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 HEALTH_EVERY = 0.02
+# A bare uvicorn app in its own process, polled like /healthz: how late any process answers on this machine
+# under the same load (its spikes are the machine's, not the API's).
+CONTROL_APP = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
 
 
 def maximal_body(limit: int = MAX_BODY_BYTES, features: int = 15) -> bytes:
@@ -64,8 +75,11 @@ def post(url: str, path: str) -> tuple[int, float, str]:
 
 
 @contextlib.contextmanager
-def service(root: Path, logs: Path, settings: dict[str, str]) -> Iterator[tuple[str, psutil.Process, str]]:
-    """redis-server and the API served from `root`; yields the API's URL, its process and the Redis URL."""
+def service(
+    root: Path, logs: Path, settings: dict[str, str]
+) -> Iterator[tuple[str, psutil.Process, str, str]]:
+    """redis-server and the API served from `root`, and a control server; yields the API's URL, its
+    process, the Redis URL and the control's URL."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed")
@@ -90,12 +104,21 @@ def service(root: Path, logs: Path, settings: dict[str, str]) -> Iterator[tuple[
             wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "the API")
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{tail(logs / 'body-load-api.log')}") from None
-        yield url, psutil.Process(api.pid), redis_url
+        control_port = free_port()
+        start("control", [sys.executable, "-c", CONTROL_APP, str(control_port)], None)
+        control = f"http://127.0.0.1:{control_port}"
+        wait_for(lambda: httpx.get(control).status_code == 200, 30, "the control server")
+        yield url, psutil.Process(api.pid), redis_url, control
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+def summary(latencies: list[float]) -> str:
+    """Median, 99th percentile and maximum in ms, and how many took over 100 ms."""
+    ms = sorted(t * 1000 for t in latencies)
+    p99, slow = ms[min(len(ms) - 1, int(0.99 * len(ms)))], sum(t > 100 for t in ms)
+    return (
+        f"{len(ms)} requests, median {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms, "
+        + (f"over 100 ms: {slow}")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         body_path.write_bytes(maximal_body())
         body_size = body_path.stat().st_size
         print(f"body: {body_size / MB:.1f} MB, API from {args.root}", flush=True)
-        with service(args.root.resolve(), logs, settings) as (url, api, redis_url):
+        with service(args.root.resolve(), logs, settings) as (url, api, redis_url, control_url):
             health = httpx.Client(base_url=url, timeout=60)
+            control = httpx.Client(base_url=control_url, timeout=60)
             idle = []
             for _ in range(100):
                 started = time.monotonic()
@@ -122,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(HEALTH_EVERY)
             idle_rss = rss(api)
             latencies: list[float] = []
+            control_latencies: list[float] = []
             peak_api = peak_children = 0
             with concurrent.futures.ProcessPoolExecutor(args.bodies) as posters:
                 list(posters.map(abs, range(args.bodies)))  # the posting processes are up before the clock
@@ -131,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.monotonic()
                     health.get("/healthz").raise_for_status()
                     latencies.append(time.monotonic() - started)
+                    started = time.monotonic()
+                    control.get("/").raise_for_status()
+                    control_latencies.append(time.monotonic() - started)
                     children = api.children(recursive=True)
                     peak_api = max(peak_api, rss(api))
                     peak_children = max(peak_children, sum(rss(child) for child in children))
@@ -144,13 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             stored = [int(store.strlen(key)) for key in data_keys]
             used = store.info("memory")["used_memory"]
 
-    print(f"/healthz idle: median {statistics.median(idle) * 1000:.1f} ms, max {max(idle) * 1000:.1f} ms")
-    print(
-        f"/healthz while {args.bodies} bodies were posted ({len(latencies)} requests over {total:.1f} s): "
-        f"median {statistics.median(latencies) * 1000:.1f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms, over 100 ms: {sum(t > 0.1 for t in latencies)}"
-    )
+    print(f"/healthz idle: {summary(idle)}")
+    print(f"/healthz while {args.bodies} bodies were posted ({total:.1f} s): {summary(latencies)}")
+    print(f"the control server meanwhile: {summary(control_latencies)}")
     statuses: dict[str, int] = {}
     for status, _, code in results:
         key = f"{status}{' ' + code if code else ''}"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.message
 import math
 import multiprocessing
 import os
+import tempfile
 import threading
 from typing import Any
 
@@ -21,7 +23,7 @@ import anyio.to_thread
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from service.api.job_parsing import ParsedJob, parse_job
+from service.api.job_parsing import ParsedJob, parse_job, parse_job_file
 from service.core.errors import BadRequest, Busy, UnsupportedMediaType
 from service.core.settings import Settings
 
@@ -45,6 +47,11 @@ def check_content_type(value: str | None) -> None:
     raise UnsupportedMediaType(
         f"a job is JSON: send it with Content-Type: application/json (got {value or 'no Content-Type'})"
     )
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 async def _body(request: Request) -> bytearray:
@@ -87,13 +94,26 @@ class JobBodies:
         submitted = False
 
         def submit(raw: bytearray) -> concurrent.futures.Future[ParsedJob]:
-            # In a thread: the first call starts the fork server, which takes a second.
+            # In a thread: writing the file releases the GIL, and the first call starts the fork server,
+            # which takes a second.
             nonlocal submitted
-            future = self._processes().submit(parse_job, raw, self.settings.limits)
+            descriptor, path = tempfile.mkstemp(prefix="ktune-job-body-", suffix=".json")
+            try:
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(raw)
+                future = self._processes().submit(parse_job_file, path, self.settings.limits)
+            except BaseException:
+                _remove(path)
+                raise
             submitted = True
-            # The slot is freed when the parse ends, not when this request does: a client that hangs up
-            # cannot make room for more parses than there are slots.
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+
+            def done(_: concurrent.futures.Future[ParsedJob]) -> None:
+                # The slot is freed when the parse ends, not when this request does: a client that hangs
+                # up cannot make room for more parses than there are slots.
+                _remove(path)
+                loop.call_soon_threadsafe(self._free_slot)
+
+            future.add_done_callback(done)
             return future
 
         try:
@@ -106,6 +126,7 @@ class JobBodies:
             return await self._parse_here(raw)
         try:
             future = await anyio.to_thread.run_sync(submit, raw)
+            del raw  # in the file now: the API does not hold large bodies while they are parsed
         except BaseException:
             if not submitted:
                 self._free_slot()
