@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         interval = max(1.0, settings.stale_queued_seconds / 4)
         sweeper = asyncio.create_task(run_sweeper(app.state.store, settings, interval))
+        # What is imported and built by now lives as long as the process: frozen out of the garbage
+        # collector, a full collection takes microseconds instead of ~50 ms of the event loop.
+        gc.freeze()
         try:
             yield
         finally:
