@@ -17,6 +17,8 @@ import multiprocessing
 import os
 import tempfile
 import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import anyio.to_thread
@@ -24,7 +26,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from service.api.job_parsing import ParsedJob, parse_job, parse_job_file
-from service.core.errors import BadRequest, Busy, UnsupportedMediaType
+from service.core.errors import BadRequest, Busy, Unavailable, UnsupportedMediaType
 from service.core.settings import Settings
 
 # The route reads its body itself, so FastAPI is told what it takes (shown in /docs) this way.
@@ -75,7 +77,7 @@ class JobBodies:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._slots: asyncio.Semaphore | None = None
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
     async def read(self, request: Request) -> ParsedJob:
@@ -92,16 +94,23 @@ class JobBodies:
         await self._take_slot()
         loop = asyncio.get_running_loop()
         submitted = False
+        pool: ProcessPoolExecutor | None = None
 
         def submit(raw: bytearray) -> concurrent.futures.Future[ParsedJob]:
             # In a thread: writing the file releases the GIL, and the first call starts the fork server,
             # which takes a second.
-            nonlocal submitted
+            nonlocal submitted, pool
             descriptor, path = tempfile.mkstemp(prefix="ktune-job-body-", suffix=".json")
             try:
                 with os.fdopen(descriptor, "wb") as file:
                     file.write(raw)
-                future = self._processes().submit(parse_job_file, path, self.settings.limits)
+                pool = self._processes()
+                try:
+                    future = pool.submit(parse_job_file, path, self.settings.limits)
+                except BrokenProcessPool:  # a parse process died since the last body: start afresh
+                    self._discard(pool)
+                    pool = self._processes()
+                    future = pool.submit(parse_job_file, path, self.settings.limits)
             except BaseException:
                 _remove(path)
                 raise
@@ -131,7 +140,15 @@ class JobBodies:
             if not submitted:
                 self._free_slot()
             raise
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            assert pool is not None
+            self._discard(pool)
+            raise Unavailable(
+                "the process parsing this body was lost (out of memory?); nothing was queued, try again",
+                "parse_failed",
+            ) from None
 
     async def _parse_here(self, raw: bytearray) -> ParsedJob:
         return await anyio.to_thread.run_sync(parse_job, raw, self.settings.limits)
@@ -153,7 +170,7 @@ class JobBodies:
         assert self._slots is not None
         self._slots.release()
 
-    def _processes(self) -> concurrent.futures.ProcessPoolExecutor:
+    def _processes(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
                 # Not fork: the API process has threads (and an event loop) that a forked child would copy
@@ -162,7 +179,7 @@ class JobBodies:
                 # maximal body keeps hundreds of MB that only its exit gives back.
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["service.api.job_parsing"])
-                self._pool = concurrent.futures.ProcessPoolExecutor(
+                self._pool = ProcessPoolExecutor(
                     self.settings.large_body_concurrency,
                     mp_context=context,
                     initializer=os.nice,
@@ -170,6 +187,13 @@ class JobBodies:
                     max_tasks_per_child=1,
                 )
             return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Stop using a pool that lost a process (it takes no more work); the next body starts another."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the parse processes (after the parses under way)."""

@@ -38,7 +38,8 @@ FIELD_ORDER = (
 
 _CHUNK = 1 << 20
 _STEP = np.zeros(256, dtype=np.int64)  # +1 where a byte opens an array or object, -1 where one closes
-_STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
 _BRACKETS_AND_QUOTES = b'[]{}"'
 _OTHER_BYTES = bytes(b for b in range(256) if b not in _BRACKETS_AND_QUOTES)
 _STRING = re.compile(rb'"[^"]*"')

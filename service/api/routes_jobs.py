@@ -60,8 +60,9 @@ def request_schemas() -> dict[str, Any]:
         422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
         503: {
             "model": ErrorBody,
-            "description": "the queue is unreachable, nothing was queued (`unavailable`); or other large "
-            "bodies are being parsed (`busy`, with Retry-After)",
+            "description": "the queue is unreachable, nothing was queued (`unavailable`); other large "
+            "bodies are being parsed (`busy`, with Retry-After); the process parsing this body was lost "
+            "(`parse_failed`)",
         },
     },
     openapi_extra=OPENAPI_REQUEST_BODY,

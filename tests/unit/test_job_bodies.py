@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.api import job_bodies
 from service.api.app import create_app
 from service.core.settings import Limits, Settings
 from service.core.store import JobStore
@@ -173,5 +175,25 @@ def test_large_bodies_beyond_the_concurrency_wait_then_get_a_503_with_retry_afte
             time.sleep(0.3)
             error = error_of(httpx.post(url, content=body, headers=headers, timeout=30), 422)
             assert [f["field"] for f in error["fields"]] == ["data"]
+    finally:
+        app.state.job_bodies.close()
+
+
+def _die(path: str, limits: Limits) -> None:
+    """A parse that ends its process, as the kernel's out-of-memory killer would."""
+    os._exit(1)
+
+
+def test_a_lost_parse_process_is_a_503_and_the_next_body_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(large_body_bytes=0)
+    client = TestClient(app)
+    body = json.dumps({"task": "regression"}).encode()
+    try:
+        monkeypatch.setattr(job_bodies, "parse_job_file", _die)
+        error = error_of(post(client, body), 503)
+        assert error["code"] == "parse_failed" and "try again" in error["message"]
+        monkeypatch.undo()
+        error = error_of(post(client, body), 422)
+        assert [f["field"] for f in error["fields"]] == ["data"]
     finally:
         app.state.job_bodies.close()
