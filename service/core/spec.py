@@ -1,7 +1,8 @@
 """The tuning-job request: what to train, the search space, the objective and the search algorithm.
 
 Structural and semantic rules live on the models (no settings needed); `check_limits` applies the
-configurable hard limits. Both raise errors that name the offending field.
+configurable hard limits. Both raise errors that name the offending field. `JobSpec` is a job without its
+data (what is stored as the job's spec, and what workers load); `JobCreate` adds the inline data.
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ class JobSpec(StrictModel):
         return self
 
     def _check_targets(self) -> None:
-        """The rules on the data's targets; none without data (checked here to keep the order of errors)."""
+        """`JobCreate`'s rules on the data's targets (none without data), run where they always ran, so
+        a request breaking several rules gets the same error as before the split."""
 
     def resolved(self) -> Self:
         """A copy with every default the task implies written out, as the job is stored and shown."""
