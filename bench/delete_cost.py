@@ -42,7 +42,7 @@ def fill(client: redis.Redis, jobs: int) -> None:
 
 def cancelled_job(store: JobStore) -> str:
     record = JobRecord(id=str(uuid.uuid4()), status=JobStatus.QUEUED, spec={}, created_at=utcnow())
-    store.create_job(record, {"train": {}})
+    store.create_job(record, b"npz bytes")
     store.put_trial(record.id, TrialRecord(id="t1", status=TrialStatus.CANCELLED, hyperparameters={}))
     store.transition(record.id, [JobStatus.QUEUED], JobStatus.CANCELLED, finished_at=utcnow())
     return record.id

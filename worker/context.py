@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from service.core.artifacts import ArtifactStore
 from service.core.settings import Settings, get_settings
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from service.core.store import JobStore
 
 
@@ -36,18 +36,21 @@ def get_context() -> WorkerContext:
     )
 
 
-_SPECS: OrderedDict[str, JobCreate] = OrderedDict()
+_SPECS: OrderedDict[str, JobSpec] = OrderedDict()
 
 
-def load_spec(store: JobStore, job_id: str) -> JobCreate:
-    """The job's full request (data included), validated once per process. Raises KeyError."""
+def load_spec(store: JobStore, job_id: str) -> JobSpec:
+    """The job's spec (without its data: `worker.data` loads that), validated once per process.
+
+    Raises KeyError.
+    """
     if job_id in _SPECS:
         _SPECS.move_to_end(job_id)
         return _SPECS[job_id]
     record = store.get_job(job_id)
     if record is None:
         raise KeyError(job_id)
-    spec = JobCreate.model_validate({**record.spec, "data": store.get_data(job_id)})
+    spec = JobSpec.model_validate(record.spec)
     _SPECS[job_id] = spec
     while len(_SPECS) > 8:
         _SPECS.popitem(last=False)

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 
 from service.core.records import TrialRecord
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from worker.checkpoints import Checkpointer, TrialCheckpoint
 from worker.context import WorkerContext
 from worker.data import job_arrays
@@ -36,7 +36,7 @@ class ExecutionsRun:
     stop: StopReason | None  # None: every execution was trained to its end
 
 
-def fit_options(spec: JobCreate, values: dict[str, Any]) -> FitOptions:
+def fit_options(spec: JobSpec, values: dict[str, Any]) -> FitOptions:
     """What each execution of a trial with these hyperparameter values trains for."""
     stopping = spec.training.early_stopping
     return FitOptions(
@@ -50,7 +50,7 @@ def fit_options(spec: JobCreate, values: dict[str, Any]) -> FitOptions:
     )
 
 
-def execution_seed(spec: JobCreate, trial_id: str, execution: int) -> int:
+def execution_seed(spec: JobSpec, trial_id: str, execution: int) -> int:
     """Reproducible per trial and execution when the job has a seed; random otherwise."""
     if spec.tuner.seed is None:
         return random.randrange(2**31)
@@ -65,7 +65,7 @@ def execution_complete(result: ExecutionResult, options: FitOptions) -> bool:
 def train_executions(
     ctx: WorkerContext,
     job_id: str,
-    spec: JobCreate,
+    spec: JobSpec,
     record: TrialRecord,
     progress: TrialProgress,
     resume: TrialCheckpoint | None,
@@ -88,12 +88,12 @@ def train_executions(
         allowed=lambda: not progress.lease.lost,
         elapsed=progress.elapsed,
     )
-    data = job_arrays(job_id, spec)
+    data = job_arrays(ctx.store, job_id, spec.task)
     model: keras.Model | None = None
     executions = spec.tuner.executions_per_trial
     for execution in range(len(results), executions):
         keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
-        fresh = build_model(spec, values)
+        fresh = build_model(spec, values, data)
         if "tuner/trial_id" in values:
             fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
         model = _model_for_execution(model, fresh, ctx.settings.training_loop)

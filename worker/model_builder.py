@@ -7,7 +7,9 @@ from typing import Any
 import keras
 
 from service.core.catalog import Task
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
+from worker.data import output_units
+from worker.training import TrainData
 
 _OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "adam": keras.optimizers.Adam,
@@ -42,15 +44,16 @@ def make_metric(name: str, task: Task) -> keras.metrics.Metric:
     return simple[name](name=name)
 
 
-def build_model(spec: JobCreate, values: dict[str, Any]) -> keras.Model:
-    """A compiled mlp for one trial; `values` holds every active hyperparameter (constants included)."""
-    inputs = keras.Input(shape=(spec.data.features,), name="features")
+def build_model(spec: JobSpec, values: dict[str, Any], data: TrainData) -> keras.Model:
+    """A compiled mlp for one trial on `data`'s shapes; `values` holds every active hyperparameter."""
+    inputs = keras.Input(shape=(data.x_train.shape[1],), name="features")
     x = inputs
     for index in range(int(values["hidden_layers"])):
         x = keras.layers.Dense(int(values[f"units_{index}"]), activation=values["activation"])(x)
         if float(values["dropout"]) > 0:
             x = keras.layers.Dropout(float(values["dropout"]))(x)
-    outputs = keras.layers.Dense(spec.output_units, activation=spec.output_activation, name="output")(x)
+    units = output_units(data, spec.task)
+    outputs = keras.layers.Dense(units, activation=spec.output_activation, name="output")(x)
     model = keras.Model(inputs, outputs)
     optimizer = _OPTIMIZERS[values["optimizer"]](learning_rate=float(values["learning_rate"]))
     model.compile(

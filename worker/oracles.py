@@ -14,7 +14,7 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.metrics_tracking import MetricsTracker
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from worker.space import search_space
 
 
@@ -44,7 +44,7 @@ class HyperbandOracle(_NoFiles, kt.oracles.HyperbandOracle):  # type: ignore[mis
     pass
 
 
-def new_oracle(spec: JobCreate) -> Any:
+def new_oracle(spec: JobSpec) -> Any:
     """A fresh oracle for the job's algorithm, objective, space, budget and seed."""
     common: dict[str, Any] = {
         "objective": kt.Objective(spec.objective_name, spec.objective_direction),
@@ -122,7 +122,7 @@ def dump_oracle(oracle: Any) -> dict[str, Any]:
     return state
 
 
-def load_oracle(spec: JobCreate, state: dict[str, Any] | None) -> Any:
+def load_oracle(spec: JobSpec, state: dict[str, Any] | None) -> Any:
     """The job's oracle as it was stored, or a fresh one for a job that has not started its search.
 
     Raises ValueError for a state stored by an older ktune, whose trials each held the whole space.

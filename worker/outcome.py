@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from worker import search
 from worker.context import WorkerContext
@@ -37,7 +37,7 @@ def best_epoch_metrics(results: list[ExecutionResult], initial_epoch: int) -> tu
 
 
 def trained_outcome(
-    ctx: WorkerContext, job_id: str, trial_id: str, spec: JobCreate, run: ExecutionsRun, initial_epoch: int
+    ctx: WorkerContext, job_id: str, trial_id: str, spec: JobSpec, run: ExecutionsRun, initial_epoch: int
 ) -> search.TrialOutcome:
     """The outcome of a trial whose executions all trained: completed, or failed with a NaN objective."""
     metrics, best_step = best_epoch_metrics(run.results, initial_epoch)
@@ -52,7 +52,7 @@ def trained_outcome(
 
 
 def _save_candidate(
-    ctx: WorkerContext, job_id: str, trial_id: str, spec: JobCreate, run: ExecutionsRun, objective: float
+    ctx: WorkerContext, job_id: str, trial_id: str, spec: JobSpec, run: ExecutionsRun, objective: float
 ) -> Path | None:
     """Save the best execution's best-epoch weights: a hyperband checkpoint; a model if it may be best."""
     model = run.model

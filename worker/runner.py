@@ -14,7 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core import lifecycle, queue
 from service.core.records import ErrorInfo, TrialRecord, utcnow
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from service.core.states import JobStatus, TrialStatus
 from worker import search
 from worker.checkpoints import TrialCheckpoint, load_checkpoint
@@ -133,7 +133,7 @@ def _run_leased(ctx: WorkerContext, job_id: str, record: TrialRecord, lease: Kee
 def _act_on(
     ctx: WorkerContext,
     job_id: str,
-    spec: JobCreate,
+    spec: JobSpec,
     record: TrialRecord,
     progress: TrialProgress,
     run: ExecutionsRun,
@@ -190,7 +190,7 @@ def _usable_checkpoint(ctx: WorkerContext, job_id: str, trial_id: str) -> TrialC
     return checkpoint
 
 
-def _hand_back(ctx: WorkerContext, job_id: str, spec: JobCreate, record: TrialRecord, lease: Keeper) -> None:
+def _hand_back(ctx: WorkerContext, job_id: str, spec: JobSpec, record: TrialRecord, lease: Keeper) -> None:
     """Give a trial back to the queue for another worker (this one is shutting down).
 
     Its checkpoint, just written, lets the next worker continue from the last epoch trained here.

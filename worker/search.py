@@ -16,7 +16,7 @@ from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 
 from service.core import lifecycle, queue
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from service.core.store import JobStore
 from worker.context import WorkerContext, load_spec
@@ -119,7 +119,7 @@ def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
     return created, spec.queue
 
 
-def runtime_left(ctx: WorkerContext, job_id: str, spec: JobCreate) -> float:
+def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
     """Seconds the job may still run under limits.max_runtime_seconds; infinity without that limit."""
     limit = spec.limits.max_runtime_seconds
     record = ctx.store.get_job(job_id) if limit is not None else None
@@ -159,7 +159,7 @@ def current_best(ctx: WorkerContext, job_id: str) -> float | None:
     return record.best.objective_value if record and record.best else None
 
 
-def could_be_best(spec: JobCreate, value: float, best: float | None) -> bool:
+def could_be_best(spec: JobSpec, value: float, best: float | None) -> bool:
     """Whether a trial's objective value beats the job's best so far (NaN never does)."""
     if not math.isfinite(value):
         return False
@@ -222,7 +222,7 @@ def _tell_oracle(store: JobStore, job_id: str, oracle: Any, kt_trial: Any, outco
         lifecycle.fail(store, job_id, "too_many_failed_trials", str(exc).strip())
 
 
-def _as_told(spec: JobCreate, kt_trial: Any, outcome: TrialOutcome) -> TrialOutcome:
+def _as_told(spec: JobSpec, kt_trial: Any, outcome: TrialOutcome) -> TrialOutcome:
     """The outcome as the oracle took it: failed when the oracle found a completed trial's score NaN."""
     if kt_trial.status == KtStatus.FAILED and outcome.status is TrialStatus.COMPLETED:
         return TrialOutcome(
@@ -238,7 +238,7 @@ def _as_told(spec: JobCreate, kt_trial: Any, outcome: TrialOutcome) -> TrialOutc
 
 
 def _check_failed_trials(
-    store: JobStore, job_id: str, spec: JobCreate, oracle: Any, outcome: TrialOutcome
+    store: JobStore, job_id: str, spec: JobSpec, oracle: Any, outcome: TrialOutcome
 ) -> None:
     limit = spec.limits.max_failed_trials
     failed = sum(1 for trial in oracle.trials.values() if trial.status == KtStatus.FAILED)

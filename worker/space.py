@@ -14,7 +14,7 @@ import keras_tuner as kt
 from keras_tuner.src.engine.hyperparameters import hp_types
 
 from service.core.params import FloatChoice, FloatRange, IntChoice, IntRange, NameChoice, is_tuned
-from service.core.spec import JobCreate
+from service.core.spec import JobSpec
 
 
 def _declare(hp: kt.HyperParameters, name: str, param: Any) -> None:
@@ -42,7 +42,7 @@ def layer_counts(param: int | IntRange | IntChoice) -> list[int]:
 
 
 @contextlib.contextmanager
-def _when_layer_exists(hp: kt.HyperParameters, spec: JobCreate, index: int) -> Iterator[None]:
+def _when_layer_exists(hp: kt.HyperParameters, spec: JobSpec, index: int) -> Iterator[None]:
     if not is_tuned(spec.model.hidden_layers):
         yield
         return
@@ -51,7 +51,7 @@ def _when_layer_exists(hp: kt.HyperParameters, spec: JobCreate, index: int) -> I
         yield
 
 
-def search_space(spec: JobCreate) -> kt.HyperParameters:
+def search_space(spec: JobSpec) -> kt.HyperParameters:
     """Declare every hyperparameter of the job, constants included."""
     hp = kt.HyperParameters()
     _declare(hp, "hidden_layers", spec.model.hidden_layers)

@@ -1,6 +1,8 @@
-"""ASGI middleware that answers 413 once a request body grows past the configured size."""
+"""ASGI middleware that bounds a request body: 413 past the configured size, 408 past the time allowed."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,15 +12,27 @@ def _too_large(max_bytes: int) -> HTTPException:
     return HTTPException(413, f"the request body is larger than this service's limit of {max_bytes} bytes")
 
 
-class BodyLimitMiddleware:
-    """Checks Content-Length up front and counts streamed bytes, so chunked bodies are bounded too.
+def _too_slow(timeout_seconds: float) -> HTTPException:
+    # Closing the connection is the only way to stop a client still sending the rest of the body.
+    return HTTPException(
+        408,
+        f"the request body did not arrive within this service's limit of {timeout_seconds:g} seconds",
+        headers={"Connection": "close"},
+    )
 
-    The error is raised as an HTTPException from `receive`, which FastAPI passes on to the app's handler.
+
+class BodyLimitMiddleware:
+    """Checks Content-Length up front and counts streamed bytes, so chunked bodies are bounded too; and
+    gives the whole body `timeout_seconds` from the app's first read, so a client that trickles it (or
+    stops sending) cannot hold a connection and its buffer open.
+
+    The errors are raised as HTTPExceptions from `receive`, which FastAPI passes on to the app's handler.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_seconds: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,16 +41,29 @@ class BodyLimitMiddleware:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
         received = 0
+        deadline: float | None = None
+        complete = False
+        loop = asyncio.get_running_loop()
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, deadline, complete
             if too_large:
                 raise _too_large(self.max_bytes)
-            message = await receive()
+            if complete:  # later reads wait for a disconnect, which may take as long as the response
+                return await receive()
+            if deadline is None:
+                deadline = loop.time() + self.timeout_seconds
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise _too_slow(self.timeout_seconds) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _too_large(self.max_bytes)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         await self.app(scope, limited_receive, send)

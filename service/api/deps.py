@@ -1,6 +1,7 @@
 """FastAPI dependencies, as Annotated aliases routes can declare.
 
-The app's settings, job store and artifact store are made once by `create_app` and kept on `app.state`.
+The app's settings, job store, artifact store and job body reader are made once by `create_app` and kept
+on `app.state`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from service.api.job_bodies import JobBodies
 from service.core.artifacts import ArtifactStore
 from service.core.errors import NotFound, shorten
 from service.core.settings import Settings
@@ -52,9 +54,13 @@ def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v
             "job_not_found",
         )
     return job_id
+def get_job_bodies(request: Request) -> JobBodies:
+    bodies: JobBodies = request.app.state.job_bodies
+    return bodies
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 JobIdDep = Annotated[str, Depends(get_job_id)]
+JobBodiesDep = Annotated[JobBodies, Depends(get_job_bodies)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -29,6 +30,7 @@ _CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
 }
@@ -41,7 +43,7 @@ def error_response(
     code: str,
     message: str,
     fields: list[FieldProblem] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "error": {
@@ -114,7 +116,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(KtuneError)
     async def _ktune(_: Request, exc: KtuneError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.fields)
+        return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,37 +9,33 @@ import redis
 from kombu.exceptions import OperationalError
 
 from service.api.cleanup import remove_job
+from service.api.job_parsing import ParsedJob
 from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
 from service.core import lifecycle, queue
 from service.core.artifacts import ArtifactStore
-from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
+from service.core.errors import Conflict, NotFound, Unavailable
 from service.core.records import JobRecord, TrialRecord, utcnow
-from service.core.settings import Settings
-from service.core.spec import JobCreate, check_limits
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
 
 log = logging.getLogger(__name__)
 
 
-def submit(store: JobStore, spec: JobCreate, settings: Settings) -> JobRecord:
-    """Validate limits, store the job as queued, then queue its start.
+def submit(store: JobStore, job: ParsedJob) -> JobRecord:
+    """Store a validated job (`job_parsing.parse_job`'s) as queued, then queue its start.
 
-    Raises InvalidRequest over a limit, Unavailable when Redis cannot take the job (then nothing is kept
-    queued: a stored job whose start could not be sent is failed with the reason).
+    Raises Unavailable when Redis cannot take the job (then nothing is kept queued: a stored job whose
+    start could not be sent is failed with the reason).
     """
-    problems = check_limits(spec, settings.limits)
-    if problems:
-        raise InvalidRequest([FieldProblem(p.field, p.message) for p in problems])
-    spec = spec.resolved()
+    spec = job.spec
     record = JobRecord(
         id=str(uuid.uuid4()),
         status=JobStatus.QUEUED,
-        spec=spec.model_dump(mode="json", exclude={"data"}),
+        spec=spec.model_dump(mode="json"),
         created_at=utcnow(),
     )
     try:
-        store.create_job(record, spec.data.model_dump(mode="json"))
+        store.create_job(record, job.data)
     except redis.RedisError as exc:
         raise Unavailable(f"the job store is unreachable, nothing was queued: {exc}") from exc
     try:

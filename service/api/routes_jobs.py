@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 
 from service.api import job_service
-from service.api.deps import ArtifactsDep, JobIdDep, SettingsDep, StoreDep
+from service.api.deps import ArtifactsDep, JobBodiesDep, JobIdDep, StoreDep
+from service.api.job_bodies import OPENAPI_REQUEST_BODY
+from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.errors import Conflict, FieldProblem, InvalidRequest
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
-from service.core.store import InvalidCursor
+from service.core.store import InvalidCursor, JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -23,21 +27,58 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def request_schemas() -> dict[str, Any]:
+    """OpenAPI components of the request bodies these routes read themselves, as FastAPI writes them."""
+    probe = APIRouter()
+
+    @probe.post("/")
+    def _job(job: JobCreate) -> None: ...
+
+    schemas: dict[str, Any] = get_openapi(title="", version="", routes=probe.routes)["components"]["schemas"]
+    job = schemas["JobCreate"]
+    job["properties"] = {name: job["properties"][name] for name in FIELD_ORDER}
+    return schemas
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses={
+        400: {
+            "model": ErrorBody,
+            "description": "the body is not UTF-8 (`body_not_utf8`) or nests arrays and objects more than "
+            f"{MAX_JSON_DEPTH} deep (`body_too_deep`)",
+        },
+        408: {
+            "model": ErrorBody,
+            "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS (`body_timeout`); "
+            "the connection is closed",
+        },
         413: {"model": ErrorBody, "description": "body too large"},
+        415: {"model": ErrorBody, "description": "the Content-Type is not application/json (or `+json`)"},
         422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
-        503: {"model": ErrorBody, "description": "the queue is unreachable; nothing was queued"},
+        503: {
+            "model": ErrorBody,
+            "description": "the queue is unreachable, nothing was queued (`unavailable`); other large "
+            "bodies are being parsed (`busy`, with Retry-After); the process parsing this body was lost "
+            "(`parse_failed`)",
+        },
     },
+    openapi_extra=OPENAPI_REQUEST_BODY,
 )
-def create_job(job: JobCreate, response: Response, store: StoreDep, settings: SettingsDep) -> JobPublic:
+async def create_job(
+    request: Request, response: Response, store: StoreDep, bodies: JobBodiesDep
+) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
-    record = job_service.submit(store, job, settings)
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return job_service.to_public(store, record)
+    job = await bodies.read(request)
+    public = await run_in_threadpool(_submit, store, job)
+    response.headers["Location"] = f"/v1/jobs/{public.id}"
+    return public
+
+
+def _submit(store: JobStore, job: ParsedJob) -> JobPublic:
+    return job_service.to_public(store, job_service.submit(store, job))
 
 
 @router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})

@@ -37,6 +37,7 @@ class KtuneError(Exception):
     code: str = "error"
     status_code: int = 400
     fields: list[FieldProblem] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.message
@@ -66,3 +67,22 @@ class InvalidRequest(KtuneError):
 class Unavailable(KtuneError):
     def __init__(self, message: str, code: str = "unavailable") -> None:
         super().__init__(message, code, 503)
+
+
+class BadRequest(KtuneError):
+    """A body that cannot be read as a request at all (not UTF-8, nested too deep)."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message, code, 400)
+
+
+class UnsupportedMediaType(KtuneError):
+    def __init__(self, message: str, code: str = "unsupported_media_type") -> None:
+        super().__init__(message, code, 415)
+
+
+class Busy(KtuneError):
+    """The service is at a configured limit of work in progress; the same request may succeed later."""
+
+    def __init__(self, message: str, retry_after_seconds: int, code: str = "busy") -> None:
+        super().__init__(message, code, 503, headers={"Retry-After": str(retry_after_seconds)})

@@ -109,6 +109,22 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='kombu Redis transport options (JSON) over ktune\'s own, e.g. {"socket_timeout": 30}',
     )
+    body_timeout_seconds: float = Field(
+        60,
+        description="a request body must arrive within this long of its first byte being read; a slower "
+        "client gets a 408 and its connection is closed",
+    )
+    large_body_bytes: int = Field(
+        256 * 1024,
+        description="a job body larger than this (or of unknown length) is parsed and validated in a "
+        "separate process, so it cannot stall the API; smaller ones in a thread",
+    )
+    large_body_concurrency: int = Field(
+        2, ge=1, description="large job bodies read and parsed at once (and the parse processes)"
+    )
+    large_body_wait_seconds: float = Field(
+        30, description="a large body waits this long for its turn; then a 503 with Retry-After"
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @property

@@ -1,7 +1,8 @@
 """The tuning-job request: what to train, the search space, the objective and the search algorithm.
 
 Structural and semantic rules live on the models (no settings needed); `check_limits` applies the
-configurable hard limits. Both raise errors that name the offending field.
+configurable hard limits. Both raise errors that name the offending field. `JobSpec` is a job without its
+data (what is stored as the job's spec, and what workers load); `JobCreate` adds the inline data.
 """
 
 from __future__ import annotations
@@ -242,12 +243,14 @@ class JobLimits(StrictModel):
     )
 
 
-class JobCreate(StrictModel):
-    """A tuning job as POSTed to /v1/jobs."""
+class JobSpec(StrictModel):
+    """A tuning job without its data: what is stored as the job's spec, and what workers load.
+
+    Every rule that needs no data lives here; `JobCreate` adds the data and the rules on it.
+    """
 
     name: str | None = Field(None, max_length=200)
     task: Task
-    data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -299,21 +302,10 @@ class JobCreate(StrictModel):
         return self
 
     def _check_targets(self) -> None:
-        task = self.task.value
-        if self.task is Task.REGRESSION:
-            return
-        sections = {"data.train.y": self.data.train.y}
-        if self.data.validation is not None:
-            sections["data.validation.y"] = self.data.validation.y
-        for field, targets in sections.items():
-            if not all(float(v).is_integer() and v >= 0 for v in targets):
-                raise SpecError(field, f"{task} needs class labels 0, 1, 2 ...: whole numbers >= 0")
-            if self.task is Task.BINARY_CLASSIFICATION and not set(targets) <= {0.0, 1.0}:
-                raise SpecError(field, "binary_classification needs labels 0 and 1 only")
-        if len(set(self.data.train.y)) < 2:
-            raise SpecError("data.train.y", "train.y has a single class; a classifier needs at least two")
+        """`JobCreate`'s rules on the data's targets (none without data), run where they always ran, so
+        a request breaking several rules gets the same error as before the split."""
 
-    def resolved(self) -> JobCreate:
+    def resolved(self) -> Self:
         """A copy with every default the task implies written out, as the job is stored and shown."""
         return self.model_copy(
             update={
@@ -353,15 +345,40 @@ class JobCreate(StrictModel):
         return metric_direction(self.objective_name)
 
     @property
+    def queue(self) -> str:
+        return queue_for(self.resources.accelerator)
+
+    def without_data(self) -> JobSpec:
+        """This spec as a `JobSpec` (a copy without the data, for `JobCreate`)."""
+        return JobSpec.model_validate(self.model_dump(exclude={"data"}))
+
+
+class JobCreate(JobSpec):
+    """A tuning job as POSTed to /v1/jobs: the spec and its inline data."""
+
+    data: DataSpec
+
+    def _check_targets(self) -> None:
+        task = self.task.value
+        if self.task is Task.REGRESSION:
+            return
+        sections = {"data.train.y": self.data.train.y}
+        if self.data.validation is not None:
+            sections["data.validation.y"] = self.data.validation.y
+        for field, targets in sections.items():
+            if not all(float(v).is_integer() and v >= 0 for v in targets):
+                raise SpecError(field, f"{task} needs class labels 0, 1, 2 ...: whole numbers >= 0")
+            if self.task is Task.BINARY_CLASSIFICATION and not set(targets) <= {0.0, 1.0}:
+                raise SpecError(field, "binary_classification needs labels 0 and 1 only")
+        if len(set(self.data.train.y)) < 2:
+            raise SpecError("data.train.y", "train.y has a single class; a classifier needs at least two")
+
+    @property
     def output_units(self) -> int:
         """1 for binary classification and regression, the number of classes for multiclass."""
         if self.task is Task.MULTICLASS_CLASSIFICATION:
             return int(max(self.data.all_targets())) + 1
         return 1
-
-    @property
-    def queue(self) -> str:
-        return queue_for(self.resources.accelerator)
 
 
 def queue_for(accelerator: str) -> str:

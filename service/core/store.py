@@ -3,7 +3,7 @@
 Layout (prefix `ktune` by default):
 - `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, start_sends, started_at,
   finished_at, error (JSON), best (JSON)
-- `{p}:job:{id}:data` the data section (JSON), read by workers only
+- `{p}:job:{id}:data` the data as compact arrays (`.npz` bytes, `service.core.data_codec`), read by workers
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
   `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:history:{trial}` list of the trial's epochs
   (JSON `[execution, {metric: value}]`), appended as the trial trains
@@ -165,9 +165,11 @@ class InvalidCursor(ValueError):
 class JobStore:
     """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "ktune") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "ktune", binary: redis.Redis | None = None) -> None:
         # redis-py types every reply as "T | Awaitable[T]" (sync and async share stubs); this client is sync.
         self.redis: Any = client
+        # Replies as bytes, for the job's data; made from `client`'s settings on first use when not given.
+        self._binary: Any = binary
         self.prefix = prefix
         self._transition = client.register_script(_TRANSITION)
         self._trial_transition = client.register_script(_TRIAL_TRANSITION)
@@ -180,15 +182,25 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            health_check_interval=15,
-            socket_connect_timeout=5,
-            socket_timeout=15,  # a Redis that hangs raises instead of freezing a worker (or its lease thread)
-            retry_on_timeout=True,
-        )
-        return cls(client, prefix)
+        options: dict[str, Any] = {
+            "health_check_interval": 15,
+            "socket_connect_timeout": 5,
+            # A Redis that hangs raises instead of freezing a worker (or its lease thread).
+            "socket_timeout": 15,
+            "retry_on_timeout": True,
+        }
+        client = redis.Redis.from_url(url, decode_responses=True, **options)
+        return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **options))
+
+    @property
+    def _bytes(self) -> Any:
+        if self._binary is None:
+            pool = self.redis.connection_pool
+            kwargs = {**pool.connection_kwargs, "decode_responses": False}
+            self._binary = redis.Redis(
+                connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            )
+        return self._binary
 
     # keys
     def _job(self, job_id: str) -> str:
@@ -206,11 +218,11 @@ class JobStore:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-    def create_job(self, record: JobRecord, data: dict[str, Any]) -> None:
-        """Store a new job and index it; the job is visible to readers at once."""
+    def create_job(self, record: JobRecord, data: bytes) -> None:
+        """Store a new job and its data (`data_codec.encode`'s bytes) and index it; readers see it at once."""
         member = self._member(record.created_at, record.id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(f"{self._job(record.id)}:data", json.dumps(data))
+        pipe.set(f"{self._job(record.id)}:data", data)
         pipe.hset(self._job(record.id), mapping=_job_fields(record))
         pipe.zadd(self._index(), {member: 0})
         pipe.zadd(self._index(record.status), {member: 0})
@@ -240,12 +252,12 @@ class JobStore:
         value = self.redis.hget(self._job(job_id), "status")
         return JobStatus(value) if value else None
 
-    def get_data(self, job_id: str) -> dict[str, Any]:
-        raw = self.redis.get(f"{self._job(job_id)}:data")
+    def get_data(self, job_id: str) -> bytes:
+        """The job's stored data (`data_codec.decode` reads it). Raises KeyError."""
+        raw = self._bytes.get(f"{self._job(job_id)}:data")
         if raw is None:
             raise KeyError(job_id)
-        data: dict[str, Any] = json.loads(raw)
-        return data
+        return bytes(raw)
 
     def transition(
         self, job_id: str, allowed_from: Iterable[JobStatus], to: JobStatus, **fields: Any

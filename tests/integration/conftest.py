@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from service.core import lifecycle, queue
+from service.core import data_codec, lifecycle, queue
 from service.core.artifacts import ArtifactStore
 from service.core.records import JobRecord, utcnow
 from service.core.settings import Settings
@@ -285,6 +285,6 @@ def running_job(ctx: WorkerContext) -> str:
         spec=spec.model_dump(mode="json", exclude={"data"}),
         created_at=utcnow(),
     )
-    ctx.store.create_job(record, spec.data.model_dump(mode="json"))
+    ctx.store.create_job(record, data_codec.encode(spec.data, spec.task))
     assert lifecycle.start(ctx.store, record.id)
     return record.id

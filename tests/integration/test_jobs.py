@@ -191,6 +191,7 @@ def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
 ) -> None:
     from datetime import timedelta
 
+    from service.core import data_codec
     from service.core.records import JobRecord, utcnow
     from service.core.spec import JobCreate
     from service.core.states import JobStatus
@@ -209,7 +210,8 @@ def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
         enqueued_at=long_ago,
         start_sends=1,
     )
-    JobStore.from_url(redis_url).create_job(record, spec.data.model_dump(mode="json"))  # stored, never sent
+    stored = data_codec.encode(spec.data, spec.task)
+    JobStore.from_url(redis_url).create_job(record, stored)  # stored, never sent
 
     done = wait_job(api, record.id, {"succeeded"}, timeout=120)
     assert done["progress"]["completed"] == 1

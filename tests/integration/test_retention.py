@@ -192,7 +192,7 @@ def private_store(redis_url: str) -> Iterator[JobStore]:
 
 def _stored_job(store: JobStore, trials: int = 1) -> str:
     record = JobRecord(id=str(uuid.uuid4()), status=JobStatus.QUEUED, spec={}, created_at=utcnow())
-    store.create_job(record, {"train": {}})
+    store.create_job(record, b"npz bytes")
     for i in range(trials):
         trial = TrialRecord(id=f"t{i}", status=TrialStatus.QUEUED, hyperparameters={})
         assert lifecycle.queue_trial(store, record.id, trial)

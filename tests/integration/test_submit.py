@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from kombu.exceptions import OperationalError
 
 from service.api import job_service
+from service.api.job_parsing import parse_job
 from service.core import queue
 from service.core.errors import Unavailable
-from service.core.settings import Settings
-from service.core.spec import JobCreate
+from service.core.settings import Limits
 from service.core.states import JobStatus
 from service.core.store import JobStore
 from tests.integration.conftest import ROOT
@@ -27,10 +25,10 @@ def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
 
     monkeypatch.setattr(queue, "send_start_job", refuse)
     store = JobStore.from_url(redis_url, prefix="ktune-submit-test")
-    spec = JobCreate.model_validate(json.loads((ROOT / "examples" / "xor-seed.json").read_text()))
+    job = parse_job((ROOT / "examples" / "xor-seed.json").read_bytes(), Limits())
 
     with pytest.raises(Unavailable) as raised:
-        job_service.submit(store, spec, Settings(redis_url=redis_url))
+        job_service.submit(store, job)
     assert raised.value.status_code == 503
 
     [job_id] = store.jobs_with_status(JobStatus.FAILED)

@@ -32,7 +32,7 @@ def test_no_tensorflow(statement: str) -> None:
 def test_shared_core_needs_neither_fastapi_nor_tensorflow() -> None:
     modules = (
         "spec, params, catalog, settings, store, records, lifecycle, artifacts, queue, states, errors, "
-        "heartbeats"
+        "heartbeats, data_codec"
     )
     loaded = loaded_after(f"from service.core import {modules}")
     assert not loaded & {*HEAVY, "fastapi", "starlette"}
