@@ -97,6 +97,14 @@ def validation_problems(errors: list[dict[str, Any]], limit: int | None = None) 
     return list(seen.values())
 
 
+def invalid_request(errors: list[dict[str, Any]]) -> InvalidRequest:
+    """The 422 of Pydantic's errors."""
+    # A body of a million bad numbers has a million errors: describe the first few, count the rest.
+    problems = validation_problems(errors, MAX_FIELD_PROBLEMS)
+    unlisted = len(errors) - len(problems) if len(problems) == MAX_FIELD_PROBLEMS else 0
+    return InvalidRequest(problems, unlisted=unlisted)
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path.
 
@@ -120,11 +128,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        # A body of a million bad numbers has a million errors: describe the first few, count the rest.
-        problems = validation_problems(errors, MAX_FIELD_PROBLEMS)
-        unlisted = len(errors) - len(problems) if len(problems) == MAX_FIELD_PROBLEMS else 0
-        err = InvalidRequest(problems, unlisted=unlisted)
+        err = invalid_request(list(exc.errors()))
         return error_response(422, err.code, err.message, err.fields)
 
     @app.exception_handler(StarletteHTTPException)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service.api.errors import validation_problems
+from service.api.errors import invalid_request
 from service.core import data_codec
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest
 from service.core.settings import Limits
@@ -113,7 +113,7 @@ def _parse_as_fastapi(raw: bytes | bytearray) -> JobCreate:
             except ValidationError as exc:
                 errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
                 errors.sort(key=_field_position)
-    raise InvalidRequest(validation_problems(errors))
+    raise invalid_request(errors)
 
 
 def _field_position(error: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,14 @@ def resend_wait(stale_seconds: int, sends: int) -> timedelta:
     return timedelta(seconds=min(stale_seconds * 2 ** max(0, sends - 1), _MAX_RESEND_WAIT_SECONDS))
 
 
+def jobs_in(store: JobStore, status: JobStatus) -> Iterator[JobRecord]:
+    """The jobs with `status`, each read as it is reached; one that has moved on since is left out."""
+    for job_id in store.jobs_with_status(status):
+        record = store.get_job(job_id)
+        if record is not None and record.status is status:
+            yield record
+
+
 def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
     """Send the start again for queued jobs whose last send is older than their `resend_wait`.
 
@@ -40,10 +49,8 @@ def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
     """
     now = utcnow()
     resent: list[str] = []
-    for job_id in store.jobs_with_status(JobStatus.QUEUED):
-        record = store.get_job(job_id)
-        if record is None or record.status is not JobStatus.QUEUED:
-            continue
+    for record in jobs_in(store, JobStatus.QUEUED):
+        job_id = record.id
         last_send = record.enqueued_at or record.created_at
         if now - last_send < resend_wait(settings.stale_queued_seconds, record.start_sends):
             continue
@@ -67,10 +74,8 @@ def requeue_orphaned_trials(store: JobStore, settings: Settings) -> list[str]:
     stale = settings.stale_queued_seconds
     queued_before = utcnow() - timedelta(seconds=stale)
     resent: list[str] = []
-    for job_id in store.jobs_with_status(JobStatus.RUNNING):
-        record = store.get_job(job_id)
-        if record is None:
-            continue
+    for record in jobs_in(store, JobStatus.RUNNING):
+        job_id = record.id
         for trial in store.get_trials(job_id, history=False):
             if trial.status is TrialStatus.RUNNING:
                 every = stale
@@ -105,10 +110,8 @@ def nudge_stalled_jobs(store: JobStore, settings: Settings) -> list[str]:
     stale = timedelta(seconds=settings.stale_queued_seconds)
     now = utcnow()
     nudged: list[str] = []
-    for job_id in store.jobs_with_status(JobStatus.RUNNING):
-        record = store.get_job(job_id)
-        if record is None or record.status is not JobStatus.RUNNING:
-            continue
+    for record in jobs_in(store, JobStatus.RUNNING):
+        job_id = record.id
         if store.trial_status_counts(job_id).keys() & _ACTIVE:
             if record.nudges:
                 store.set_job_fields(job_id, nudges=0)  # it moves again
@@ -141,10 +144,8 @@ def fail_unserved_jobs(store: JobStore, settings: Settings) -> list[str]:
     now = utcnow()
     failed: list[str] = []
     for status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        for job_id in store.jobs_with_status(status):
-            record = store.get_job(job_id)
-            if record is None or record.status.is_final():
-                continue
+        for record in jobs_in(store, status):
+            job_id = record.id
             name = _queue_of(record.spec)
             if name in consumed or not _waits_on_queue(store, record):
                 if record.waiting is not None:

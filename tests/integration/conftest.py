@@ -248,7 +248,23 @@ def long_job(
     return job_id
 
 
-# --- search steps in the test process ----------------------------------------------------------------
+# --- the store and search steps in the test process --------------------------------------------------
+
+
+@pytest.fixture
+def scratch_store(redis_url: str) -> JobStore:
+    """A job store on a key prefix of its own."""
+    return JobStore.from_url(redis_url, prefix=f"scratch-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def scratch_job(scratch_store: JobStore) -> str:
+    """A running job in `scratch_store` with no trial, no search state and placeholder data."""
+    spec = {"task": "regression", "resources": {"accelerator": "cpu"}, "tuner": {"max_trials": 1}}
+    record = JobRecord(id=str(uuid.uuid4()), status=JobStatus.RUNNING, spec=spec, created_at=utcnow())
+    scratch_store.create_job(record, b"npz bytes")
+    return record.id
+
 
 IN_PROCESS_LOCK_SECONDS = 0.6
 
