@@ -23,15 +23,19 @@ _python() {
   echo "ktune needs Python 3.11 or 3.12 on PATH" >&2; return 1
 }
 
-ensure_venv() {
-  if [ ! -x "$PY" ]; then
-    local python; python="$(_python)"
-    if ! "$python" -m venv "$VENV" 2>/dev/null; then
-      rm -rf "$VENV"
-      _apt_install "$(basename "$python")-venv" || _apt_install python3-venv
-      "$python" -m venv "$VENV"
-    fi
+# Creates the virtual environment $1 unless it exists (installing the distribution's venv module if needed).
+_make_venv() {
+  [ -x "$1/bin/python" ] && return 0
+  local python; python="$(_python)"
+  if ! "$python" -m venv "$1" 2>/dev/null; then
+    rm -rf "$1"
+    _apt_install "$(basename "$python")-venv" || _apt_install python3-venv
+    "$python" -m venv "$1"
   fi
+}
+
+ensure_venv() {
+  _make_venv "$VENV"
   local stamp="$VENV/.ktune-installed"
   if [ ! -f "$stamp" ] || [ "$KTUNE_ROOT/pyproject.toml" -nt "$stamp" ]; then
     "$PY" -m pip install -q --upgrade pip
@@ -50,14 +54,7 @@ PROD_VENV="${KTUNE_PROD_VENV:-$KTUNE_ROOT/.venv-prod}"
 PROD_PY="$PROD_VENV/bin/python"
 
 ensure_prod_venv() {
-  if [ ! -x "$PROD_PY" ]; then
-    local python; python="$(_python)"
-    if ! "$python" -m venv "$PROD_VENV" 2>/dev/null; then
-      rm -rf "$PROD_VENV"
-      _apt_install "$(basename "$python")-venv" || _apt_install python3-venv
-      "$python" -m venv "$PROD_VENV"
-    fi
-  fi
+  _make_venv "$PROD_VENV"
   # The dependencies are resolved again only when pyproject.toml changed (pip's cache keeps the downloads),
   # the project itself only when its files changed.
   local deps_stamp="$PROD_VENV/.ktune-pyproject.sha256" code_stamp="$PROD_VENV/.ktune-code.sha256"
