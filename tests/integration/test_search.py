@@ -54,6 +54,9 @@ def test_a_step_outliving_its_lock_length_keeps_the_lock_and_writes_once(
 
     def compete() -> None:
         other = JobStore.from_url(worker_ctx.settings.redis_url, worker_ctx.store.prefix)
+        # Another worker's step, started once this one holds the lock (had it come first, this one waits).
+        while not done.is_set() and not other.redis.keys(f"{other.prefix}:*:lock"):
+            time.sleep(0.01)
         while not done.is_set():
             taken.append(other.acquire_step_lock(job_id, "another worker", 10))
             time.sleep(0.05)
