@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from service.core import lifecycle
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
@@ -43,8 +44,10 @@ def fill(client: redis.Redis, jobs: int) -> None:
 def cancelled_job(store: JobStore) -> str:
     record = JobRecord(id=str(uuid.uuid4()), status=JobStatus.QUEUED, spec={}, created_at=utcnow())
     store.create_job(record, b"npz bytes")
-    store.put_trial(record.id, TrialRecord(id="t1", status=TrialStatus.CANCELLED, hyperparameters={}))
-    store.transition(record.id, [JobStatus.QUEUED], JobStatus.CANCELLED, finished_at=utcnow())
+    trial = TrialRecord(id="t1", status=TrialStatus.QUEUED, hyperparameters={})
+    lifecycle.queue_trial(store, record.id, trial)
+    lifecycle.cancel(store, record.id)
+    lifecycle.cancel_queued_trial(store, record.id, trial)
     return record.id
 
 
