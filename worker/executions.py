@@ -12,7 +12,7 @@ from service.core.records import TrialRecord
 from service.core.spec import JobSpec
 from worker.checkpoints import Checkpointer, TrialCheckpoint
 from worker.context import WorkerContext
-from worker.data import job_arrays
+from worker.data import job_data
 from worker.model_builder import build_model
 from worker.progress import TrialProgress
 from worker.stops import StopReason
@@ -88,12 +88,13 @@ def train_executions(
         allowed=lambda: not progress.lease.lost,
         elapsed=progress.elapsed,
     )
-    data = job_arrays(ctx.store, job_id, spec.task)
+    prepared = job_data(ctx.store, ctx.artifacts, job_id, spec.task)
+    data = prepared.train
     model: keras.Model | None = None
     executions = spec.tuner.executions_per_trial
     for execution in range(len(results), executions):
         keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
-        fresh = build_model(spec, values, data)
+        fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
         if "tuner/trial_id" in values:
             fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
         model = _model_for_execution(model, fresh, ctx.settings.training_loop)

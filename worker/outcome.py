@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from worker import search
 from worker.context import WorkerContext
+from worker.data import JobData, job_data
 from worker.executions import ExecutionsRun
+from worker.model_builder import make_metric
 from worker.training import ExecutionResult
 
 
@@ -67,5 +70,17 @@ def _save_candidate(
     if not search.could_be_best(spec, objective, search.current_best(ctx, job_id)):
         return None
     path = ctx.artifacts.candidate_model_path(job_id, trial_id)
-    model.save(path)
+    exported_model(model, job_data(ctx.store, ctx.artifacts, job_id, spec.task), spec).save(path)
     return path
+
+
+def exported_model(model: keras.Model, data: JobData, spec: JobSpec) -> keras.Model:
+    """The trained model as users download it: it takes raw rows (the job's preprocessing inside) and is
+    compiled with the job's plain loss and metrics, so `keras.models.load_model` needs nothing of ktune."""
+    if data.preprocessing is None:
+        return model
+    exported = data.preprocessing.export(model)
+    if exported is model:
+        exported = keras.Model(model.inputs, model.outputs)
+    exported.compile(loss=spec.loss, metrics=[make_metric(name, spec.task) for name in spec.metrics])
+    return exported

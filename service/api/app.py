@@ -10,12 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api import errors, routes_health, routes_jobs
+from service.api import errors, routes_datasets, routes_health, routes_jobs
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
 from service.api.job_bodies import JobBodies
 from service.api.sweeper import run_sweeper
 from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetStore
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
 
@@ -49,14 +50,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Redis clients connect on first use, so building the store here costs nothing at start-up.
     app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
     app.state.artifacts = ArtifactStore(settings.artifact_dir)
+    app.state.datasets = DatasetStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
+    app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.limits.max_body_bytes,
         timeout_seconds=settings.body_timeout_seconds,
+        # An upload's multipart body is the file and a few hundred bytes of part headers and fields.
+        larger={"/v1/datasets": (settings.limits.max_dataset_bytes + 64 * 1024, settings.dataset_upload_seconds)},
     )
     errors.install(app)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_datasets.router)
     app.include_router(routes_health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -29,17 +29,28 @@ class BodyLimitMiddleware:
     The errors are raised as HTTPExceptions from `receive`, which FastAPI passes on to the app's handler.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_seconds: float = 60.0,
+        larger: dict[str, tuple[int, float]] | None = None,
+    ) -> None:
+        """`larger`: other bounds (bytes, seconds) for the bodies of some paths (uploads)."""
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_seconds = timeout_seconds
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, timeout_seconds = self.larger.get(
+            scope.get("path", "").rstrip("/"), (self.max_bytes, self.timeout_seconds)
+        )
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+        too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
         received = 0
         deadline: float | None = None
         complete = False
@@ -48,19 +59,19 @@ class BodyLimitMiddleware:
         async def limited_receive() -> Message:
             nonlocal received, deadline, complete
             if too_large:
-                raise _too_large(self.max_bytes)
+                raise _too_large(max_bytes)
             if complete:  # later reads wait for a disconnect, which may take as long as the response
                 return await receive()
             if deadline is None:
-                deadline = loop.time() + self.timeout_seconds
+                deadline = loop.time() + timeout_seconds
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                raise _too_slow(self.timeout_seconds) from None
+                raise _too_slow(timeout_seconds) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _too_large(self.max_bytes)
+                if received > max_bytes:
+                    raise _too_large(max_bytes)
                 complete = not message.get("more_body", False)
             else:
                 complete = True

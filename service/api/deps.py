@@ -13,6 +13,7 @@ from fastapi import Depends, Path, Request
 
 from service.api.job_bodies import JobBodies
 from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetStore
 from service.core.errors import NotFound, shorten
 from service.core.settings import Settings
 from service.core.store import JobStore
@@ -31,6 +32,11 @@ def get_store(request: Request) -> JobStore:
 def get_artifacts(request: Request) -> ArtifactStore:
     artifacts: ArtifactStore = request.app.state.artifacts
     return artifacts
+
+
+def get_datasets(request: Request) -> DatasetStore:
+    datasets: DatasetStore = request.app.state.datasets
+    return datasets
 
 
 def _is_job_id(text: str) -> bool:
@@ -62,5 +68,6 @@ def get_job_bodies(request: Request) -> JobBodies:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 JobIdDep = Annotated[str, Depends(get_job_id)]
 JobBodiesDep = Annotated[JobBodies, Depends(get_job_bodies)]

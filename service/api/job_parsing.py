@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from service.api.errors import invalid_request
 from service.core import data_codec
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest
+from service.core.data_plan import DataPlan
+from service.core.job_data import prepare_inline
 from service.core.settings import Limits
 from service.core.spec import JobCreate, JobSpec, check_limits
 
@@ -47,10 +49,13 @@ _STRING = re.compile(rb'"[^"]*"')
 
 @dataclass(frozen=True)
 class ParsedJob:
-    """A valid job request: its resolved spec (what is stored and shown) and its data's stored form."""
+    """A valid job request: its resolved spec (what is stored and shown), and either inline data's plan and
+    stored form, or the request's data-set reference (checked against the data set when it is submitted)."""
 
     spec: JobSpec
-    data: bytes
+    plan: DataPlan | None = None
+    data: bytes | None = None
+    dataset_request: JobCreate | None = None
 
 
 def parse_job(raw: bytes | bytearray, limits: Limits) -> ParsedJob:
@@ -75,7 +80,10 @@ def parse_job(raw: bytes | bytearray, limits: Limits) -> ParsedJob:
     if problems:
         raise InvalidRequest([FieldProblem(p.field, p.message) for p in problems])
     job = job.resolved()
-    return ParsedJob(job.without_data(), data_codec.encode(job.data, job.task))
+    if job.data.train is None:
+        return ParsedJob(job.without_data(), dataset_request=job)
+    plan, arrays = prepare_inline(job)
+    return ParsedJob(job.without_data(), plan, data_codec.encode(plan, arrays))
 
 
 def parse_job_file(path: str, limits: Limits) -> ParsedJob:

@@ -8,12 +8,18 @@ import uuid
 import redis
 from kombu.exceptions import OperationalError
 
+from service.api import dataset_service
 from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
 from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
-from service.core import lifecycle, queue
+from service.core import data_codec, lifecycle, queue
 from service.core.artifacts import ArtifactStore
-from service.core.errors import Conflict, NotFound, Unavailable
+from service.core.data_plan import DataPlan
+from service.core.dataset_store import DatasetStore
+from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
+from service.core.job_data import prepare_dataset
+from service.core.settings import Limits
+from service.core.spec import SpecError
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
@@ -21,21 +27,26 @@ from service.core.store import JobDeletion, JobStore
 log = logging.getLogger(__name__)
 
 
-def submit(store: JobStore, job: ParsedJob) -> JobRecord:
+def submit(
+    store: JobStore, datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits
+) -> JobRecord:
     """Store a validated job (`job_parsing.parse_job`'s) as queued, then queue its start.
 
-    Raises Unavailable when Redis cannot take the job (then nothing is kept queued: a stored job whose
-    start could not be sent is failed with the reason).
+    A job on a data set is checked against the data set first (InvalidRequest) and attached to it, so the
+    data set cannot be deleted under it. Raises Unavailable when Redis cannot take the job (then nothing is
+    kept queued: a stored job whose start could not be sent is failed with the reason).
     """
-    spec = job.spec
-    record = JobRecord(
-        id=str(uuid.uuid4()),
-        status=JobStatus.QUEUED,
-        spec=spec.model_dump(mode="json"),
-        created_at=utcnow(),
-    )
+    spec, job_id = job.spec, str(uuid.uuid4())
     try:
-        store.create_job(record, job.data)
+        plan, data = _data_of(datasets, artifacts, job, job_id, limits)
+        record = JobRecord(
+            id=job_id,
+            status=JobStatus.QUEUED,
+            spec=spec.model_dump(mode="json"),
+            created_at=utcnow(),
+            data=plan,
+        )
+        store.create_job(record, data)
     except redis.RedisError as exc:
         raise Unavailable(f"the job store is unreachable, nothing was queued: {exc}") from exc
     try:
@@ -48,6 +59,31 @@ def submit(store: JobStore, job: ParsedJob) -> JobRecord:
     store.set_job_fields(record.id, enqueued_at=record.enqueued_at, start_sends=1)
     # As accepted: a worker may already have started it, which the client sees on its first poll.
     return record
+
+
+def _data_of(
+    datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, job_id: str, limits: Limits
+) -> tuple[DataPlan, bytes]:
+    """The job's data plan and stored data; a data set is resolved, checked and attached to the job."""
+    if job.dataset_request is None:
+        assert job.plan is not None and job.data is not None
+        return job.plan, job.data
+    request = job.dataset_request
+    assert request.data.dataset is not None
+    source = dataset_service.source(datasets, artifacts, request.data.dataset, "data.dataset")
+    validation = None
+    if request.data.validation_dataset is not None:
+        validation = dataset_service.source(
+            datasets, artifacts, request.data.validation_dataset, "data.validation_dataset"
+        )
+    try:
+        prepared = prepare_dataset(request, source, validation, limits)
+    except SpecError as exc:
+        raise InvalidRequest([FieldProblem(exc.field, exc.message)]) from exc
+    for field, used in (("data.dataset", source), ("data.validation_dataset", validation)):
+        if used is not None and not used.builtin and not datasets.attach_job(used.ref, job_id):
+            raise InvalidRequest([FieldProblem(field, f"data set '{used.ref}' was deleted just now")])
+    return prepared.plan, data_codec.encode(prepared.plan, None)
 
 
 def get(store: JobStore, job_id: str) -> JobRecord:
@@ -119,6 +155,8 @@ def to_public(store: JobStore, record: JobRecord) -> JobPublic:
         best_trial=record.best,
         error=record.error,
         waiting=record.waiting,
+        classes=record.data.classes if record.data else None,
+        data=record.data,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,

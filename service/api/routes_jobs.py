@@ -10,11 +10,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 
 from service.api import job_service
-from service.api.deps import ArtifactsDep, JobBodiesDep, JobIdDep, StoreDep
+from service.api.deps import ArtifactsDep, DatasetsDep, JobBodiesDep, JobIdDep, SettingsDep, StoreDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
+from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict, FieldProblem, InvalidRequest
+from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
 from service.core.store import InvalidCursor, JobStore
@@ -68,17 +71,25 @@ def request_schemas() -> dict[str, Any]:
     openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def create_job(
-    request: Request, response: Response, store: StoreDep, bodies: JobBodiesDep
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    datasets: DatasetsDep,
+    artifacts: ArtifactsDep,
+    bodies: JobBodiesDep,
+    settings: SettingsDep,
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request)
-    public = await run_in_threadpool(_submit, store, job)
+    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, settings.limits)
     response.headers["Location"] = f"/v1/jobs/{public.id}"
     return public
 
 
-def _submit(store: JobStore, job: ParsedJob) -> JobPublic:
-    return job_service.to_public(store, job_service.submit(store, job))
+def _submit(
+    store: JobStore, datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits
+) -> JobPublic:
+    return job_service.to_public(store, job_service.submit(store, datasets, artifacts, job, limits))
 
 
 @router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})

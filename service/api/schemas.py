@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.core.data_plan import DataPlan
+from service.core.datasets import ColumnInfo
+from service.core.labels import Label
 from service.core.records import BestTrial, ErrorInfo, ExecutionRecord
 from service.core.states import JobStatus, TrialStatus
 
@@ -42,6 +45,14 @@ class JobPublic(BaseModel):
     waiting: ErrorInfo | None = Field(
         None, description="why the job waits without progress (no_worker: no worker takes its queue)"
     )
+    classes: list[Label] | None = Field(
+        None,
+        description="classifiers: output unit i of the model is classes[i] (binary: a probability above "
+        "0.5 means classes[1])",
+    )
+    data: DataPlan | None = Field(
+        None, description="what the job trains on: source, features, split (with checksum), preprocessing"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -75,6 +86,28 @@ class TrialPublic(BaseModel):
 class TrialList(BaseModel):
     job_id: str
     items: list[TrialPublic]
+
+
+class DatasetPublic(BaseModel):
+    """A data set: an upload (by id) or a built-in set (by name), with what its columns hold."""
+
+    id: str = Field(description="what a job's data.dataset names: an upload's id, or a built-in set's name")
+    name: str | None
+    builtin: bool
+    task: str | None = Field(None, description="built-in sets: the task they are made for")
+    format: str = Field(description="csv, parquet, npz or builtin")
+    rows: int
+    columns: list[ColumnInfo]
+    size: int = Field(description="bytes of the uploaded file")
+    sha256: str = Field(description="of the uploaded file")
+    created_at: datetime | None
+
+
+class DatasetList(BaseModel):
+    """Data sets: the built-in ones on the first page, then uploads, newest first."""
+
+    items: list[DatasetPublic]
+    next_cursor: str | None
 
 
 class FieldError(BaseModel):

@@ -1,4 +1,5 @@
-"""The artifact store: best models and trial checkpoints in a directory shared by the API and workers."""
+"""The artifact store: best models, trial checkpoints and uploaded data sets in a directory shared by the API
+and workers."""
 
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ class ArtifactStore:
     def delete_job(self, job_id: str) -> None:
         """Delete every file of the job; deleting a job that has none does nothing."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self.root / "datasets" / dataset_id
+
+    def dataset_table_path(self, dataset_id: str) -> Path:
+        """An uploaded data set in its stored form (an Arrow file workers memory-map)."""
+        return self.dataset_dir(dataset_id) / "table.arrow"
+
+    def upload_path(self, dataset_id: str) -> Path:
+        """Where an upload is copied while it is read; gone once the data set is stored."""
+        path = self.dataset_dir(dataset_id) / "upload.part"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        shutil.rmtree(self.dataset_dir(dataset_id), ignore_errors=True)
 
     def last_modified(self, job_id: str) -> float | None:
         """The job directory's modification time (seconds since the epoch); None when there is none."""

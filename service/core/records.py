@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.core.data_plan import DataPlan
 from service.core.states import JobStatus, TrialStatus
 
 
@@ -46,6 +47,7 @@ class JobRecord(BaseModel):
     last_step_at: datetime | None = None  # when a worker last took a step of the job's search
     nudges: int = 0  # how often the sweeper has restarted a search that stalled
     waiting: ErrorInfo | None = None  # why the job is not progressing, while it waits (no worker ...)
+    data: DataPlan | None = None  # what the job trains on (None for jobs stored before plans existed)
 
 
 class ExecutionRecord(BaseModel):

@@ -24,6 +24,7 @@ class Limits(BaseSettings):
     max_executions_per_trial: int = Field(10, description="executions of one trial")
     max_parallel_trials: int = Field(64, description="trials of one job running at once")
     max_body_bytes: int = Field(32 * 1024 * 1024, description="size of a request body")
+    max_dataset_bytes: int = Field(1024**3, description="size of an uploaded data-set file")
     max_range_values: int = Field(
         100_000,
         description="values keras-tuner lists for one hyperparameter range (its grid at its step)",
@@ -124,6 +125,12 @@ class Settings(BaseSettings):
     )
     large_body_wait_seconds: float = Field(
         30, description="a large body waits this long for its turn; then a 503 with Retry-After"
+    )
+    dataset_upload_seconds: float = Field(
+        1_800, description="an upload to POST /v1/datasets must arrive within this long (else a 408)"
+    )
+    dataset_ingest_concurrency: int = Field(
+        2, ge=1, description="uploads read into data sets at once; more wait their turn"
     )
     limits: Limits = Field(default_factory=Limits)
 

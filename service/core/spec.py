@@ -8,6 +8,7 @@ data (what is stored as the job's spec, and what workers load); `JobCreate` adds
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -22,6 +23,7 @@ from service.core.catalog import (
     metric_direction,
 )
 from service.core.errors import shorten
+from service.core.labels import Label, LabelError, as_labels, check_classes, classes_of, output_units, to_indices
 from service.core.params import (
     Float,
     FloatChoice,
@@ -51,10 +53,12 @@ class SpecError(ValueError):
 
 
 class ArrayData(StrictModel):
-    """Inline arrays: x is rows of numeric features, y one target per row."""
+    """Inline arrays: x is rows of numeric features, y one target per row (a class label may be a string)."""
 
     x: list[list[float]] = Field(min_length=1, description="2-D: one list of numbers per row")
-    y: list[float] = Field(min_length=1, description="1-D: one target per row")
+    y: list[float | str] = Field(
+        min_length=1, description="1-D: one target per row; numbers, or strings as class labels"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -70,33 +74,90 @@ class ArrayData(StrictModel):
                 raise ValueError(f"x row {index} holds NaN or infinity; only finite numbers are allowed")
         if len(self.y) != len(self.x):
             raise ValueError(f"x has {len(self.x)} rows but y has {len(self.y)} values; give one y per row")
-        if not all(math.isfinite(v) for v in self.y):
+        if not all(isinstance(v, str) or math.isfinite(v) for v in self.y):
             raise ValueError("y holds NaN or infinity; only finite numbers are allowed")
         return self
 
 
-class DataSpec(StrictModel):
-    """Training data and how to validate. Inline arrays today; uploads and built-in sets will join here."""
+class PreprocessingSpec(StrictModel):
+    """What the model does to raw rows before its hidden layers; all of it is part of the saved model."""
 
-    train: ArrayData
-    validation: ArrayData | None = None
+    standardize: bool = Field(
+        True, description="numeric features scaled to mean 0, variance 1 by the training rows' statistics"
+    )
+    impute: Literal["mean"] | None = Field(
+        None,
+        description="'mean': missing numeric cells take the training rows' mean and missing categorical "
+        "cells a category of their own; unset: a missing cell in a used column is refused",
+    )
+    scale_target: bool = Field(
+        True,
+        description="regression with a linear output: train on standardized targets; the model still "
+        "predicts in the target's units",
+    )
+
+
+class DataSpec(StrictModel):
+    """Training data: inline arrays (`train`), or a data set by id or built-in name (`dataset`)."""
+
+    train: ArrayData | None = Field(None, description="inline rows")
+    validation: ArrayData | None = Field(None, description="inline validation rows")
+    dataset: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="a data set's id (POST /v1/datasets) or a built-in name (iris, wine, breast_cancer, "
+        "digits, diabetes)",
+    )
+    target: str | None = Field(
+        None, min_length=1, description="the label column; built-in sets: 'target', .npz files: 'y'"
+    )
+    features: list[str] | None = Field(
+        None, min_length=1, description="feature columns in this order; default: every other column"
+    )
+    validation_dataset: str | None = Field(
+        None, min_length=1, max_length=100, description="validate on this data set instead of a split"
+    )
     validation_split: Float | None = Field(
-        None, gt=0, lt=1, description="fraction of train rows (the last ones, as Keras takes them) held out"
+        None, gt=0, lt=1, description="fraction of the rows held out for validation (default 0.2)"
+    )
+    shuffle: bool = Field(
+        True,
+        description="split at random (seeded by tuner.seed; stratified by class for classifiers); false "
+        "holds out the last rows, as Keras' validation_split does",
+    )
+    preprocessing: bool | PreprocessingSpec | None = Field(
+        None,
+        description="on (true, or the options) by default for data sets, off for inline arrays",
     )
 
     @model_validator(mode="after")
-    def _one_validation(self) -> Self:
-        if self.validation is not None and self.validation_split is not None:
-            raise ValueError("give either validation or validation_split, not both")
-        if self.validation is not None and len(self.validation.x[0]) != len(self.train.x[0]):
-            raise ValueError(
-                f"validation.x has {len(self.validation.x[0])} features but train.x has "
-                f"{len(self.train.x[0])}"
-            )
-        if self.validation is None:
+    def _one_source(self) -> Self:
+        if (self.train is None) == (self.dataset is None):
+            raise ValueError("give either train (inline arrays) or dataset (a data set's id or name)")
+        if self.train is not None:
+            given = [n for n in ("target", "features", "validation_dataset") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} go with dataset; inline data gives its features as x and targets as y"
+                )
+        elif self.validation is not None:
+            raise ValueError("validation holds inline arrays; with dataset, use validation_dataset")
+        if self.features is not None and len(set(self.features)) != len(self.features):
+            raise ValueError("features must not repeat")
+        held_out = [n for n in ("validation", "validation_dataset") if getattr(self, n) is not None]
+        if held_out and self.validation_split is not None:
+            raise ValueError(f"give either {held_out[0]} or validation_split, not both")
+        if self.validation is not None and self.train is not None:
+            if len(self.validation.x[0]) != len(self.train.x[0]):
+                raise ValueError(
+                    f"validation.x has {len(self.validation.x[0])} features but train.x has "
+                    f"{len(self.train.x[0])}"
+                )
+        elif self.train is not None:
             rows = len(self.train.x)
-            held_out = rows - math.ceil(rows * (1 - self.effective_split))
-            if held_out < 1 or held_out >= rows:
+            held = rows - math.ceil(rows * (1 - self.effective_split))
+            if held < 1 or held >= rows:
                 raise ValueError(
                     f"validation_split {self.effective_split} of {rows} train rows leaves no row to "
                     "validate or to train on; send a validation set or more rows"
@@ -109,15 +170,29 @@ class DataSpec(StrictModel):
         return self.validation_split if self.validation_split is not None else 0.2
 
     @property
+    def has_validation_set(self) -> bool:
+        return self.validation is not None or self.validation_dataset is not None
+
+    def preprocessing_options(self) -> PreprocessingSpec | None:
+        """The preprocessing in force: on by default for data sets, off for inline arrays."""
+        given = self.preprocessing
+        if given is None:
+            given = self.dataset is not None
+        if given is True:
+            return PreprocessingSpec()
+        return given or None
+
+    @property
     def rows(self) -> int:
+        """Inline rows, train and validation together (0 for a data set)."""
+        if self.train is None:
+            return 0
         return len(self.train.x) + (len(self.validation.x) if self.validation else 0)
 
     @property
-    def features(self) -> int:
-        return len(self.train.x[0])
-
-    def all_targets(self) -> list[float]:
-        return self.train.y + (self.validation.y if self.validation else [])
+    def inline_features(self) -> int:
+        """Columns of inline x (0 for a data set)."""
+        return len(self.train.x[0]) if self.train is not None else 0
 
 
 class ModelSpec(StrictModel):
@@ -354,31 +429,48 @@ class JobSpec(StrictModel):
 
 
 class JobCreate(JobSpec):
-    """A tuning job as POSTed to /v1/jobs: the spec and its inline data."""
+    """A tuning job as POSTed to /v1/jobs: the spec and its data (inline, or a data set's reference)."""
 
     data: DataSpec
 
     def _check_targets(self) -> None:
-        task = self.task.value
+        train, validation = self.data.train, self.data.validation
+        if train is None:
+            return  # a data set's targets are checked against its columns when the job is submitted
+        sections = {"data.train.y": train.y}
+        if validation is not None:
+            sections["data.validation.y"] = validation.y
         if self.task is Task.REGRESSION:
+            for field, targets in sections.items():
+                strings = [i for i, v in enumerate(targets) if isinstance(v, str)]
+                if strings:
+                    shown = ", ".join(f"row {i} ({targets[i]!r})" for i in strings[:5])
+                    raise SpecError(
+                        field, f"regression needs numeric targets: {len(strings)} hold strings: {shown}"
+                    )
             return
-        sections = {"data.train.y": self.data.train.y}
-        if self.data.validation is not None:
-            sections["data.validation.y"] = self.data.validation.y
+        labels = {}
         for field, targets in sections.items():
-            if not all(float(v).is_integer() and v >= 0 for v in targets):
-                raise SpecError(field, f"{task} needs class labels 0, 1, 2 ...: whole numbers >= 0")
-            if self.task is Task.BINARY_CLASSIFICATION and not set(targets) <= {0.0, 1.0}:
-                raise SpecError(field, "binary_classification needs labels 0 and 1 only")
-        if len(set(self.data.train.y)) < 2:
-            raise SpecError("data.train.y", "train.y has a single class; a classifier needs at least two")
+            try:
+                labels[field] = as_labels(targets)
+            except LabelError as exc:
+                raise SpecError(field, str(exc)) from None
+        classes = classes_of(labels["data.train.y"])
+        problem = check_classes(self.task, classes, max_classes=2**62)
+        if problem is not None:
+            raise SpecError("data.train.y", problem)
+        if validation is not None:
+            try:
+                to_indices(labels["data.validation.y"], classes)
+            except LabelError as exc:
+                raise SpecError("data.validation.y", str(exc)) from None
 
     @property
-    def output_units(self) -> int:
-        """1 for binary classification and regression, the number of classes for multiclass."""
-        if self.task is Task.MULTICLASS_CLASSIFICATION:
-            return int(max(self.data.all_targets())) + 1
-        return 1
+    def classes(self) -> list[Label] | None:
+        """An inline classifier's classes, sorted; None for regression and for data sets."""
+        if self.task is Task.REGRESSION or self.data.train is None:
+            return None
+        return classes_of(as_labels(self.data.train.y))
 
 
 def queue_for(accelerator: str) -> str:
@@ -386,9 +478,35 @@ def queue_for(accelerator: str) -> str:
     return "gpu" if accelerator == "gpu" else "cpu"
 
 
-def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
-    """Every configured hard limit the request goes over; empty when within all of them."""
+@dataclass(frozen=True)
+class DataShape:
+    """What the limits need of a job's data: rows, the model's input width and its output units."""
+
+    rows: int
+    features: int
+    outputs: int
+    classes: int = 0
+    field: str = "data.train.x"  # where the data's problems are reported
+    classes_field: str = "data.train.y"
+
+
+def inline_shape(spec: JobCreate) -> DataShape | None:
+    """The shape of inline data; None for a data set (`job_data` finds its shape once it is resolved)."""
+    if spec.data.train is None:
+        return None
+    classes = spec.classes or []
+    return DataShape(
+        spec.data.rows, spec.data.inline_features, output_units(spec.task, classes), len(classes)
+    )
+
+
+def check_limits(spec: JobCreate, limits: Limits, shape: DataShape | None = None) -> list[SpecError]:
+    """Every configured hard limit the request goes over; empty when within all of them.
+
+    `shape` is the data's, for a data set once it is resolved; inline data is measured here.
+    """
     problems: list[SpecError] = []
+    shape = shape or inline_shape(spec)
 
     def over(field: str, value: float, limit: int, what: str) -> None:
         if value > limit:
@@ -396,8 +514,10 @@ def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
                 SpecError(field, f"{what} {_count_text(value)} is over this service's limit of {limit}")
             )
 
-    over("data.train.x", spec.data.rows, limits.max_rows, "rows (train and validation)")
-    over("data.train.x", spec.data.features, limits.max_features, "features")
+    if shape is not None and spec.data.train is not None:
+        over(shape.field, shape.rows, limits.max_rows, "rows (train and validation)")
+    if shape is not None:
+        over(shape.field, shape.features, limits.max_features, "features")
     over(
         "model.hidden_layers", bounds(spec.model.hidden_layers)[1], limits.max_hidden_layers, "hidden layers"
     )
@@ -445,17 +565,22 @@ def check_limits(spec: JobCreate, limits: Limits) -> list[SpecError]:
         if isinstance(param, IntRange) and param.step is not None:
             over(f"{field}.step", param.step, limit, "step")
     problems += _space_problems(spec, limits, {p.field for p in problems})
-    problems += _class_problems(spec, limits)
-    # The model's size follows from features, layers, units and classes: once each is within its limit.
-    if not {p.field for p in problems} & _MODEL_SHAPE_FIELDS:
-        problems += _model_size_problems(spec, limits)
+    if shape is not None:
+        if shape.classes > limits.max_classes:
+            problems.append(
+                SpecError(
+                    shape.classes_field,
+                    f"the target has {shape.classes} classes, over this service's limit of "
+                    f"{limits.max_classes} classes",
+                )
+            )
+        # The model's size follows from features, layers, units and classes: once each is within its limit.
+        if not {p.field for p in problems} & (_MODEL_SHAPE_FIELDS | {shape.field, shape.classes_field}):
+            problems += _model_size_problems(spec, shape, limits)
     return problems
 
 
 _MODEL_SHAPE_FIELDS = {
-    "data.train.x",
-    "data.train.y",
-    "data.validation.y",
     "model.hidden_layers",
     "model.hidden_layers.step",
     "model.units",
@@ -538,40 +663,20 @@ def grid_size(spec: JobCreate) -> int:
     return size
 
 
-def _class_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
-    if spec.task is not Task.MULTICLASS_CLASSIFICATION:
-        return []  # binary labels are 0 and 1 (checked on the model)
-    sections = {"data.train.y": spec.data.train.y}
-    if spec.data.validation is not None:
-        sections["data.validation.y"] = spec.data.validation.y
-    problems = []
-    for field, targets in sections.items():
-        if max(targets) >= limits.max_classes:
-            problems.append(
-                SpecError(
-                    field,
-                    f"labels up to {_count_text(max(targets))} make {_count_text(spec.output_units)} "
-                    f"classes, over this service's limit of {limits.max_classes} classes: labels must be "
-                    f"whole numbers 0 to {limits.max_classes - 1}",
-                )
-            )
-    return problems
-
-
-def largest_model_parameters(spec: JobCreate) -> int:
+def largest_model_parameters(spec: JobSpec, shape: DataShape) -> int:
     """Weights and biases of the largest mlp the job's space allows: most layers, each of most units."""
-    features, outputs = spec.data.features, spec.output_units
+    features, outputs = shape.features, shape.outputs
     layers, units = int(bounds(spec.model.hidden_layers)[1]), int(bounds(spec.model.units)[1])
     return (features + 1) * units + (layers - 1) * (units + 1) * units + (units + 1) * outputs
 
 
-def _model_size_problems(spec: JobCreate, limits: Limits) -> list[SpecError]:
-    parameters = largest_model_parameters(spec)
+def _model_size_problems(spec: JobSpec, data: DataShape, limits: Limits) -> list[SpecError]:
+    parameters = largest_model_parameters(spec, data)
     if parameters <= limits.max_model_parameters:
         return []
     shape = (
-        f"{spec.data.features} features, {int(bounds(spec.model.hidden_layers)[1])} hidden layers of "
-        f"{int(bounds(spec.model.units)[1])} units, an output layer of {spec.output_units}"
+        f"{data.features} features, {int(bounds(spec.model.hidden_layers)[1])} hidden layers of "
+        f"{int(bounds(spec.model.units)[1])} units, an output layer of {data.outputs}"
     )
     return [
         SpecError(

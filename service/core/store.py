@@ -23,6 +23,9 @@ Layout (prefix `ktune` by default):
 - `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
   `{p}:cleanup:cursor` where its pass over leftover job keys has got to
 
+- `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
+  (`service.core.dataset_store`, which names them from this store's prefix)
+
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
 
@@ -39,11 +42,12 @@ from typing import Any
 import redis
 from kombu.transport.redis import Channel as BrokerChannel
 
+from service.core.data_plan import DataPlan
 from service.core.heartbeats import WorkerHeartbeat
 from service.core.records import BestTrial, ErrorInfo, ExecutionRecord, JobRecord, TrialRecord, utcnow
 from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
 
-_CURSOR = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
+cursor_pattern = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
 
 # Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes in step.
 _TRANSITION = """
@@ -206,13 +210,16 @@ class JobStore:
     def _job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
+    def job_key(self, job_id: str) -> str:
+        """The key of a job's hash (for `dataset_store`'s script, which reads job statuses)."""
+        return self._job(job_id)
+
     def _index(self, status: JobStatus | None = None) -> str:
         return f"{self.prefix}:jobs" if status is None else f"{self.prefix}:jobs:status:{status.value}"
 
     @staticmethod
     def _member(created_at: datetime, job_id: str) -> str:
-        """A job's entry in the listing indexes: sorting it sorts jobs by creation time."""
-        return f"{int(created_at.timestamp() * 1_000_000):020d}:{job_id}"
+        return index_member(created_at, job_id)
 
     # jobs
     def ping(self) -> bool:
@@ -246,6 +253,7 @@ class JobStore:
             last_step_at=_optional_time(fields.get("last_step_at")),
             nudges=int(fields.get("nudges", 0)),
             waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
+            data=DataPlan.model_validate_json(fields["data"]) if fields.get("data") else None,
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:
@@ -304,7 +312,7 @@ class JobStore:
         self, status: JobStatus | None, limit: int, cursor: str | None
     ) -> tuple[list[JobRecord], str | None]:
         """Jobs newest first; the cursor is the last member of the previous page."""
-        if cursor is not None and not _CURSOR.match(cursor):
+        if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
         members = self.redis.zrevrangebylex(self._index(status), upper, "-", start=0, num=limit + 1)
@@ -613,6 +621,11 @@ def _broker_lists(queue: str) -> list[str]:
     return [f"{queue}{BrokerChannel.sep}{step}" if step else queue for step in BrokerChannel.priority_steps]
 
 
+def index_member(created_at: datetime, record_id: str) -> str:
+    """A record's entry in a listing index: sorting entries sorts records by creation time."""
+    return f"{int(created_at.timestamp() * 1_000_000):020d}:{record_id}"
+
+
 def _optional_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -630,5 +643,11 @@ def _encode(fields: dict[str, Any]) -> dict[str, str]:
 
 
 def _job_fields(record: JobRecord) -> dict[str, str]:
-    fields = {"status": record.status.value, "spec": json.dumps(record.spec), "created_at": record.created_at}
+    fields: dict[str, Any] = {
+        "status": record.status.value,
+        "spec": json.dumps(record.spec),
+        "created_at": record.created_at,
+    }
+    if record.data is not None:
+        fields["data"] = record.data
     return _encode(fields)

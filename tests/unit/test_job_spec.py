@@ -61,9 +61,10 @@ def test_the_label_rules_need_the_data_and_run_where_they_always_did() -> None:
     JobSpec.model_validate(body)  # the same spec without data is fine
 
 
-def test_output_units_come_from_the_data() -> None:
+def test_classes_come_from_the_data() -> None:
     body = example("xor-classifier")
     body.update(task="multiclass_classification")
     body["data"]["train"]["y"] = [0, 4, 1, 2]
-    assert JobCreate.model_validate(body).output_units == 5
-    assert not hasattr(JobSpec, "output_units")
+    body["data"]["validation"]["y"] = [0, 4, 1, 2]
+    assert JobCreate.model_validate(body).classes == [0, 1, 2, 4]
+    assert not hasattr(JobSpec, "classes")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from service.api.errors import validation_problems
 from service.core.params import FloatRange, IntChoice, IntRange, NameChoice, bounds, is_tuned
 from service.core.settings import Limits
-from service.core.spec import JobCreate, check_limits, largest_model_parameters
+from service.core.spec import JobCreate, check_limits, inline_shape, largest_model_parameters
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -156,18 +156,18 @@ def test_objective_direction(body: dict[str, Any], objective: dict[str, str], di
 
 
 @pytest.mark.parametrize(
-    ("body", "units"),
+    ("body", "classes"),
     [
-        (MULTICLASS, 3),
-        (with_(MULTICLASS, data__train__y=[0, 1, 4, 0, 1]), 5),
-        # A label only the validation set holds still needs its output unit.
-        (with_(MULTICLASS, data__validation={"x": [[1], [2]], "y": [6, 0]}), 7),
-        (BINARY, 1),
-        (REGRESSION, 1),
+        (MULTICLASS, [0, 1, 2]),
+        # Labels that are not 0..k-1 are mapped: three classes, not five output units.
+        (with_(MULTICLASS, data__train__y=[0, 1, 4, 0, 1]), [0, 1, 4]),
+        (with_(MULTICLASS, data__train__y=["b", "a", "c", "a", "b"]), ["a", "b", "c"]),
+        (BINARY, [0, 1]),
+        (REGRESSION, None),
     ],
 )
-def test_output_units(body: dict[str, Any], units: int) -> None:
-    assert JobCreate.model_validate(body).output_units == units
+def test_classes(body: dict[str, Any], classes: list[Any] | None) -> None:
+    assert JobCreate.model_validate(body).classes == classes
 
 
 @pytest.mark.parametrize(
@@ -496,24 +496,33 @@ def test_a_validation_set_replaces_the_default_split() -> None:
 # --- classification labels ----------------------------------------------------------------------------
 
 
-def test_binary_labels_must_be_0_or_1() -> None:
-    assert_rejected(with_(BINARY, data__train__y=[0, 1, 2, 0, 1]), "data.train.y", "0 and 1 only")
+def test_binary_labels_must_be_two_classes() -> None:
+    assert_rejected(
+        with_(BINARY, data__train__y=[0, 1, 2, 0, 1]), "data.train.y", "exactly 2 classes, the target has 3"
+    )
 
 
-@pytest.mark.parametrize("label", [0.5, -1])
 @pytest.mark.parametrize("body", [BINARY, MULTICLASS], ids=["binary", "multiclass"])
-def test_class_labels_must_be_whole_numbers_from_0(body: dict[str, Any], label: float) -> None:
-    assert_rejected(with_(body, data__train__y=[0, 1, label, 0, 1]), "data.train.y", "whole numbers >= 0")
+def test_class_labels_must_be_whole_numbers_or_strings(body: dict[str, Any]) -> None:
+    assert_rejected(with_(body, data__train__y=[0, 1, 0.5, 0, 1]), "data.train.y", "1 labels are not whole")
+
+
+def test_negative_labels_are_classes_too() -> None:
+    assert JobCreate.model_validate(with_(BINARY, data__train__y=[-1, 1, 1, -1, 1])).classes == [-1, 1]
+
+
+def test_strings_in_regression_targets_are_refused_once() -> None:
+    assert_rejected(with_(REGRESSION, data__train__y=["a"] * 5), "data.train.y", "5 hold strings")
 
 
 def test_bad_labels_in_the_validation_set_are_named_there() -> None:
     body = with_(BINARY, data__validation={"x": [[1], [2]], "y": [1, 2]})
-    assert_rejected(body, "data.validation.y", "0 and 1 only")
+    assert_rejected(body, "data.validation.y", "not among the classes of the training rows")
 
 
-def test_multiclass_accepts_any_whole_labels_from_0() -> None:
+def test_multiclass_accepts_any_whole_labels() -> None:
     spec = JobCreate.model_validate(with_(MULTICLASS, data__train__y=[0, 3, 7, 1.0, 2]))
-    assert spec.output_units == 8
+    assert spec.classes == [0, 1, 2, 3, 7]
 
 
 @pytest.mark.parametrize("body", [BINARY, MULTICLASS], ids=["binary", "multiclass"])
@@ -960,23 +969,22 @@ _CLASSES = DEFAULTS.model_copy(update={"max_classes": 10})
 
 
 def test_labels_below_the_class_limit_are_accepted() -> None:
-    assert limit_problems(with_(MULTICLASS, data__train__y=[0, 9, 2, 0, 2]), _CLASSES) == {}
+    labels = [0, 9, 2, 0, 2, 1, 3, 4, 5, 6, 7, 8]
+    body = with_(MULTICLASS, data__train={"x": [[float(i)] for i in range(12)], "y": labels})
+    assert limit_problems(body, _CLASSES) == {}
 
 
-@pytest.mark.parametrize(
-    ("changes", "field", "classes"),
-    [
-        ({"data__train__y": [0, 10, 2, 0, 2]}, "data.train.y", "11"),
-        # The case: the worker would have built Dense(10**15 + 1).
-        ({"data__train__y": [0, 1e15, 2, 0, 2]}, "data.train.y", "1000000000000001"),
-        ({"data__validation": {"x": [[1], [2]], "y": [1, 2**31]}}, "data.validation.y", "2147483649"),
-    ],
-)
-def test_labels_beyond_the_class_limit_are_refused(changes: dict[str, Any], field: str, classes: str) -> None:
-    found = limit_problems(with_(MULTICLASS, **changes), _CLASSES)
-    assert list(found) == [field]
-    assert f"make {classes} classes, over this service's limit of 10 classes" in found[field]
-    assert "whole numbers 0 to 9" in found[field]
+def test_labels_beyond_the_class_limit_are_refused() -> None:
+    labels = list(range(11)) + [0]
+    body = with_(MULTICLASS, data__train={"x": [[float(i)] for i in range(12)], "y": labels})
+    found = limit_problems(body, _CLASSES)
+    assert list(found) == ["data.train.y"]
+    assert "the target has 11 classes, over this service's limit of 10 classes" in found["data.train.y"]
+
+
+def test_huge_labels_are_one_class_each_not_an_output_unit_each() -> None:
+    # Before labels were mapped, the worker would have built Dense(10**15 + 1).
+    assert limit_problems(with_(MULTICLASS, data__train__y=[0, 1e15, 2, 0, 2]), _CLASSES) == {}
 
 
 def test_binary_labels_are_within_the_smallest_class_limit() -> None:
@@ -986,7 +994,9 @@ def test_binary_labels_are_within_the_smallest_class_limit() -> None:
 def test_the_seed_model_is_within_the_default_size_limit() -> None:
     # 2 features, 20 layers of 512 units, 1 output: 3 * 512 + 19 * 513 * 512 + 513 weights.
     spec = JobCreate.model_validate(example("xor-seed.json"))
-    assert largest_model_parameters(spec) == 4_992_513 <= DEFAULTS.max_model_parameters
+    shape = inline_shape(spec)
+    assert shape is not None
+    assert largest_model_parameters(spec, shape) == 4_992_513 <= DEFAULTS.max_model_parameters
 
 
 def test_a_model_just_over_the_size_limit_names_its_size() -> None:
@@ -1002,7 +1012,10 @@ def test_a_model_just_over_the_size_limit_names_its_size() -> None:
 
 def test_the_model_size_counts_classes_as_outputs() -> None:
     body = with_(MULTICLASS, model={"hidden_layers": 1, "units": 10}, data__train__y=[0, 1, 99, 0, 1])
-    assert largest_model_parameters(JobCreate.model_validate(body)) == (1 + 1) * 10 + (10 + 1) * 100
+    spec = JobCreate.model_validate(body)
+    shape = inline_shape(spec)
+    assert shape is not None  # three classes (0, 1 and 99): three output units
+    assert largest_model_parameters(spec, shape) == (1 + 1) * 10 + (10 + 1) * 3
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,142 @@
+"""What the data-set endpoints do, apart from HTTP: store an upload, read, list, delete; and find the data
+sets a job names."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from service.api.schemas import DatasetPublic
+from service.core import datasets
+from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetInUse, DatasetRecord, DatasetStore
+from service.core.datasets import BUILTINS, DatasetFileError
+from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound
+from service.core.job_data import DatasetSource
+from service.core.records import utcnow
+
+log = logging.getLogger(__name__)
+
+_COPY_CHUNK = 1 << 20
+
+
+def store_upload(
+    store: DatasetStore, artifacts: ArtifactStore, upload: BinaryIO, filename: str | None, name: str | None
+) -> DatasetRecord:
+    """Read an uploaded file into a stored data set; raises InvalidRequest for a file it cannot read.
+
+    The upload is copied to the artifact store's directory a chunk at a time and read from there a block at
+    a time: never whole in memory.
+    """
+    dataset_id = str(uuid.uuid4())
+    part = artifacts.upload_path(dataset_id)
+    try:
+        with part.open("wb") as target:
+            shutil.copyfileobj(upload, target, _COPY_CHUNK)
+        info = datasets.ingest(part, filename, artifacts.dataset_table_path(dataset_id))
+    except DatasetFileError as exc:
+        artifacts.delete_dataset(dataset_id)
+        raise InvalidRequest([FieldProblem("file", str(exc))], "invalid_dataset") from exc
+    except BaseException:
+        artifacts.delete_dataset(dataset_id)
+        raise
+    finally:
+        part.unlink(missing_ok=True)
+    record = DatasetRecord(id=dataset_id, name=name or filename, created_at=utcnow(), info=info)
+    try:
+        store.create(record)
+    except BaseException:
+        artifacts.delete_dataset(dataset_id)
+        raise
+    return record
+
+
+def to_public(record: DatasetRecord) -> DatasetPublic:
+    info = record.info
+    return DatasetPublic(
+        id=record.id,
+        name=record.name,
+        builtin=False,
+        task=None,
+        created_at=record.created_at,
+        **info.model_dump(),
+    )
+
+
+def builtin_public(name: str) -> DatasetPublic:
+    info = datasets.builtin_info(name)
+    return DatasetPublic(id=name, name=name, builtin=True, task=BUILTINS[name], created_at=None, **info.model_dump())
+
+
+def get(store: DatasetStore, dataset_id: str) -> DatasetPublic:
+    """A built-in set by name or an upload by id; raises NotFound."""
+    if dataset_id in BUILTINS:
+        return builtin_public(dataset_id)
+    record = _record(store, dataset_id)
+    if record is None:
+        raise NotFound(_not_found(dataset_id), "dataset_not_found")
+    return to_public(record)
+
+
+def _record(store: DatasetStore, dataset_id: str) -> DatasetRecord | None:
+    if not _is_id(dataset_id):
+        return None
+    return store.get(dataset_id)
+
+
+def _is_id(text: str) -> bool:
+    try:
+        return len(text) == 36 and str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def _not_found(dataset_id: str) -> str:
+    shown = dataset_id if len(dataset_id) <= 40 else dataset_id[:40] + "..."
+    return (
+        f"no data set with id '{shown}': upload one with POST /v1/datasets, or name a built-in set "
+        f"({', '.join(BUILTINS)})"
+    )
+
+
+def delete(store: DatasetStore, artifacts: ArtifactStore, dataset_id: str) -> None:
+    """Delete an uploaded data set and its file. Raises NotFound, or Conflict while a job uses it."""
+    if dataset_id in BUILTINS:
+        raise Conflict(f"'{dataset_id}' is a built-in data set; it cannot be deleted", "builtin_dataset")
+    record = _record(store, dataset_id)
+    if record is None:
+        raise NotFound(_not_found(dataset_id), "dataset_not_found")
+    try:
+        deleted = store.delete(dataset_id, record.created_at)
+    except DatasetInUse as exc:
+        raise Conflict(
+            f"data set '{dataset_id}' is used by job '{exc.job_id}', which is queued or running: cancel the job "
+            "or wait for it to end, then delete the data set",
+            "dataset_in_use",
+        ) from exc
+    if not deleted:
+        raise NotFound(_not_found(dataset_id), "dataset_not_found")
+    artifacts.delete_dataset(dataset_id)
+
+
+def source(store: DatasetStore, artifacts: ArtifactStore, ref: str, field: str) -> DatasetSource:
+    """The data set a job names (a built-in name or an upload's id); raises InvalidRequest naming `field`."""
+    if ref in BUILTINS:
+        return DatasetSource(ref, True, datasets.builtin_info(ref), _builtin_table(ref))
+    record = _record(store, ref)
+    if record is None:
+        raise InvalidRequest([FieldProblem(field, _not_found(ref))])
+    return DatasetSource(ref, False, record.info, _uploaded_table(artifacts, ref))
+
+
+def _builtin_table(name: str) -> Callable[[], pa.Table]:
+    return lambda: datasets.builtin_table(name)
+
+
+def _uploaded_table(artifacts: ArtifactStore, dataset_id: str) -> Callable[[], pa.Table]:
+    return lambda: datasets.open_table(artifacts.dataset_table_path(dataset_id))
