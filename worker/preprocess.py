@@ -289,16 +289,24 @@ def rescale_output(scale: tuple[float, float]) -> keras.layers.Layer:
     return keras.layers.Rescaling(scale=std, offset=mean, name="target_rescaling")
 
 
+# Registered so a model compiled with it reloads inside a worker; users never see it, as the model they
+# download is the export, compiled with the plain loss name.
+@keras.saving.register_keras_serializable(package="ktune")
 class _StandardizedLoss(keras.losses.Loss):  # type: ignore[misc]
     """A named Keras loss on (y - mean) / std of both targets and predictions; for training only."""
 
-    def __init__(self, name: str, scale: tuple[float, float]) -> None:
-        super().__init__(name=f"standardized_{name}")
-        self._loss = keras.losses.get(name)
-        self._mean, self._std = scale
+    def __init__(self, loss: str, scale: tuple[float, float], **kwargs: Any) -> None:
+        kwargs.setdefault("name", f"standardized_{loss}")
+        super().__init__(**kwargs)
+        self._base = loss
+        self._loss = keras.losses.get(loss)
+        self._mean, self._std = float(scale[0]), float(scale[1])
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return self._loss((y_true - self._mean) / self._std, (y_pred - self._mean) / self._std)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "loss": self._base, "scale": [self._mean, self._std]}
 
 
 def standardized_loss(name: str, scale: tuple[float, float]) -> keras.losses.Loss:

@@ -363,3 +363,16 @@ def test_headers_named_like_the_models_own_layers_still_load(tmp_path: Path) -> 
         loaded = _save_and_load(pre.export(core), tmp_path / "m.keras")
     predicted = loaded.predict(_as_model_input(columns), verbose=0)
     np.testing.assert_allclose(predicted, np.asarray(core(pre.encode(columns))), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_trained_with_the_standardized_loss_reloads_in_a_worker(tmp_path: Path) -> None:
+    model = build_model(_regression_spec(loss="huber"), _VALUES, _diabetes_like(), target_scale=(150.0, 77.0))
+    model.save(tmp_path / "trained.keras")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        loaded = keras.models.load_model(tmp_path / "trained.keras")
+    y_true, y_pred = np.array([[100.0]], dtype=np.float32), np.array([[177.0]], dtype=np.float32)
+    assert float(loaded.loss(y_true, y_pred)) == pytest.approx(float(model.loss(y_true, y_pred)))
+    assert float(model.loss(y_true, y_pred)) == pytest.approx(
+        float(keras.losses.huber([[-50 / 77]], [[27 / 77]])[0])
+    )
