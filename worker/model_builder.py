@@ -9,6 +9,7 @@ import keras
 from service.core.catalog import Task
 from service.core.spec import JobSpec
 from worker.data import output_units
+from worker.preprocess import UNSCALED_LOSSES, rescale_output, standardized_loss
 from worker.training import TrainData
 
 _OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
@@ -44,8 +45,31 @@ def make_metric(name: str, task: Task) -> keras.metrics.Metric:
     return simple[name](name=name)
 
 
-def build_model(spec: JobSpec, values: dict[str, Any], data: TrainData) -> keras.Model:
-    """A compiled mlp for one trial on `data`'s shapes; `values` holds every active hyperparameter."""
+def _scaled_output(x: Any, units: int, activation: str, scale: tuple[float, float]) -> Any:
+    """The output layer of a model trained on standardized targets, answering in original units.
+
+    The activation comes after the rescaling so it bounds outputs in original units, as without scaling
+    (relu: non-negative, not "above the mean"); the model can express exactly the same functions.
+    """
+    x = keras.layers.Dense(units, name="output")(x)
+    x = rescale_output(scale)(x)
+    if activation != "linear":
+        x = keras.layers.Activation(activation, name="output_activation")(x)
+    return x
+
+
+def build_model(
+    spec: JobSpec,
+    values: dict[str, Any],
+    data: TrainData,
+    *,
+    target_scale: tuple[float, float] | None = None,
+) -> keras.Model:
+    """A compiled mlp for one trial on `data`'s shapes; `values` holds every active hyperparameter.
+
+    With `target_scale` (mean, std) the model outputs original units while the loss is computed on
+    standardized ones (except `UNSCALED_LOSSES`), so large targets train like standardized ones.
+    """
     inputs = keras.Input(shape=(data.x_train.shape[1],), name="features")
     x = inputs
     for index in range(int(values["hidden_layers"])):
@@ -53,12 +77,18 @@ def build_model(spec: JobSpec, values: dict[str, Any], data: TrainData) -> keras
         if float(values["dropout"]) > 0:
             x = keras.layers.Dropout(float(values["dropout"]))(x)
     units = output_units(data, spec.task)
-    outputs = keras.layers.Dense(units, activation=spec.output_activation, name="output")(x)
+    loss: str | keras.losses.Loss = spec.loss
+    if target_scale is None:
+        outputs = keras.layers.Dense(units, activation=spec.output_activation, name="output")(x)
+    else:
+        outputs = _scaled_output(x, units, spec.output_activation, target_scale)
+        if spec.loss not in UNSCALED_LOSSES:
+            loss = standardized_loss(spec.loss, target_scale)
     model = keras.Model(inputs, outputs)
     optimizer = _OPTIMIZERS[values["optimizer"]](learning_rate=float(values["learning_rate"]))
     model.compile(
         optimizer=optimizer,
-        loss=spec.loss,
+        loss=loss,
         metrics=[make_metric(name, spec.task) for name in spec.metrics],
     )
     return model
