@@ -8,7 +8,6 @@ import keras
 
 from service.core.catalog import Task
 from service.core.spec import JobSpec
-from worker.data import output_units
 from worker.preprocess import UNSCALED_LOSSES, rescale_output, standardized_loss
 from worker.training import TrainData
 
@@ -63,9 +62,11 @@ def build_model(
     values: dict[str, Any],
     data: TrainData,
     *,
+    units: int,
     target_scale: tuple[float, float] | None = None,
 ) -> keras.Model:
-    """A compiled mlp for one trial on `data`'s shapes; `values` holds every active hyperparameter.
+    """A compiled mlp for one trial on `data`'s input width, with `units` outputs (one per class for
+    multiclass, else 1); `values` holds every active hyperparameter.
 
     With `target_scale` (mean, std) the model outputs original units while the loss is computed on
     standardized ones (except `UNSCALED_LOSSES`), so large targets train like standardized ones.
@@ -76,7 +77,6 @@ def build_model(
         x = keras.layers.Dense(int(values[f"units_{index}"]), activation=values["activation"])(x)
         if float(values["dropout"]) > 0:
             x = keras.layers.Dropout(float(values["dropout"]))(x)
-    units = output_units(data, spec.task)
     loss: str | keras.losses.Loss = spec.loss
     if target_scale is None:
         outputs = keras.layers.Dense(units, activation=spec.output_activation, name="output")(x)

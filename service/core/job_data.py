@@ -32,11 +32,11 @@ def split_seed(spec: JobCreate) -> int:
 
 
 def resolved_preprocessing(spec: JobCreate) -> PreprocessingSpec | None:
-    """The request's preprocessing with scale_target only where it applies (regression, linear output)."""
+    """The request's preprocessing with scale_target only where it applies (regression)."""
     options = spec.data.preprocessing_options()
     if options is None:
         return None
-    applies = spec.task is Task.REGRESSION and spec.output_activation == "linear"
+    applies = spec.task is Task.REGRESSION
     return options.model_copy(update={"scale_target": options.scale_target and applies})
 
 

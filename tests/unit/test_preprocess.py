@@ -312,7 +312,7 @@ def test_a_scaled_model_trains_on_large_targets_and_answers_in_original_units() 
     data = _diabetes_like()
     scale = (float(data.y_train.mean()), float(data.y_train.std()))
     keras.utils.set_random_seed(1)
-    model = build_model(_regression_spec(), _VALUES, data, target_scale=scale)
+    model = build_model(_regression_spec(), _VALUES, data, units=1, target_scale=scale)
     # Before training the output is near the mean, in original units, not near 0.
     assert abs(float(model.predict(data.x_val, verbose=0).mean()) - scale[0]) < scale[1]
     options = FitOptions(epochs=60, batch_size=16, monitor="val_loss", mode="min")
@@ -336,6 +336,7 @@ def test_a_scaled_models_activation_bounds_original_units() -> None:
         spec.model_copy(update={"model": spec.model.model_copy(update={"output_activation": "relu"})}),
         _VALUES,
         data,
+        units=1,
         target_scale=(-100.0, 10.0),
     )
     assert float(model.predict(data.x_val, verbose=0).max()) == 0.0  # relu after the rescale to about -100
@@ -343,7 +344,7 @@ def test_a_scaled_models_activation_bounds_original_units() -> None:
 
 
 def test_without_target_scale_the_model_is_unchanged() -> None:
-    model = build_model(_regression_spec(), _VALUES, _diabetes_like())
+    model = build_model(_regression_spec(), _VALUES, _diabetes_like(), units=1)
     assert model.layers[-1].name == "output" and model.loss == "mean_squared_error"
 
 
@@ -366,7 +367,7 @@ def test_headers_named_like_the_models_own_layers_still_load(tmp_path: Path) -> 
 
 
 def test_a_model_trained_with_the_standardized_loss_reloads_in_a_worker(tmp_path: Path) -> None:
-    model = build_model(_regression_spec(loss="huber"), _VALUES, _diabetes_like(), target_scale=(150.0, 77.0))
+    model = build_model(_regression_spec(loss="huber"), _VALUES, _diabetes_like(), units=1, target_scale=(150.0, 77.0))
     model.save(tmp_path / "trained.keras")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
