@@ -85,12 +85,13 @@ def test_nan_and_pyarrows_null_spellings_are_missing(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("small_blocks")
 def test_integers_then_a_float_in_a_later_block(tmp_path: Path) -> None:
-    source = write(tmp_path, "d.csv", rows_csv("a,b", [f"{i},{i}" for i in range(40)] + ["1.5,7"]))
+    source = write(tmp_path, "d.csv", rows_csv("a,b", [f"{i},{i}" for i in range(40)] + ["1.5,"]))
     info, table = ingest(source)
     assert table.column("a").num_chunks > 1  # one batch a block: 1.5 really came after the first
     assert info.rows == 41 and table.column("a").to_pylist()[-2:] == [39.0, 1.5]
-    a = info.column("a")
-    assert a is not None and (a.min, a.max) == (0.0, 39.0)
+    a, b = info.columns
+    assert (a.min, a.max, a.missing) == (0.0, 39.0, 0)
+    assert (b.missing, b.first_missing_row) == (1, 40)  # counted across blocks
 
 
 @pytest.mark.usefixtures("small_blocks")
