@@ -20,7 +20,7 @@ from service.core.data_plan import DataPlan
 from service.core.labels import as_labels, output_units, to_indices
 from service.core.splits import Split, split_rows
 from service.core.store import JobStore
-from worker.preprocess import FeatureColumn, PreprocessOptions, Preprocessing, RawSplit
+from worker.preprocess import FeatureColumn, Preprocessing, PreprocessOptions, RawSplit
 from worker.training import TrainData
 
 _CACHE: OrderedDict[str, JobData] = OrderedDict()
@@ -73,7 +73,9 @@ def _prepare(stored: data_codec.StoredData, artifacts: ArtifactStore, task: Task
 
 def _plain(arrays: data_codec.DataArrays, task: Task) -> TrainData:
     """Inline arrays as the trainer takes them, without preprocessing."""
-    return TrainData(arrays.x_train, _trainer_y(arrays.y_train, task), arrays.x_val, _trainer_y(arrays.y_val, task))
+    return TrainData(
+        arrays.x_train, _trainer_y(arrays.y_train, task), arrays.x_val, _trainer_y(arrays.y_val, task)
+    )
 
 
 def _trainer_y(y: np.ndarray, task: Task) -> np.ndarray:

@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.limits.max_body_bytes,
         timeout_seconds=settings.body_timeout_seconds,
         # An upload's multipart body is the file and a few hundred bytes of part headers and fields.
-        larger={"/v1/datasets": (settings.limits.max_dataset_bytes + 64 * 1024, settings.dataset_upload_seconds)},
+        larger={
+            "/v1/datasets": (settings.limits.max_dataset_bytes + 64 * 1024, settings.dataset_upload_seconds)
+        },
     )
     errors.install(app)
     app.include_router(routes_jobs.router)

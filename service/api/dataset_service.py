@@ -70,7 +70,9 @@ def to_public(record: DatasetRecord) -> DatasetPublic:
 
 def builtin_public(name: str) -> DatasetPublic:
     info = datasets.builtin_info(name)
-    return DatasetPublic(id=name, name=name, builtin=True, task=BUILTINS[name], created_at=None, **info.model_dump())
+    return DatasetPublic(
+        id=name, name=name, builtin=True, task=BUILTINS[name], created_at=None, **info.model_dump()
+    )
 
 
 def get(store: DatasetStore, dataset_id: str) -> DatasetPublic:
@@ -115,7 +117,8 @@ def delete(store: DatasetStore, artifacts: ArtifactStore, dataset_id: str) -> No
         deleted = store.delete(dataset_id, record.created_at)
     except DatasetInUse as exc:
         raise Conflict(
-            f"data set '{dataset_id}' is used by job '{exc.job_id}', which is queued or running: cancel the job "
+            f"data set '{dataset_id}' is used by job '{exc.job_id}', which is queued or running: cancel the "
+            "job "
             "or wait for it to end, then delete the data set",
             "dataset_in_use",
         ) from exc

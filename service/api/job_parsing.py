@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from service.api.errors import invalid_request
 from service.core import data_codec
-from service.core.errors import BadRequest, FieldProblem, InvalidRequest
 from service.core.data_plan import DataPlan
+from service.core.errors import BadRequest, FieldProblem, InvalidRequest
 from service.core.job_data import prepare_inline
 from service.core.settings import Limits
 from service.core.spec import JobCreate, JobSpec, check_limits

@@ -18,9 +18,9 @@ from service.core.data_plan import DataPlan
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
 from service.core.job_data import prepare_dataset
+from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
 from service.core.spec import SpecError
-from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
 

@@ -33,7 +33,10 @@ _UPLOAD_BODY: dict[str, Any] = {
                             "format": "binary",
                             "description": "CSV with a header row, Parquet, or .npz with arrays x and y",
                         },
-                        "name": {"type": "string", "description": "a name to list it by (default: file name)"},
+                        "name": {
+                            "type": "string",
+                            "description": "a name to list it by (default: file name)",
+                        },
                     },
                 }
             }
@@ -50,10 +53,16 @@ _FIELD_BYTES = 64 * 1024  # the `name` field; the file itself is spooled to disk
     response_model=DatasetPublic,
     responses={
         400: {"model": ErrorBody, "description": "the multipart body cannot be read"},
-        408: {"model": ErrorBody, "description": "the upload did not arrive within KTUNE_DATASET_UPLOAD_SECONDS"},
+        408: {
+            "model": ErrorBody,
+            "description": "the upload did not arrive within KTUNE_DATASET_UPLOAD_SECONDS",
+        },
         413: {"model": ErrorBody, "description": "the file is larger than KTUNE_MAX_DATASET_BYTES"},
         415: {"model": ErrorBody, "description": "the body is not multipart/form-data"},
-        422: {"model": ErrorBody, "description": "no `file` field, or a file that is not a readable data set"},
+        422: {
+            "model": ErrorBody,
+            "description": "no `file` field, or a file that is not a readable data set",
+        },
     },
     openapi_extra=_UPLOAD_BODY,
 )
@@ -74,7 +83,9 @@ async def upload_dataset(
     try:
         upload, name = form.get("file"), form.get("name")
         if not isinstance(upload, UploadFile):
-            raise InvalidRequest([FieldProblem("file", "missing: send the data set as the multipart field 'file'")])
+            raise InvalidRequest(
+                [FieldProblem("file", "missing: send the data set as the multipart field 'file'")]
+            )
         if name is not None and not isinstance(name, str):
             raise InvalidRequest([FieldProblem("name", "must be text, not a file")])
         limit = settings.limits.max_dataset_bytes
@@ -110,10 +121,16 @@ def list_datasets(
         records, next_cursor = store.list(limit, cursor)
     except InvalidCursor as exc:
         raise InvalidRequest(
-            [FieldProblem("cursor", "is not a cursor this service handed out; use next_cursor from a previous page")]
+            [
+                FieldProblem(
+                    "cursor", "is not a cursor this service handed out; use next_cursor from a previous page"
+                )
+            ]
         ) from exc
     builtins = [] if cursor else [dataset_service.builtin_public(name) for name in BUILTINS]
-    return DatasetList(items=builtins + [dataset_service.to_public(r) for r in records], next_cursor=next_cursor)
+    return DatasetList(
+        items=builtins + [dataset_service.to_public(r) for r in records], next_cursor=next_cursor
+    )
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no such data set"}}

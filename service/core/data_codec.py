@@ -66,7 +66,9 @@ def decode(raw: bytes, task: Task) -> StoredData:
         arrays = DataArrays(*(stored[name] for name in _NAMES))
         plan = DataPlan.model_validate_json(str(stored["plan"])) if "plan" in stored.files else None
     if plan is None:  # before plans: y as a column for binary and regression, labels 0..k-1
-        arrays = DataArrays(arrays.x_train, arrays.y_train.reshape(-1), arrays.x_val, arrays.y_val.reshape(-1))
+        arrays = DataArrays(
+            arrays.x_train, arrays.y_train.reshape(-1), arrays.x_val, arrays.y_val.reshape(-1)
+        )
         plan = _legacy_plan(arrays, task)
     return StoredData(plan, arrays)
 
@@ -104,7 +106,7 @@ def _legacy_plan(arrays: DataArrays, task: Task) -> DataPlan:
     return DataPlan(
         source="inline",
         features=[FeatureInfo(name=f"x{i}", type="numeric") for i in range(arrays.x_train.shape[1])],
-        classes=classes,  # type: ignore[arg-type]
+        classes=classes,
         split=SplitInfo(
             method="validation",
             shuffle=False,

@@ -46,7 +46,8 @@ class DataPlan(BaseModel):
     target: str | None = Field(None, description="the label column of a data set")
     features: list[FeatureInfo]
     classes: list[Label] | None = Field(
-        None, description="classifiers: output unit i (binary: probability > 0.5 means classes[1]) is classes[i]"
+        None,
+        description="classifiers: output unit i (binary: probability > 0.5 means classes[1]) is classes[i]",
     )
     split: SplitInfo
     preprocessing: PreprocessingSpec | None = Field(

@@ -80,7 +80,7 @@ def _targets(values: list[float | str], task: Task, classes: list[Label] | None)
 def _split_info(spec: JobCreate, method: str, split: Split, seed: int | None, classifier: bool) -> SplitInfo:
     shuffled = method == "validation_split" and spec.data.shuffle
     return SplitInfo(
-        method=method,  # type: ignore[arg-type]
+        method=method,
         fraction=spec.data.effective_split if method == "validation_split" else None,
         shuffle=shuffled,
         stratified=shuffled and classifier,
@@ -186,7 +186,8 @@ def _default_target(source: DatasetSource) -> str:
         return "y"
     raise SpecError(
         "data.target",
-        f"give the label column of data set '{source.ref}' as data.target: one of {_names(source.info.columns)}",
+        f"give the label column of data set '{source.ref}' as data.target: one of "
+        f"{_names(source.info.columns)}",
     )
 
 
@@ -199,8 +200,10 @@ def _features(requested: list[str] | None, target: str, info: DatasetInfo) -> li
     if requested is None:
         chosen = [c for c in info.columns if c.name != target and c.type != "text"]
         if not chosen:
-            raise SpecError("data.features", f"besides the target '{target}' the data set has no usable column")
-        return [FeatureInfo(name=c.name, type=c.type) for c in chosen]  # type: ignore[arg-type]
+            raise SpecError(
+                "data.features", f"besides the target '{target}' the data set has no usable column"
+            )
+        return [FeatureInfo(name=c.name, type=c.type) for c in chosen]
     unknown = [name for name in requested if info.column(name) is None]
     if unknown:
         raise SpecError(
@@ -220,7 +223,7 @@ def _features(requested: list[str] | None, target: str, info: DatasetInfo) -> li
                 f"column '{name}' is free text (more than 1000 distinct values): models here take numeric "
                 "and categorical columns; leave it out",
             )
-        features.append(FeatureInfo(name=name, type=column.type))  # type: ignore[arg-type]
+        features.append(FeatureInfo(name=name, type=column.type))
     return features
 
 
@@ -233,7 +236,8 @@ def _check_missing(info: DatasetInfo, columns: list[ColumnInfo], field: str, imp
         fix = (
             "remove those rows or choose another target"
             if field == "data.target"
-            else "fill them, leave the column out of data.features, or set data.preprocessing.impute to 'mean'"
+            else "fill them, leave the column out of data.features, or set data.preprocessing.impute to "
+            "'mean'"
         )
         raise SpecError(
             field, f"column '{column.name}' has {column.missing} missing (empty or NaN) cells{where}: {fix}"

@@ -39,7 +39,7 @@ def as_labels(values: Sequence[object] | np.ndarray) -> np.ndarray:
     _refuse(kinds == "bad", array, "are not whole numbers; class labels are whole numbers or strings")
     if (kinds == "str").all():
         return array.astype(str)
-    return np.array([int(v) for v in array], dtype=np.int64)  # type: ignore[call-overload]
+    return np.array([int(v) for v in array], dtype=np.int64)
 
 
 def _kind(value: object) -> str:
@@ -58,7 +58,7 @@ def _refuse(bad: np.ndarray, values: np.ndarray, why: str) -> None:
     rows = np.flatnonzero(bad)
     if len(rows) == 0:
         return
-    shown = ", ".join(f"row {r} ({values[r]!r})" for r in rows[:_SHOWN])
+    shown = ", ".join(f"row {r} ({_plain(values[r])!r})" for r in rows[:_SHOWN])
     more = f" and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else ""
     raise LabelError(f"{len(rows)} labels {why}: {shown}{more}")
 

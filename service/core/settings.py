@@ -37,7 +37,7 @@ class Limits(BaseSettings):
         1_000,
         ge=2,
         le=2**31,
-        description="classes of a classifier: labels are whole numbers 0..max_classes-1",
+        description="classes of a classifier (distinct labels of its target)",
     )
     max_model_parameters: int = Field(
         10_000_000, description="weights of the largest model a job's search space allows"

@@ -23,7 +23,15 @@ from service.core.catalog import (
     metric_direction,
 )
 from service.core.errors import shorten
-from service.core.labels import Label, LabelError, as_labels, check_classes, classes_of, output_units, to_indices
+from service.core.labels import (
+    Label,
+    LabelError,
+    as_labels,
+    check_classes,
+    classes_of,
+    output_units,
+    to_indices,
+)
 from service.core.params import (
     Float,
     FloatChoice,
@@ -139,7 +147,8 @@ class DataSpec(StrictModel):
             given = [n for n in ("target", "features", "validation_dataset") if getattr(self, n) is not None]
             if given:
                 raise ValueError(
-                    f"{', '.join(given)} go with dataset; inline data gives its features as x and targets as y"
+                    f"{', '.join(given)} go with dataset; inline data gives its features as x and its "
+                    "targets as y"
                 )
         elif self.validation is not None:
             raise ValueError("validation holds inline arrays; with dataset, use validation_dataset")

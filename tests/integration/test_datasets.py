@@ -99,8 +99,12 @@ def test_tune_on_an_upload_and_predict_raw_rows(
     target = "y" if kind == "npz" else "species"
     assert types[target] == "categorical"
     if kind != "npz":
-        assert types == {"petal length (cm)": "numeric", "stem mass": "numeric", "colour": "categorical",
-                         "species": "categorical"}
+        assert types == {
+            "petal length (cm)": "numeric",
+            "stem mass": "numeric",
+            "colour": "categorical",
+            "species": "categorical",
+        }
 
     data = {"dataset": dataset["id"]} if kind == "npz" else {"dataset": dataset["id"], "target": "species"}
     job = submit(api, tiny_job(data))
@@ -115,9 +119,9 @@ def test_tune_on_an_upload_and_predict_raw_rows(
         raw: Any = np.column_stack([table.column(0).to_numpy(), table.column(1).to_numpy()])[rows]
     else:
         raw = {
-            column: np.array(table.column(column).to_pylist(), dtype=object if column == "colour" else np.float32)[
-                rows
-            ].reshape(-1, 1)
+            column: np.array(
+                table.column(column).to_pylist(), dtype=object if column == "colour" else np.float32
+            )[rows].reshape(-1, 1)
             for column in ("petal length (cm)", "stem mass", "colour")
         }
         raw["colour"] = raw["colour"].astype(str)
@@ -142,7 +146,9 @@ def test_a_builtin_set_end_to_end(api: httpx.Client, workers: list[str], tmp_pat
     assert (predicted == iris.target).mean() >= 0.85  # raw measurements in, the scaling is in the model
 
 
-def test_regression_targets_come_out_in_their_units(api: httpx.Client, workers: list[str], tmp_path: Path) -> None:
+def test_regression_targets_come_out_in_their_units(
+    api: httpx.Client, workers: list[str], tmp_path: Path
+) -> None:
     job = submit(api, tiny_job({"dataset": "diabetes"}, task="regression"))
     assert job["data"]["preprocessing"]["scale_target"]
     wait_job(api, job["id"], {"succeeded"})
@@ -237,7 +243,9 @@ def test_missing_cells_are_refused_unless_imputed(api: httpx.Client, workers: li
     wait_job(api, submit(api, body)["id"], {"succeeded"})
 
 
-def test_delete_is_refused_while_a_job_uses_it_and_allowed_after(api: httpx.Client, workers: list[str]) -> None:
+def test_delete_is_refused_while_a_job_uses_it_and_allowed_after(
+    api: httpx.Client, workers: list[str]
+) -> None:
     dataset = upload(api, "flowers.csv", file_bytes(flowers(), "csv")[1])
     body = tiny_job({"dataset": dataset["id"], "target": "species"})
     body["training"]["epochs"] = 5000

@@ -152,7 +152,7 @@ def test_missing_data_is_named(client: TestClient) -> None:
 def test_bad_classification_labels_name_their_section(client: TestClient) -> None:
     body = changed(classifier(), "data.validation.y", [0, 1, 2, 0])
     fields = fields_of(client.post("/v1/jobs", json=body))
-    assert "0 and 1 only" in fields["data.validation.y"]
+    assert "1 labels are not among the classes of the training rows: row 2 (2)" in fields["data.validation.y"]
 
 
 def test_several_problems_are_all_reported(client: TestClient) -> None:
@@ -317,7 +317,6 @@ def multiclass() -> dict[str, Any]:
             "optimizer.learning_rate.values",
             "200000 values is over this service's limit of 100",
         ),
-        (changed(multiclass(), "data.train.y", [0, 1e15, 1, 0]), "data.train.y", "1000000000000001 classes"),
         (changed(seed(), "tuner.algorithm", "grid"), "tuner.algorithm", "combinations"),
         (changed(seed(), "model.units", {"min": 32, "max": 4096}), "model", "parameters"),
         (changed(seed(), "tuner.factor", 10**400), "tuner.factor", "1.00e+400"),
@@ -333,7 +332,6 @@ def multiclass() -> dict[str, Any]:
         "grid-step-1e-12",
         "step-overflow",
         "200000-values",
-        "label-1e15",
         "seed-as-grid",
         "model-too-large",
         "factor",

@@ -63,8 +63,14 @@ def test_labels_one_to_three_give_three_output_units(tmp_path: Path) -> None:
     prepared = data.job_data(_inline_store(spec), ArtifactStore(tmp_path), "job-classes", spec.task)  # type: ignore[arg-type]
     assert prepared.units == 3
     assert set(prepared.train.y_train.tolist()) == {0, 1, 2} and prepared.train.y_train.dtype == np.int32
-    values = {"hidden_layers": 1, "units_0": 4, "activation": "relu", "dropout": 0.0, "optimizer": "adam",
-              "learning_rate": 0.01}
+    values = {
+        "hidden_layers": 1,
+        "units_0": 4,
+        "activation": "relu",
+        "dropout": 0.0,
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+    }
     model = build_model(spec.without_data(), values, prepared.train, units=prepared.units)
     assert model.input_shape == (None, 3) and model.output_shape == (None, 3)
 
@@ -78,7 +84,11 @@ def test_inline_preprocessing_standardizes_on_the_training_rows(tmp_path: Path) 
 
 def _iris_plan(**data_fields: Any) -> data_codec.StoredData:
     spec = JobCreate.model_validate(
-        {"task": "multiclass_classification", "data": {"dataset": "iris", **data_fields}, "tuner": {"seed": 4}}
+        {
+            "task": "multiclass_classification",
+            "data": {"dataset": "iris", **data_fields},
+            "tuner": {"seed": 4},
+        }
     ).resolved()
     source = DatasetSource("iris", True, builtin_info("iris"), lambda: builtin_table("iris"))
     plan = prepare_dataset(spec, source, None, Limits()).plan

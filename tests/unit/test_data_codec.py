@@ -74,7 +74,10 @@ def test_the_stored_form_is_compact() -> None:
 
 
 def test_data_stored_as_json_before_plans_is_still_read() -> None:
-    legacy = {"train": {"x": [[float(i)] for i in range(10)], "y": [i % 2 for i in range(10)]}, "validation_split": 0.3}
+    legacy = {
+        "train": {"x": [[float(i)] for i in range(10)], "y": [i % 2 for i in range(10)]},
+        "validation_split": 0.3,
+    }
     stored = data_codec.decode(json.dumps(legacy).encode(), Task.BINARY_CLASSIFICATION)
     assert stored.arrays is not None and len(stored.arrays.x_val) == 3  # the last rows, as then
     assert stored.plan.classes == [0, 1] and stored.plan.preprocessing is None
@@ -83,7 +86,9 @@ def test_data_stored_as_json_before_plans_is_still_read() -> None:
 def test_npz_stored_before_plans_is_still_read() -> None:
     buffer = io.BytesIO()
     y = np.array([[0.0], [3.0]], dtype=np.float32)
-    np.savez(buffer, x_train=np.ones((2, 2), np.float32), y_train=y, x_val=np.ones((1, 2), np.float32), y_val=y[:1])
+    np.savez(
+        buffer, x_train=np.ones((2, 2), np.float32), y_train=y, x_val=np.ones((1, 2), np.float32), y_val=y[:1]
+    )
     stored = data_codec.decode(buffer.getvalue(), Task.MULTICLASS_CLASSIFICATION)
     assert stored.plan.classes == [0, 1, 2, 3]  # labels were unit indices then
     assert stored.arrays is not None and stored.arrays.y_train.shape == (2,)

@@ -53,7 +53,9 @@ def test_inline_preprocessing_is_off_unless_asked() -> None:
     assert not plan.preprocessing.scale_target  # a classifier's targets are not scaled
 
 
-def column(name: str, kind: str, values: list[Any] | None = None, missing: int = 0, first: int | None = None) -> ColumnInfo:
+def column(
+    name: str, kind: str, values: list[Any] | None = None, missing: int = 0, first: int | None = None
+) -> ColumnInfo:
     return ColumnInfo(
         name=name,
         type=kind,  # type: ignore[arg-type]
@@ -105,7 +107,12 @@ def test_a_dataset_reference_makes_a_plan_of_features_classes_and_split() -> Non
         ),
         ({"target": "city"}, [CITY, LABEL], "data.target", "exactly 2 classes, the target has 3"),
         ({"target": "one"}, [column("one", "numeric", [1.0]), CITY], "data.target", "single class"),
-        ({"target": "label"}, [column("age", "numeric", missing=3, first=6), LABEL], "data.features", "3 missing"),
+        (
+            {"target": "label"},
+            [column("age", "numeric", missing=3, first=6), LABEL],
+            "data.features",
+            "3 missing",
+        ),
     ],
 )
 def test_dataset_problems_name_the_field(
@@ -119,7 +126,7 @@ def test_dataset_problems_name_the_field(
 
 def test_missing_cells_name_the_first_data_row_and_the_fix() -> None:
     columns = [column("age", "numeric", missing=3, first=6), LABEL]
-    with pytest.raises(SpecError, match="the first in data row 7: .*impute to 'mean'"):
+    with pytest.raises(SpecError, match=r"the first in data row 7: .*impute to 'mean'"):
         prepare_dataset(dataset_job(target="label"), source(columns, LABELS), None, Limits())
     allowed = dataset_job(target="label", preprocessing={"impute": "mean"})
     assert prepare_dataset(allowed, source(columns, LABELS), None, Limits()).plan.features[0].name == "age"
@@ -127,7 +134,9 @@ def test_missing_cells_name_the_first_data_row_and_the_fix() -> None:
 
 def test_regression_needs_a_numeric_target_and_scales_it() -> None:
     with pytest.raises(SpecError, match="regression needs a numeric target"):
-        prepare_dataset(dataset_job("regression", target="city"), source([CITY, column("a", "numeric")]), None, Limits())
+        prepare_dataset(
+            dataset_job("regression", target="city"), source([CITY, column("a", "numeric")]), None, Limits()
+        )
     columns = [column("a", "numeric"), column("price", "numeric")]
     plan = prepare_dataset(dataset_job("regression", target="price"), source(columns), None, Limits()).plan
     assert plan.classes is None and plan.preprocessing is not None and plan.preprocessing.scale_target
@@ -136,7 +145,12 @@ def test_regression_needs_a_numeric_target_and_scales_it() -> None:
 def test_too_few_rows_for_the_split_is_refused() -> None:
     table = pa.table({"label": ["no", "yes"]})
     with pytest.raises(SpecError, match="leaves no row to validate"):
-        prepare_dataset(dataset_job(target="label"), source([column("a", "numeric"), LABEL], table, rows=2), None, Limits())
+        prepare_dataset(
+            dataset_job(target="label"),
+            source([column("a", "numeric"), LABEL], table, rows=2),
+            None,
+            Limits(),
+        )
 
 
 def test_a_dataset_over_the_class_limit_is_refused() -> None:
@@ -153,7 +167,9 @@ def test_a_dataset_over_the_class_limit_is_refused() -> None:
 
 def test_stratified_dataset_split_validates_every_class() -> None:
     table = pa.table({"label": ["no"] * 36 + ["yes"] * 4})
-    plan = prepare_dataset(dataset_job(target="label"), source([column("a", "numeric"), LABEL], table), None, Limits()).plan
+    plan = prepare_dataset(
+        dataset_job(target="label"), source([column("a", "numeric"), LABEL], table), None, Limits()
+    ).plan
     assert plan.split.stratified and plan.split.validation_rows == 8
     assert plan.warnings == []
     assert np.isclose(plan.split.fraction or 0, 0.2)

@@ -44,9 +44,11 @@ def test_a_valid_body_gives_the_resolved_spec_without_data_and_the_stored_data(n
     assert type(parsed.spec) is JobSpec
     assert parsed.spec.model_dump() == expected.model_dump(exclude={"data"})
     assert parsed.spec.objective is not None and parsed.spec.training.loss is not None  # resolved
-    arrays = data_codec.decode(parsed.data, expected.task)
-    np.testing.assert_array_equal(arrays.x_train, np.asarray(body["data"]["train"]["x"], np.float32))
-    np.testing.assert_array_equal(arrays.x_val, np.asarray(body["data"]["validation"]["x"], np.float32))
+    assert parsed.data is not None
+    stored = data_codec.decode(parsed.data, expected.task)
+    assert stored.plan == parsed.plan and stored.arrays is not None
+    np.testing.assert_array_equal(stored.arrays.x_train, np.asarray(body["data"]["train"]["x"], np.float32))
+    np.testing.assert_array_equal(stored.arrays.x_val, np.asarray(body["data"]["validation"]["x"], np.float32))
 
 
 def test_a_utf8_byte_order_mark_is_allowed() -> None:

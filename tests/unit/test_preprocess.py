@@ -367,7 +367,9 @@ def test_headers_named_like_the_models_own_layers_still_load(tmp_path: Path) -> 
 
 
 def test_a_model_trained_with_the_standardized_loss_reloads_in_a_worker(tmp_path: Path) -> None:
-    model = build_model(_regression_spec(loss="huber"), _VALUES, _diabetes_like(), units=1, target_scale=(150.0, 77.0))
+    model = build_model(
+        _regression_spec(loss="huber"), _VALUES, _diabetes_like(), units=1, target_scale=(150.0, 77.0)
+    )
     model.save(tmp_path / "trained.keras")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

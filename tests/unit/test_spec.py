@@ -218,7 +218,7 @@ def test_unknown_fields_are_rejected_at_every_level(path: str) -> None:
     assert_rejected(with_(_EVERY_SECTION, **{path.replace(".", "__"): 1}), path, "is not a field")
 
 
-@pytest.mark.parametrize("path", ["task", "data", "data.train", "data.train.x", "data.train.y"])
+@pytest.mark.parametrize("path", ["task", "data", "data.train.x", "data.train.y"])
 def test_missing_required_fields_are_named(path: str) -> None:
     assert_rejected(with_(REGRESSION, **{path.replace(".", "__"): None}), path, "is required")
 
@@ -532,7 +532,7 @@ def test_a_single_class_is_rejected(body: dict[str, Any]) -> None:
 
 def test_regression_targets_may_be_any_number() -> None:
     spec = JobCreate.model_validate(with_(REGRESSION, data__train__y=[-1.5, 2.25, 1e6, 0, 0]))
-    assert spec.data.all_targets() == [-1.5, 2.25, 1e6, 0, 0]
+    assert spec.data.train is not None and spec.data.train.y == [-1.5, 2.25, 1e6, 0, 0]
 
 
 # --- what fits the task -------------------------------------------------------------------------------
@@ -975,7 +975,7 @@ def test_labels_below_the_class_limit_are_accepted() -> None:
 
 
 def test_labels_beyond_the_class_limit_are_refused() -> None:
-    labels = list(range(11)) + [0]
+    labels = [*range(11), 0]
     body = with_(MULTICLASS, data__train={"x": [[float(i)] for i in range(12)], "y": labels})
     found = limit_problems(body, _CLASSES)
     assert list(found) == ["data.train.y"]
@@ -1038,3 +1038,13 @@ def test_huge_integers_are_refused_with_a_short_number(changes: dict[str, Any], 
 def test_limit_messages_show_large_numbers_in_full() -> None:
     found = check_limits(JobCreate.model_validate(with_(_AT_LIMITS, tuner__max_trials=1_234_567)), LIMITS)
     assert [p.message for p in found] == ["trials 1234567 is over this service's limit of 20"]
+
+
+def test_data_without_train_or_dataset_says_to_give_one() -> None:
+    assert_rejected(with_(REGRESSION, data__train=None), "data", "give either train", "or dataset")
+
+
+def test_dataset_fields_do_not_mix_with_inline_arrays() -> None:
+    assert_rejected(with_(REGRESSION, data__target="y"), "data", "target go with dataset")
+    body = {"task": "regression", "data": {"dataset": "iris", "validation": {"x": [[1]], "y": [1]}}}
+    assert_rejected(body, "data", "use validation_dataset")
