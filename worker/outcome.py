@@ -79,8 +79,13 @@ def exported_model(model: keras.Model, data: JobData, spec: JobSpec) -> keras.Mo
     compiled with the job's plain loss and metrics, so `keras.models.load_model` needs nothing of ktune."""
     if data.preprocessing is None:
         return model
-    exported = data.preprocessing.export(model)
-    if exported is model:
-        exported = keras.Model(model.inputs, model.outputs)
+    # The same layers as a model that was never compiled: the training model's compiled loss (standardized
+    # targets) is ktune's own class, which must not be saved inside the file.
+    core = keras.Model(model.inputs, model.outputs)
+    exported = data.preprocessing.export(core)
+    if exported is core:
+        exported = keras.Model(core.inputs, core.outputs)
     exported.compile(loss=spec.loss, metrics=[make_metric(name, spec.task) for name in spec.metrics])
+    # With its variables made now, the saved optimizer matches the one load_model builds (no warning).
+    exported.optimizer.build(exported.trainable_variables)
     return exported

@@ -7,6 +7,7 @@ nothing is queued that a worker would fail on: every problem is a `SpecError` na
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,7 +140,10 @@ def prepare_dataset(
     features = _features(data.features, target, info)
     options = resolved_preprocessing(spec) or PreprocessingSpec(standardize=False, scale_target=False)
     _check_missing(info, [target_column], "data.target", impute=None)
-    _check_missing(info, [info.column(f.name) for f in features], "data.features", options.impute)  # type: ignore[misc]
+    used = [column for f in features if (column := info.column(f.name)) is not None]
+    _check_missing(info, used, "data.features", options.impute)
+    _check_finite([target_column], "data.target")
+    _check_finite(used, "data.features")
     classes = _classes(task, target_column, limits)
     if validation is not None:
         _check_validation_dataset(validation, features, target, task, classes, options.impute)
@@ -244,6 +248,18 @@ def _check_missing(info: DatasetInfo, columns: list[ColumnInfo], field: str, imp
         )
 
 
+def _check_finite(columns: list[ColumnInfo], field: str) -> None:
+    for column in columns:
+        if column.type == "numeric" and not all(
+            v is None or math.isfinite(v) for v in (column.min, column.max)
+        ):
+            raise SpecError(
+                field,
+                f"column '{column.name}' holds infinite values (from {column.min} to {column.max}): replace "
+                "them, or leave the column out",
+            )
+
+
 def _classes(task: Task, target: ColumnInfo, limits: Limits) -> list[Label] | None:
     if task is Task.REGRESSION:
         if target.type != "numeric":
@@ -305,7 +321,9 @@ def _check_validation_dataset(
     target_column = info.column(target)
     assert target_column is not None
     _check_missing(info, [target_column], "data.validation_dataset", impute=None)
-    _check_missing(info, [info.column(f.name) for f in features], "data.validation_dataset", impute)  # type: ignore[misc]
+    used = [column for f in features if (column := info.column(f.name)) is not None]
+    _check_missing(info, used, "data.validation_dataset", impute)
+    _check_finite(used, "data.validation_dataset")
     if classes is not None:
         own = _classes(task, target_column, Limits(max_classes=2**31))
         unknown = [c for c in own or () if c not in classes]

@@ -115,16 +115,14 @@ def test_tune_on_an_upload_and_predict_raw_rows(
 
     model = best_model(api, job["id"], tmp_path)
     rows = [0, 25, 59]  # one of each species
-    if kind == "npz" or types["colour"] != "categorical":
+    if kind == "npz":
         raw: Any = np.column_stack([table.column(0).to_numpy(), table.column(1).to_numpy()])[rows]
-    else:
+    else:  # a dict keyed by the header's names, 1-D arrays; strings as dtype=object, as pandas has them
         raw = {
-            column: np.array(
-                table.column(column).to_pylist(), dtype=object if column == "colour" else np.float32
-            )[rows].reshape(-1, 1)
-            for column in ("petal length (cm)", "stem mass", "colour")
+            name: np.array(table.column(name).to_pylist(), dtype=object if name == "colour" else np.float32)
+            for name in ("petal length (cm)", "stem mass", "colour")
         }
-        raw["colour"] = raw["colour"].astype(str)
+        raw = {name: values[rows] for name, values in raw.items()}
     probabilities = model.predict(raw, verbose=0)
     assert [done["classes"][i] for i in probabilities.argmax(axis=1)] == ["setosa", "versicolor", "virginica"]
 
@@ -264,7 +262,7 @@ def test_delete_is_refused_while_a_job_uses_it_and_allowed_after(
 
 def test_a_200_mb_upload_keeps_the_api_small(deployment: Deployment, tmp_path: Path) -> None:
     """The upload is streamed to disk and read a block at a time: the API's peak RSS grows by far less
-    than the file (bound: 250 MB over its RSS before the upload)."""
+    than the file (bound: 150 MB over its RSS before the upload; measured: 71 MB)."""
     assert deployment.api_process is not None
     api_process = psutil.Process(deployment.api_process.pid)
     generator = np.random.default_rng(1)
@@ -294,4 +292,5 @@ def test_a_200_mb_upload_keeps_the_api_small(deployment: Deployment, tmp_path: P
     assert response.status_code == 201, response.text
     assert response.json()["rows"] == 1_000_000
     grown = max(peak) - before
-    assert grown < 250 * 1024**2, f"the API grew by {grown / 1024**2:.0f} MB"
+    print(f"API RSS before {before / 1024**2:.0f} MB, peak growth {grown / 1024**2:.0f} MB")
+    assert grown < 150 * 1024**2, f"the API grew by {grown / 1024**2:.0f} MB"

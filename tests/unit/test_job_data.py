@@ -173,3 +173,9 @@ def test_stratified_dataset_split_validates_every_class() -> None:
     assert plan.split.stratified and plan.split.validation_rows == 8
     assert plan.warnings == []
     assert np.isclose(plan.split.fraction or 0, 0.2)
+
+
+def test_infinite_values_in_a_feature_are_refused() -> None:
+    infinite = column("size", "numeric").model_copy(update={"min": 0.0, "max": float("inf")})
+    with pytest.raises(SpecError, match="'size' holds infinite values"):
+        prepare_dataset(dataset_job(target="label"), source([infinite, LABEL], LABELS), None, Limits())

@@ -48,7 +48,8 @@ def test_a_valid_body_gives_the_resolved_spec_without_data_and_the_stored_data(n
     stored = data_codec.decode(parsed.data, expected.task)
     assert stored.plan == parsed.plan and stored.arrays is not None
     np.testing.assert_array_equal(stored.arrays.x_train, np.asarray(body["data"]["train"]["x"], np.float32))
-    np.testing.assert_array_equal(stored.arrays.x_val, np.asarray(body["data"]["validation"]["x"], np.float32))
+    validation = np.asarray(body["data"]["validation"]["x"], np.float32)
+    np.testing.assert_array_equal(stored.arrays.x_val, validation)
 
 
 def test_a_utf8_byte_order_mark_is_allowed() -> None:
