@@ -3,8 +3,10 @@ Python of an environment that has the package without its [dev] extra (as the Do
 
 A redis-server on a free port, `python -m worker` and `python -m service` of that environment, started in a
 scratch directory (not the source tree, so the installed packages are imported); tiny XOR data, a few
-trials of a few epochs. Every job must end `succeeded` and its best model must download and load.
-Standard library only: this runs with what the shipped install has, and nothing from [dev].
+trials of a few epochs. Every job must end `succeeded` and its best model must download and load. Then data
+sets: a CSV with a categorical column uploaded (pyarrow, python-multipart) and a built-in set (scikit-learn),
+each tuned, its best model called on raw rows. Standard library only: this runs with what the shipped
+install has, and nothing from [dev].
 """
 
 from __future__ import annotations
@@ -77,11 +79,16 @@ class Api:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: Any = None, raw: tuple[bytes, str] | None = None
+    ) -> tuple[int, bytes]:
+        """`body` is sent as JSON; `raw` as (bytes, content type)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request = urllib.request.Request(self.base + path, data=data or (raw and raw[0]), method=method)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        elif raw is not None:
+            request.add_header("Content-Type", raw[1])
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
@@ -219,6 +226,89 @@ def run_jobs(stack: Stack) -> dict[str, Path]:
     return models
 
 
+# Two features on different scales and a categorical colour; the class follows the colour and the size.
+FLOWERS = "size,weight,colour,kind\n" + "".join(
+    f"{1 + i % 5},{1000 + 100 * (i % 3)},{'red' if i % 2 else 'blue'},{'rose' if i % 2 else 'iris'}\n"
+    for i in range(40)
+)
+
+
+def multipart(name: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file field `file` (what `curl -F file=@...` sends)."""
+    boundary = "ktune-check-install-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def dataset_job(data: dict[str, Any], task: str) -> dict[str, Any]:
+    return {
+        "name": f"check-install-{data['dataset'][:8]}",
+        "task": task,
+        "data": data,
+        "model": {"hidden_layers": 1, "units": {"values": [4, 8]}},
+        "training": {"epochs": 2, "batch_size": 8},
+        "tuner": {"algorithm": "random", "max_trials": 2, "seed": 1},
+    }
+
+
+def run_dataset_jobs(stack: Stack) -> None:
+    """An uploaded CSV and a built-in set, each tuned; the best models take raw rows."""
+    api = stack.api
+    status, content = api.request("POST", "/v1/datasets", raw=multipart("flowers.csv", FLOWERS.encode()))
+    if status != 201:
+        raise SystemExit(f"check-install: the upload answered {status}: {content[:2000]!r}")
+    uploaded = json.loads(content)["id"]
+    bodies = {
+        "upload": dataset_job({"dataset": uploaded, "target": "kind"}, "binary_classification"),
+        "iris": dataset_job({"dataset": "iris"}, "multiclass_classification"),
+    }
+    jobs = {name: api.json("POST", "/v1/jobs", body, expect=202)["id"] for name, body in bodies.items()}
+    ended = {
+        name: wait_for(lambda j=job_id: _final(api, j), JOB_TIMEOUT, f"the {name} job")
+        for name, job_id in jobs.items()
+    }
+    failed = {name: job["error"] for name, job in ended.items() if job["status"] != "succeeded"}
+    if failed:
+        stack.show_logs()
+        raise SystemExit(f"check-install: data-set jobs did not succeed: {failed}")
+    rows = {
+        "upload": "{'size': np.array([1.0, 2.0]), 'weight': np.array([1000.0, 1100.0]), "
+        "'colour': np.array(['blue', 'red'], dtype=object)}",
+        "iris": "np.array([[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]], dtype='float32')",
+    }
+    for name, job_id in jobs.items():
+        status, content = api.request("GET", f"/v1/jobs/{job_id}/artifacts/best-model")
+        if status != 200:
+            raise SystemExit(f"check-install: the {name} job's best model: {status}, {content[:200]!r}")
+        path = stack.workdir / f"{name}.keras"
+        path.write_bytes(content)
+        probe = (
+            "import keras, numpy as np\n"
+            f"print(keras.models.load_model({str(path)!r}).predict({rows[name]}, verbose=0).shape)"
+        )
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        shape = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=stack.workdir,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        expected = "(2, 1)" if name == "upload" else "(2, 3)"
+        if shape != expected:
+            raise SystemExit(f"check-install: the {name} model predicted shape {shape}, expected {expected}")
+        print(f"  data set {name}: succeeded; its model takes raw rows")
+
+
+def _final(api: Api, job_id: str) -> dict[str, Any] | None:
+    job: dict[str, Any] = api.json("GET", f"/v1/jobs/{job_id}")
+    return job if job["status"] in FINAL else None
+
+
 def check_models_load(models: dict[str, Path], workdir: Path) -> None:
     """Each best model opens with keras.models.load_model (safe mode) and predicts one value per row."""
     probe = (
@@ -245,11 +335,13 @@ def main() -> None:
         )
         models = run_jobs(stack)
         check_models_load(models, workdir)
+        run_dataset_jobs(stack)
     finally:
         stack.down()
         shutil.rmtree(workdir, ignore_errors=True)
     print(
-        f"check-install: {', '.join(TUNERS)} succeeded; best models load ({time.monotonic() - begun:.0f} s)"
+        f"check-install: {', '.join(TUNERS)} and data-set jobs succeeded; best models load "
+        f"({time.monotonic() - begun:.0f} s)"
     )
 
 

@@ -19,10 +19,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from service.api.errors import invalid_request
-from service.core import data_codec
 from service.core.data_plan import DataPlan
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest
-from service.core.job_data import prepare_inline
+from service.core.job_data import stored_inline
 from service.core.settings import Limits
 from service.core.spec import JobCreate, JobSpec, check_limits
 
@@ -82,8 +81,8 @@ def parse_job(raw: bytes | bytearray, limits: Limits) -> ParsedJob:
     job = job.resolved()
     if job.data.train is None:
         return ParsedJob(job.without_data(), dataset_request=job)
-    plan, arrays = prepare_inline(job)
-    return ParsedJob(job.without_data(), plan, data_codec.encode(plan, arrays))
+    plan, data = stored_inline(job)
+    return ParsedJob(job.without_data(), plan, data)
 
 
 def parse_job_file(path: str, limits: Limits) -> ParsedJob:

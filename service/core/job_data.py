@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from service.core.catalog import Task
-from service.core.data_codec import DataArrays
+from service.core.data_codec import DataArrays, encode
 from service.core.data_plan import DataPlan, FeatureInfo, SplitInfo
 from service.core.datasets import ColumnInfo, DatasetInfo, column_arrays
 from service.core.labels import Label, LabelError, as_labels, check_classes, output_units, to_indices
@@ -70,6 +70,12 @@ def prepare_inline(spec: JobCreate) -> tuple[DataPlan, DataArrays]:
         warnings=_missing_classes(classes, y, y_val),
     )
     return plan, DataArrays(x, y, x_val, y_val)
+
+
+def stored_inline(spec: JobCreate) -> tuple[DataPlan, bytes]:
+    """The plan of inline data and the job's stored data (`data_codec`'s form)."""
+    plan, arrays = prepare_inline(spec)
+    return plan, encode(plan, arrays)
 
 
 def _targets(values: list[float | str], task: Task, classes: list[Label] | None) -> np.ndarray:

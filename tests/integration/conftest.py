@@ -24,8 +24,9 @@ import httpx
 import pytest
 import redis
 
-from service.core import data_codec, lifecycle, queue
+from service.core import lifecycle, queue
 from service.core.artifacts import ArtifactStore
+from service.core.job_data import stored_inline
 from service.core.records import JobRecord, utcnow
 from service.core.settings import Settings
 from service.core.spec import JobCreate
@@ -301,6 +302,6 @@ def running_job(ctx: WorkerContext) -> str:
         spec=spec.model_dump(mode="json", exclude={"data"}),
         created_at=utcnow(),
     )
-    ctx.store.create_job(record, data_codec.encode(spec.data, spec.task))
+    ctx.store.create_job(record, stored_inline(spec)[1])
     assert lifecycle.start(ctx.store, record.id)
     return record.id

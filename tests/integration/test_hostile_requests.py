@@ -29,10 +29,22 @@ def _with(path: str, value: Any, body: dict[str, Any] | None = None) -> dict[str
     return body
 
 
-def _multiclass_with_label(label: float) -> dict[str, Any]:
+def _multiclass_with_classes(count: int) -> dict[str, Any]:
+    """One row per class: labels are mapped to classes, so only their number can be too large."""
     body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["task"] = "multiclass_classification"
-    body["data"]["train"]["y"] = [0, label, 1, 0]
+    body["data"] = {
+        "train": {"x": [[float(i)] for i in range(count)], "y": [i * 10**12 for i in range(count)]}
+    }
+    return body
+
+
+def _string_targets(rows: int) -> dict[str, Any]:
+    """A regression on string targets: one problem that counts the rows, not one per row."""
+    body = seed()
+    body["data"] = {
+        "train": {"x": [[float(i)] for i in range(rows)], "y": [f"label {i}" for i in range(rows)]}
+    }
     return body
 
 
@@ -49,7 +61,8 @@ HOSTILE = [
         _with("optimizer.learning_rate", {"values": [i / 1e7 for i in range(1, 200_001)]}),
         "optimizer.learning_rate.values",
     ),
-    (_multiclass_with_label(1e15), "data.train.y"),
+    (_multiclass_with_classes(1_001), "data.train.y"),
+    (_string_targets(455), "data.train.y"),
     (_with("tuner.factor", 10**400), "tuner.factor"),
     (_with("tuner.hyperband_iterations", 10**400), "tuner.hyperband_iterations"),
     (_with("training.early_stopping", {"patience": 10**400}), "training.early_stopping.patience"),

@@ -191,7 +191,7 @@ def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
 ) -> None:
     from datetime import timedelta
 
-    from service.core import data_codec
+    from service.core.job_data import stored_inline
     from service.core.records import JobRecord, utcnow
     from service.core.spec import JobCreate
     from service.core.states import JobStatus
@@ -210,7 +210,7 @@ def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
         enqueued_at=long_ago,
         start_sends=1,
     )
-    stored = data_codec.encode(spec.data, spec.task)
+    stored = stored_inline(spec)[1]
     JobStore.from_url(redis_url).create_job(record, stored)  # stored, never sent
 
     done = wait_job(api, record.id, {"succeeded"}, timeout=120)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from kombu.exceptions import OperationalError
 
 from service.api import job_service
 from service.api.job_parsing import parse_job
 from service.core import queue
+from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetStore
 from service.core.errors import Unavailable
 from service.core.settings import Limits
 from service.core.states import JobStatus
@@ -18,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def refuse(job_id: str, queue_name: str) -> None:
         raise OperationalError("broker unreachable")
@@ -28,7 +32,7 @@ def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
     job = parse_job((ROOT / "examples" / "xor-seed.json").read_bytes(), Limits())
 
     with pytest.raises(Unavailable) as raised:
-        job_service.submit(store, job)
+        job_service.submit(store, DatasetStore(store), ArtifactStore(tmp_path), job, Limits())
     assert raised.value.status_code == 503
 
     [job_id] = store.jobs_with_status(JobStatus.FAILED)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.core import data_codec
+from service.core.job_data import stored_inline
 from service.core.records import JobRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
@@ -40,7 +40,7 @@ def _stalled_job(service_env: dict[str, str], **fields: Any) -> str:
         spec=spec.model_dump(mode="json", exclude={"data"}),
         created_at=an_hour_ago,
     )
-    store.create_job(record, data_codec.encode(spec.data, spec.task))
+    store.create_job(record, stored_inline(spec)[1])
     store.set_job_fields(record.id, started_at=an_hour_ago, **fields)
     return record.id
 
