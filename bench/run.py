@@ -238,12 +238,13 @@ class KtuneResult:
 
 @dataclass
 class Stack:
-    """A running ktune: the API client and the worker's main process."""
+    """A running ktune: the API client, the worker's main process and the API's process."""
 
     client: httpx.Client
     worker: subprocess.Popen[bytes]
     logs: Path
     redis_url: str = ""
+    api: subprocess.Popen[bytes] | None = None
 
 
 def ktune_env(
@@ -265,8 +266,11 @@ def ktune_env(
 
 
 @contextlib.contextmanager
-def ktune_stack(loop: str, logs: Path, name: str, settings: dict[str, str]) -> Iterator[Stack]:
-    """Start redis-server, the worker and the API; wait for /readyz; tear all down on leaving."""
+def ktune_stack(
+    loop: str, logs: Path, name: str, settings: dict[str, str], concurrency: int = 2
+) -> Iterator[Stack]:
+    """Start redis-server, the worker (`concurrency` pool processes) and the API; wait for /readyz and
+    for every pool process to import TensorFlow; tear all down on leaving."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (scripts/run-bench installs it)")
@@ -281,9 +285,10 @@ def ktune_stack(loop: str, logs: Path, name: str, settings: dict[str, str]) -> I
         env = ktune_env(redis_url, workdir / "artifacts", api_port, loop, settings)
         worker_log = logs / f"{name}-worker.log"
         worker = stack.enter_context(started(
-            [sys.executable, "-m", "worker", "-c", "2", "-n", "bench@%h", "-Q", "cpu"], worker_log, env))
+            [sys.executable, "-m", "worker", "-c", str(concurrency), "-n", "bench@%h", "-Q", "cpu"],
+            worker_log, env))
         api_log = logs / f"{name}-api.log"
-        stack.enter_context(started([sys.executable, "-m", "service"], api_log, env))
+        api = stack.enter_context(started([sys.executable, "-m", "service"], api_log, env))
         client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30))
 
         def ready() -> bool:
@@ -298,14 +303,16 @@ def ktune_stack(loop: str, logs: Path, name: str, settings: dict[str, str]) -> I
             raise RuntimeError(f"{exc}\n{api_log}:\n{tail(api_log)}") from None
         # A service's workers start once and then serve many jobs: time the search, not the start-up
         # imports (the baseline's clock also starts after TensorFlow is imported).
-        wait_for(lambda: pool_is_warm(worker.pid), READY_TIMEOUT, "every pool process to load TensorFlow")
-        yield Stack(client, worker, logs, redis_url)
+        wait_for(lambda: pool_is_warm(worker.pid, concurrency), READY_TIMEOUT,
+                 "every pool process to load TensorFlow")
+        yield Stack(client, worker, logs, redis_url, api)
 
 
-def pool_is_warm(worker_pid: int) -> bool:
-    """Whether every pool process of the worker has TensorFlow's library mapped (its start-up import done)."""
+def pool_is_warm(worker_pid: int, processes: int = 2) -> bool:
+    """Whether all `processes` pool processes of the worker have TensorFlow's library mapped (their
+    start-up import done)."""
     children = psutil.Process(worker_pid).children(recursive=True)
-    if len(children) < 2:
+    if len(children) < processes:
         return False
     return all(any("libtensorflow" in m.path for m in child.memory_maps()) for child in children)
 
