@@ -17,7 +17,7 @@ from service.core import data_codec, datasets
 from service.core.artifacts import ArtifactStore
 from service.core.catalog import Task
 from service.core.data_plan import DataPlan
-from service.core.labels import as_labels, output_units, to_indices
+from service.core.labels import column_indices, output_units
 from service.core.splits import Split, split_rows
 from service.core.store import JobStore
 from worker.preprocess import FeatureColumn, Preprocessing, PreprocessOptions, RawSplit
@@ -122,11 +122,10 @@ def _dataset_raw(plan: DataPlan, artifacts: ArtifactStore) -> RawSplit:
 
 def _columns(table: pa.Table, names: list[str], plan: DataPlan) -> tuple[dict[str, np.ndarray], np.ndarray]:
     assert plan.target is not None
-    columns = datasets.column_arrays(table, [*names, plan.target])
-    target = columns.pop(plan.target)
+    columns = datasets.column_arrays(table, names)
     if plan.classes is None:
-        return columns, target.astype(np.float64)
-    return columns, to_indices(as_labels(target), plan.classes)
+        return columns, datasets.column_arrays(table, [plan.target])[plan.target].astype(np.float64)
+    return columns, column_indices(table.column(plan.target), plan.classes)
 
 
 def _split(plan: DataPlan, y: np.ndarray) -> Split:

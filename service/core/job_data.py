@@ -18,8 +18,16 @@ import pyarrow as pa
 from service.core.catalog import Task
 from service.core.data_codec import DataArrays, encode
 from service.core.data_plan import DataPlan, FeatureInfo, SplitInfo
-from service.core.datasets import ColumnInfo, DatasetInfo, column_arrays
-from service.core.labels import Label, LabelError, as_labels, check_classes, output_units, to_indices
+from service.core.datasets import ColumnInfo, DatasetInfo
+from service.core.labels import (
+    Label,
+    LabelError,
+    as_labels,
+    check_classes,
+    column_indices,
+    output_units,
+    to_indices,
+)
 from service.core.settings import Limits
 from service.core.spec import DataShape, JobCreate, PreprocessingSpec, SpecError, check_limits
 from service.core.splits import Split, rows_checksum, split_rows
@@ -365,8 +373,7 @@ def _split(
 
 def dataset_labels(table: pa.Table, target: str, classes: list[Label]) -> np.ndarray:
     """Each row's class index in a data set's target column."""
-    values = column_arrays(table, [target])[target]
-    return to_indices(as_labels(values), classes)
+    return column_indices(table.column(target), classes)
 
 
 def _labels(

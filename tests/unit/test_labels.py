@@ -64,3 +64,14 @@ def test_long_strings_are_not_cut_when_mapped() -> None:
     labels = np.array(["a", "b"])
     assert to_indices(labels, ["a", "b"]).tolist() == [0, 1]
     assert to_indices(np.array(["long-label", "b"]), ["b", "long-label"]).tolist() == [1, 0]
+
+
+def test_a_label_column_maps_to_indices_and_refuses_unknown_labels() -> None:
+    import pyarrow as pa
+
+    from service.core.labels import column_indices
+
+    assert column_indices(pa.chunked_array([["b", "a", "b"]]), ["a", "b"]).tolist() == [1, 0, 1]
+    assert column_indices(pa.chunked_array([[3.0, 1.0]]), [1, 3]).tolist() == [1, 0]
+    with pytest.raises(LabelError, match="1 labels are not among the classes: row 1 \\('c'\\)"):
+        column_indices(pa.chunked_array([["a", "c"]]), ["a", "b"])
