@@ -109,7 +109,8 @@ def _dataset_raw(plan: DataPlan, artifacts: ArtifactStore) -> RawSplit:
     columns, y = _columns(_table(artifacts, plan.dataset, plan.builtin), names, plan)
     split = _split(plan, y)
     if plan.validation_dataset is not None:
-        val_columns, y_val = _columns(_table(artifacts, plan.validation_dataset, False), names, plan)
+        table = _table(artifacts, plan.validation_dataset, plan.validation_dataset in datasets.BUILTINS)
+        val_columns, y_val = _columns(table, names, plan)
         return RawSplit(features, columns, val_columns, y, y_val)
     return RawSplit(
         features,

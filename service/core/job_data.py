@@ -170,6 +170,9 @@ def prepare_dataset(
             f"free-text columns left out of the features: {', '.join(text[:_SHOWN])} (more than "
             "1000 distinct values each)"
         )
+    split_info = _split_info(spec, method, split, seed, classes is not None)
+    if validation is not None:  # every row of the other data set validates
+        split_info = split_info.model_copy(update={"validation_rows": validation.info.rows})
     plan = DataPlan(
         source="dataset",
         dataset=source.ref,
@@ -178,7 +181,7 @@ def prepare_dataset(
         target=target,
         features=features,
         classes=classes,
-        split=_split_info(spec, method, split, seed, classes is not None),
+        split=split_info,
         preprocessing=options,
         warnings=warnings,
     )

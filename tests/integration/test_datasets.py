@@ -245,12 +245,14 @@ def test_delete_is_refused_while_a_job_uses_it_and_allowed_after(
     api: httpx.Client, workers: list[str]
 ) -> None:
     dataset = upload(api, "flowers.csv", file_bytes(flowers(), "csv")[1])
-    body = tiny_job({"dataset": dataset["id"], "target": "species"})
+    held = upload(api, "held.csv", file_bytes(flowers(), "csv")[1])
+    body = tiny_job({"dataset": dataset["id"], "target": "species", "validation_dataset": held["id"]})
     body["training"]["epochs"] = 5000
     job = submit(api, body)
-    refused = api.delete(f"/v1/datasets/{dataset['id']}")
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "dataset_in_use"
-    assert job["id"] in refused.json()["error"]["message"]
+    for used in (dataset["id"], held["id"]):
+        refused = api.delete(f"/v1/datasets/{used}")
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "dataset_in_use"
+        assert job["id"] in refused.json()["error"]["message"]
     assert api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     wait_job(api, job["id"], {"cancelled"})
     assert api.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
@@ -294,3 +296,17 @@ def test_a_200_mb_upload_keeps_the_api_small(deployment: Deployment, tmp_path: P
     grown = max(peak) - before
     print(f"API RSS before {before / 1024**2:.0f} MB, peak growth {grown / 1024**2:.0f} MB")
     assert grown < 150 * 1024**2, f"the API grew by {grown / 1024**2:.0f} MB"
+
+
+def test_a_validation_dataset_validates_every_one_of_its_rows(api: httpx.Client, workers: list[str]) -> None:
+    table = flowers()
+    train, held = table.take(list(range(0, ROWS, 2))), table.take(list(range(1, ROWS, 2)))
+    train_id = upload(api, "train.csv", file_bytes(train, "csv")[1])["id"]
+    held_id = upload(api, "held.csv", file_bytes(held, "csv")[1])["id"]
+    data = {"dataset": train_id, "target": "species", "validation_dataset": held_id}
+    job = submit(api, tiny_job(data))
+    split = job["data"]["split"]
+    assert split["method"] == "validation_dataset"
+    assert (split["train_rows"], split["validation_rows"]) == (ROWS // 2, ROWS // 2)
+    done = wait_job(api, job["id"], {"succeeded"})
+    assert done["best_trial"]["metrics"]["val_accuracy"] >= 0.9
