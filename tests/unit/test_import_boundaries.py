@@ -1,4 +1,7 @@
-"""What each side may import: the API never loads TensorFlow; Celery's parent process never does either."""
+"""What each side may import: the API never loads TensorFlow; Celery's parent process never does either.
+
+The data-set modules load scikit-learn only once a built-in set is asked for.
+"""
 
 from __future__ import annotations
 
@@ -36,3 +39,16 @@ def test_shared_core_needs_neither_fastapi_nor_tensorflow() -> None:
     )
     loaded = loaded_after(f"from service.core import {modules}")
     assert not loaded & {*HEAVY, "fastapi", "starlette"}
+
+
+@pytest.mark.parametrize(
+    "module", ["datasets", "dataset_models", "dataset_readers", "dataset_writer", "builtin_datasets"]
+)
+def test_the_dataset_modules_load_neither_scikit_learn_nor_tensorflow_nor_fastapi(module: str) -> None:
+    loaded = loaded_after(f"import service.core.{module}")
+    assert not loaded & {"sklearn", "tensorflow", "keras", "fastapi", "redis", "pandas"}
+
+
+def test_scikit_learn_is_loaded_once_a_builtin_set_is_asked_for() -> None:
+    """The other side of the test above: the built-ins do need it, so its absence there means laziness."""
+    assert "sklearn" in loaded_after("from service.core.datasets import builtin_table; builtin_table('iris')")
