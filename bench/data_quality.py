@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -209,8 +210,12 @@ def best_model_mae(model_bytes: bytes, x_val: np.ndarray, y_val: np.ndarray) -> 
         path = Path(temp) / "best.keras"
         path.write_bytes(model_bytes)
         model = keras.models.load_model(path)
-    # Called, not model.predict: one batch, and no tf.function traced per model.
-    predicted = np.asarray(model(x_val.astype(np.float32), training=False), dtype=np.float64).ravel()
+    # Called, not model.predict: one batch, and no tf.function traced per model. The saved models nest
+    # their one input differently (a list without preprocessing, a bare input with it); Keras warns about
+    # either array form for one of them and flattens it all the same.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        predicted = np.asarray(model(x_val.astype(np.float32), training=False), dtype=np.float64).ravel()
     return float(np.mean(np.abs(predicted - y_val)))
 
 
