@@ -1,5 +1,6 @@
 """Deletes what finished jobs no longer need: expired jobs (KTUNE_JOB_RETENTION_DAYS) with their artifacts,
-the scratch files of ended jobs, and directories and Redis keys left over from deleted jobs.
+the scratch files of ended jobs, and directories and Redis keys left over from deleted jobs; and the
+directories of data sets whose upload never got a record (the API stopped while reading it).
 
 Runs periodically in the API beside the sweeper. With several API replicas, one of them claims each round
 (a short Redis key); a job deleted twice is harmless anyway.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetStore
 from service.core.records import utcnow
 from service.core.settings import Settings
 from service.core.states import JobStatus
@@ -29,6 +31,8 @@ _EXPIRE_PER_ROUND = 100
 _KEYS_PER_ROUND = 5_000
 # How long a replica's claim on a round lasts at most, should the round itself hang.
 _CLAIM_SECONDS = 600.0
+# A data-set directory without a record is an upload in progress until its files are this old.
+DATASET_ORPHAN_GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -39,9 +43,11 @@ class CleanupReport:
     scratch: list[str] = field(default_factory=list)  # ended jobs whose checkpoints and candidates went
     orphans: list[str] = field(default_factory=list)  # artifact directories of jobs no longer in Redis
     leftover_keys: list[str] = field(default_factory=list)  # Redis keys of jobs no longer in Redis
+    orphan_datasets: list[str] = field(default_factory=list)  # data-set directories with no record
 
     def __bool__(self) -> bool:
-        return bool(self.expired or self.scratch or self.orphans or self.leftover_keys)
+        found = (self.expired, self.scratch, self.orphans, self.leftover_keys, self.orphan_datasets)
+        return any(found)
 
 
 def retention_cutoff(now: datetime, retention_days: float) -> datetime | None:
@@ -126,13 +132,27 @@ def tidy_job_dirs(
     return scratch, orphans
 
 
+def tidy_dataset_dirs(datasets: DatasetStore, artifacts: ArtifactStore, now: datetime) -> list[str]:
+    """Remove data-set directories that have no record and whose files have not changed for the grace."""
+    dataset_ids = artifacts.dataset_ids()
+    removed = []
+    for dataset_id, exists in zip(dataset_ids, datasets.existing(dataset_ids), strict=True):
+        modified = artifacts.dataset_last_modified(dataset_id)
+        if not exists and orphan_due(None, modified, now, DATASET_ORPHAN_GRACE):
+            artifacts.delete_dataset(dataset_id)
+            removed.append(dataset_id)
+    return removed
+
+
 def cleanup(store: JobStore, artifacts: ArtifactStore, settings: Settings) -> CleanupReport:
-    """One round: expired jobs first (their scratch goes with them), then scratch, orphans, leftover keys."""
+    """One round: expired jobs first (their scratch goes with them), then scratch, orphans, leftover keys,
+    and data-set directories without a record."""
     now = utcnow()
     expired = expire_jobs(store, artifacts, settings, now)
     scratch, orphans = tidy_job_dirs(store, artifacts, settings, now)
     leftover_keys = store.delete_leftover_keys(_KEYS_PER_ROUND, scratch_grace(settings).total_seconds())
-    return CleanupReport(expired, scratch, orphans, leftover_keys)
+    orphan_datasets = tidy_dataset_dirs(DatasetStore(store), artifacts, now)
+    return CleanupReport(expired, scratch, orphans, leftover_keys, orphan_datasets)
 
 
 def claimed_round(store: JobStore, artifacts: ArtifactStore, settings: Settings, interval: float) -> None:
@@ -148,11 +168,13 @@ def claimed_round(store: JobStore, artifacts: ArtifactStore, settings: Settings,
         store.extend_cleanup_claim(owner, interval * 0.9 - (time.monotonic() - begun))
     if report:
         log.info(
-            "cleanup: expired jobs %s, scratch of %s, leftover directories %s, leftover keys %s",
+            "cleanup: expired jobs %s, scratch of %s, leftover directories %s, leftover keys %s, "
+            "data-set directories without a record %s",
             report.expired,
             report.scratch,
             report.orphans,
             report.leftover_keys,
+            report.orphan_datasets,
         )
 
 

@@ -118,7 +118,7 @@ def list_datasets(
 ) -> DatasetList:
     """The built-in data sets (first page), then uploads, newest first, a page at a time."""
     try:
-        records, next_cursor = store.list(limit, cursor)
+        records, next_cursor = store.page(limit, cursor)
     except InvalidCursor as exc:
         raise InvalidRequest(
             [

@@ -86,6 +86,22 @@ class ArtifactStore:
     def delete_dataset(self, dataset_id: str) -> None:
         shutil.rmtree(self.dataset_dir(dataset_id), ignore_errors=True)
 
+    def dataset_ids(self) -> list[str]:
+        """The ids of every data set that has a directory here (stored, or being uploaded)."""
+        try:
+            return sorted(entry.name for entry in os.scandir(self.root / "datasets") if entry.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def dataset_last_modified(self, dataset_id: str) -> float | None:
+        """When the data set's directory or a file in it last changed (an upload writes its files)."""
+        try:
+            with os.scandir(self.dataset_dir(dataset_id)) as entries:
+                times = [entry.stat().st_mtime for entry in entries]
+            return max([self.dataset_dir(dataset_id).stat().st_mtime, *times])
+        except FileNotFoundError:
+            return None
+
     def last_modified(self, job_id: str) -> float | None:
         """The job directory's modification time (seconds since the epoch); None when there is none."""
         try:

@@ -96,7 +96,7 @@ class DatasetStore:
         raw = self.redis.get(self._key(dataset_id))
         return DatasetRecord.model_validate_json(raw) if raw else None
 
-    def list(self, limit: int, cursor: str | None = None) -> tuple[list[DatasetRecord], str | None]:
+    def page(self, limit: int, cursor: str | None = None) -> tuple[list[DatasetRecord], str | None]:
         """A page of data sets, newest first, and the cursor of the next page (None at the end)."""
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
@@ -106,6 +106,13 @@ class DatasetStore:
         raws = self.redis.mget([self._key(m.split(":", 1)[1]) for m in page]) if page else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, page[-1] if len(members) > limit else None
+
+    def existing(self, dataset_ids: list[str]) -> list[bool]:
+        """Whether each data set has a record."""
+        pipe = self.redis.pipeline(transaction=False)
+        for dataset_id in dataset_ids:
+            pipe.exists(self._key(dataset_id))
+        return [bool(found) for found in pipe.execute()]
 
     def attach_job(self, dataset_id: str, job_id: str) -> bool:
         """Note that a job being submitted uses the data set; False when the data set is gone."""

@@ -44,7 +44,7 @@ def test_a_data_set_in_use_by_a_queued_job_is_kept_until_the_job_ends(scratch_st
     assert lifecycle.cancel(scratch_store, job_id)
     assert datasets.delete(dataset.id, dataset.created_at)
     assert datasets.get(dataset.id) is None
-    assert datasets.list(10)[0] == []
+    assert datasets.page(10)[0] == []
     assert not datasets.attach_job(dataset.id, stored_job(scratch_store)), "no job attaches to a deleted set"
     assert not datasets.delete(dataset.id, dataset.created_at)
 
@@ -65,7 +65,7 @@ def test_data_sets_are_listed_newest_first_a_page_at_a_time(scratch_store: JobSt
         made.append(record())
         datasets.create(made[-1])
         time.sleep(0.002)
-    page, cursor = datasets.list(2)
+    page, cursor = datasets.page(2)
     assert [d.id for d in page] == [made[2].id, made[1].id] and cursor is not None
-    rest, end = datasets.list(2, cursor)
+    rest, end = datasets.page(2, cursor)
     assert [d.id for d in rest] == [made[0].id] and end is None

@@ -4,9 +4,11 @@ cleanup leave no Redis key with the job's id and no file under its artifact dire
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,11 @@ import httpx
 import pytest
 import redis
 
+from service.api.cleanup import DATASET_ORPHAN_GRACE, tidy_dataset_dirs
 from service.core import lifecycle
+from service.core.artifacts import ArtifactStore
+from service.core.dataset_store import DatasetRecord, DatasetStore
+from service.core.datasets import DatasetInfo
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
@@ -241,3 +247,27 @@ def test_one_cleanup_claim_at_a_time(private_store: JobStore) -> None:
     store.extend_cleanup_claim("replica-a", 0)
     time.sleep(0.05)
     assert store.claim_cleanup("replica-b", 30), "the claim lapses once its owner lets it"
+
+
+def test_data_set_directories_without_a_record_go_after_the_grace(
+    private_store: JobStore, tmp_path: Path
+) -> None:
+    artifacts, datasets = ArtifactStore(tmp_path), DatasetStore(private_store)
+    kept = DatasetRecord(
+        id=str(uuid.uuid4()),
+        name="kept.csv",
+        created_at=utcnow(),
+        info=DatasetInfo(format="csv", rows=1, columns=[], size=1, sha256="0" * 64),
+    )
+    datasets.create(kept)
+    uploading, abandoned = str(uuid.uuid4()), str(uuid.uuid4())
+    for dataset_id in (kept.id, uploading, abandoned):
+        artifacts.upload_path(dataset_id).write_bytes(b"a,b\n")
+    old = time.time() - DATASET_ORPHAN_GRACE.total_seconds() - 60
+    for path in (artifacts.dataset_dir(kept.id), artifacts.dataset_dir(abandoned)):
+        for item in (path / "upload.part", path):
+            os.utime(item, (old, old))
+    assert tidy_dataset_dirs(datasets, artifacts, utcnow()) == [abandoned]
+    assert set(artifacts.dataset_ids()) == {kept.id, uploading}
+    later = utcnow() + DATASET_ORPHAN_GRACE + timedelta(minutes=1)
+    assert tidy_dataset_dirs(datasets, artifacts, later) == [uploading]
