@@ -45,6 +45,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 _FIELD_BYTES = 64 * 1024  # the `name` field; the file itself is spooled to disk by the parser
+_NAME_CHARS = 200  # as a job's name
 
 
 @router.post(
@@ -88,6 +89,8 @@ async def upload_dataset(
             )
         if name is not None and not isinstance(name, str):
             raise InvalidRequest([FieldProblem("name", "must be text, not a file")])
+        if name is not None and len(name) > _NAME_CHARS:
+            raise InvalidRequest([FieldProblem("name", f"is {len(name)} characters; at most {_NAME_CHARS}")])
         limit = settings.limits.max_dataset_bytes
         if upload.size is not None and upload.size > limit:
             raise KtuneError(

@@ -82,3 +82,9 @@ def test_an_id_that_is_no_uuid_is_a_404_before_any_lookup(client: TestClient) ->
     response = client.get("/v1/datasets/not-an-id")
     assert response.status_code == 404 and error(response)["code"] == "dataset_not_found"
     assert "built-in set (iris, wine, breast_cancer, digits, diabetes)" in error(response)["message"]
+
+
+def test_a_name_longer_than_a_jobs_is_refused(client: TestClient) -> None:
+    response = client.post("/v1/datasets", data={"name": "n" * 201}, files={"file": ("x.csv", b"a\n1\n")})
+    assert response.status_code == 422
+    assert error(response)["fields"][0] == {"field": "name", "message": "is 201 characters; at most 200"}
