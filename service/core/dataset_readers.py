@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from service.core.dataset_models import ColumnInfo, DatasetFileError, clean_text, reason_of
 from service.core.dataset_writer import write_batches
 from service.core.errors import QUOTE_CHARS, shorten
+from service.core.npy_stream import NpyMember
 
 # pyarrow's default block: measured fastest for a 200 MB numeric CSV, and larger blocks only raise RSS.
 _CSV_BLOCK_SIZE = 1 << 20
@@ -222,51 +223,68 @@ def ingest_parquet(source: Path, label: str, temp: Path) -> tuple[int, list[Colu
 
 
 def ingest_npz(source: Path, label: str, temp: Path) -> tuple[int, list[ColumnInfo]]:
-    """Store the .npz file `source` ('x' and 'y') at `temp`; rows and column info. Raises DatasetFileError."""
+    """Store the .npz file `source` ('x' and 'y') at `temp`; rows and column info. Raises DatasetFileError.
+
+    The arrays are read a block of rows at a time (`npy_stream`); object arrays are refused from their
+    headers, without unpickling anything.
+    """
     try:
-        with np.load(source, allow_pickle=False) as archive:
-            held = list(archive.files)
-            missing = [name for name in ("x", "y") if name not in held]
-            if not missing:
-                x, y = archive["x"], archive["y"]
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise DatasetFileError(
-                f"{label} holds object arrays; it was refused without unpickling them "
-                "(store numbers, booleans or unicode strings)"
-            ) from None
-        raise DatasetFileError(
-            f"{label} is not an .npz file this service reads: {reason_of(error)}"
-        ) from None
+        archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise DatasetFileError(
             f"{label} is not an .npz file this service reads: {reason_of(error)}"
         ) from None
-    if missing:
-        listed = ", ".join(repr(shorten(name)) for name in held[:10]) or "none"
+    with archive:
+        held = [name.removesuffix(".npy") for name in archive.namelist()]
+        missing = [name for name in ("x", "y") if name not in held]
+        if missing:
+            listed = ", ".join(repr(shorten(name)) for name in held[:10]) or "none"
+            raise DatasetFileError(
+                f"{label} holds no array {missing[0]!r}; an .npz data set holds 'x' (2-D features) "
+                f"and 'y' (1-D targets) (arrays it holds: {listed})"
+            )
+        try:
+            x, y = NpyMember(archive, "x"), NpyMember(archive, "y")
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as error:
+            raise DatasetFileError(
+                f"{label} is not an .npz file this service reads: {reason_of(error)}"
+            ) from None
+        try:
+            return _store_npz(x, y, label, temp)
+        finally:
+            x.close()
+            y.close()
+
+
+def _store_npz(x: NpyMember, y: NpyMember, label: str, temp: Path) -> tuple[int, list[ColumnInfo]]:
+    if x.dtype.hasobject or y.dtype.hasobject:
         raise DatasetFileError(
-            f"{label} holds no array {missing[0]!r}; an .npz data set holds 'x' (2-D features) "
-            f"and 'y' (1-D targets) (arrays it holds: {listed})"
+            f"{label} holds object arrays; it was refused without unpickling them "
+            "(store numbers, booleans or unicode strings)"
         )
-    if x.ndim != 2 or x.dtype.kind not in "biuf":
+    if len(x.shape) != 2 or x.dtype.kind not in "biuf":
         raise DatasetFileError(
-            f"{label}: array 'x' must be 2-D and hold numbers or booleans; it is {x.ndim}-D of {x.dtype}"
+            f"{label}: array 'x' must be 2-D and hold numbers or booleans; it is {len(x.shape)}-D of "
+            f"{x.dtype}"
         )
-    if y.ndim != 1 or y.dtype.kind not in "biufU":
+    if len(y.shape) != 1 or y.dtype.kind not in "biufU":
         raise DatasetFileError(
             f"{label}: array 'y' must be 1-D and hold numbers, booleans or unicode strings; "
-            f"it is {y.ndim}-D of {y.dtype}"
+            f"it is {len(y.shape)}-D of {y.dtype}"
         )
-    if len(x) != len(y):
-        raise DatasetFileError(f"{label}: array 'x' has {len(x)} rows but array 'y' has {len(y)}")
+    if x.rows != y.rows:
+        raise DatasetFileError(f"{label}: array 'x' has {x.rows} rows but array 'y' has {y.rows}")
     names = [f"x{i}" for i in range(x.shape[1])] + ["y"]
     numeric = [True] * x.shape[1] + [y.dtype.kind != "U"]
 
     def batches() -> Iterator[list[pa.Array]]:
-        for start in range(0, len(x), _BATCH_ROWS):
+        for _ in range(0, x.rows, _BATCH_ROWS):
+            try:
+                features, targets = x.next_rows(_BATCH_ROWS), y.next_rows(_BATCH_ROWS)
+            except (ValueError, zipfile.BadZipFile, OSError, EOFError) as error:
+                raise DatasetFileError(f"{label} could not be read: {reason_of(error)}") from None
             # One contiguous row per feature, so each becomes an Arrow array without another copy.
-            block = np.ascontiguousarray(x[start : start + _BATCH_ROWS].T, dtype=np.float64)
-            targets = y[start : start + _BATCH_ROWS]
+            block = np.ascontiguousarray(features.T, dtype=np.float64)
             yield [pa.array(column) for column in block] + [
                 pa.array(targets) if y.dtype.kind == "U" else pa.array(targets.astype(np.float64))
             ]
