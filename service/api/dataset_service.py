@@ -16,7 +16,7 @@ from service.core import datasets
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetInUse, DatasetRecord, DatasetStore
 from service.core.datasets import BUILTINS, DatasetFileError
-from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound
+from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
 from service.core.job_data import DatasetSource
 from service.core.records import utcnow
 
@@ -142,4 +142,17 @@ def _builtin_table(name: str) -> Callable[[], pa.Table]:
 
 
 def _uploaded_table(artifacts: ArtifactStore, dataset_id: str) -> Callable[[], pa.Table]:
-    return lambda: datasets.open_table(artifacts.dataset_table_path(dataset_id))
+    def table() -> pa.Table:
+        path = artifacts.dataset_table_path(dataset_id)
+        try:
+            return datasets.open_table(path)
+        except FileNotFoundError as exc:
+            # The record is in Redis but the file is not here: an artifact directory this API does not share.
+            log.error("data set %s has a record but no file at %s", dataset_id, path)
+            raise Unavailable(
+                f"data set '{dataset_id}' is recorded but its file is missing from this service's artifact "
+                "store (KTUNE_ARTIFACT_DIR); nothing was queued",
+                "dataset_file_missing",
+            ) from exc
+
+    return table

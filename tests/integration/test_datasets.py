@@ -310,3 +310,12 @@ def test_a_validation_dataset_validates_every_one_of_its_rows(api: httpx.Client,
     assert (split["train_rows"], split["validation_rows"]) == (ROWS // 2, ROWS // 2)
     done = wait_job(api, job["id"], {"succeeded"})
     assert done["best_trial"]["metrics"]["val_accuracy"] >= 0.9
+
+
+def test_a_data_set_whose_file_is_gone_is_a_503_not_a_500(deployment: Deployment) -> None:
+    api = deployment.client
+    dataset = upload(api, "flowers.csv", file_bytes(flowers(), "csv")[1])
+    table = Path(deployment.env["KTUNE_ARTIFACT_DIR"]) / "datasets" / dataset["id"] / "table.arrow"
+    table.unlink()  # an API whose artifact directory is not the one the upload went to
+    response = api.post("/v1/jobs", json=tiny_job({"dataset": dataset["id"], "target": "species"}))
+    assert response.status_code == 503 and response.json()["error"]["code"] == "dataset_file_missing"
