@@ -161,8 +161,11 @@ def prepare_dataset(
     classes = _classes(task, target_column, limits)
     if validation is not None:
         _check_validation_dataset(validation, features, target, task, classes, options.impute)
-    split, seed, method = _split(spec, source, target, classes)
-    y = _labels(source, target, classes, split) if classes is not None else None
+    try:
+        split, seed, method = _split(spec, source, target, classes)
+        y = _labels(source, target, classes, split) if classes is not None else None
+    except LabelError as exc:  # the rows disagree with what their upload reported: never a 500
+        raise SpecError("data.target", f"column '{target}': {exc}") from None
     warnings = [] if y is None else _missing_classes(classes, *y)
     text = [c.name for c in info.columns if c.type == "text" and c.name != target]
     if data.features is None and text:

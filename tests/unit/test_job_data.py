@@ -179,3 +179,10 @@ def test_infinite_values_in_a_feature_are_refused() -> None:
     infinite = column("size", "numeric").model_copy(update={"min": 0.0, "max": float("inf")})
     with pytest.raises(SpecError, match="'size' holds infinite values"):
         prepare_dataset(dataset_job(target="label"), source([infinite, LABEL], LABELS), None, Limits())
+
+
+def test_rows_that_disagree_with_the_reported_classes_are_a_problem_not_a_crash() -> None:
+    table = pa.table({"label": ["no", "yes", "maybe"] * 10})
+    with pytest.raises(SpecError, match="column 'label': 10 labels are not among the classes"):
+        columns = [column("a", "numeric"), LABEL]
+        prepare_dataset(dataset_job(target="label"), source(columns, table), None, Limits())
