@@ -11,12 +11,13 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from service.api.deps import is_uuid
 from service.api.schemas import DatasetPublic
 from service.core import datasets
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetInUse, DatasetRecord, DatasetStore
 from service.core.datasets import BUILTINS, DatasetFileError
-from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
+from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable, shorten
 from service.core.job_data import DatasetSource
 from service.core.records import utcnow
 
@@ -86,23 +87,15 @@ def get(store: DatasetStore, dataset_id: str) -> DatasetPublic:
 
 
 def _record(store: DatasetStore, dataset_id: str) -> DatasetRecord | None:
-    if not _is_id(dataset_id):
+    if not is_uuid(dataset_id):
         return None
     return store.get(dataset_id)
 
 
-def _is_id(text: str) -> bool:
-    try:
-        return len(text) == 36 and str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
-
-
 def _not_found(dataset_id: str) -> str:
-    shown = dataset_id if len(dataset_id) <= 40 else dataset_id[:40] + "..."
     return (
-        f"no data set with id '{shown}': upload one with POST /v1/datasets, or name a built-in set "
-        f"({', '.join(BUILTINS)})"
+        f"no data set with id '{shorten(dataset_id, 40)}': upload one with POST /v1/datasets, or name a "
+        f"built-in set ({', '.join(BUILTINS)})"
     )
 
 

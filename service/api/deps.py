@@ -39,8 +39,9 @@ def get_datasets(request: Request) -> DatasetStore:
     return datasets
 
 
-def _is_job_id(text: str) -> bool:
-    # job_service.submit names jobs str(uuid.uuid4()): 36 characters, lowercase hex and hyphens.
+def is_uuid(text: str) -> bool:
+    """Whether `text` is an id as this service makes them (job and data-set ids are str(uuid.uuid4())):
+    36 characters, lowercase hex and hyphens."""
     if len(text) != 36:
         return False
     try:
@@ -54,7 +55,7 @@ def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v
 
     So a path such as `/v1/jobs/<id>:trials` can never reach a store key other than a job's.
     """
-    if not _is_job_id(job_id):
+    if not is_uuid(job_id):
         raise NotFound(
             f"no job with id '{shorten(job_id, 40)}': job ids are UUIDs, as POST /v1/jobs returns them",
             "job_not_found",

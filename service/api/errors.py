@@ -23,6 +23,7 @@ from service.core.errors import (
 )
 from service.core.params import PARAM_TAGS
 from service.core.spec import SpecError
+from service.core.store import InvalidCursor
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,15 @@ def install(app: FastAPI) -> None:
         return error_response(
             exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), headers=headers
         )
+
+    @app.exception_handler(InvalidCursor)
+    async def _cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
+        # Every paginated list: a cursor this store did not hand out.
+        problem = FieldProblem(
+            "cursor", "is not a cursor this service handed out; use next_cursor from a previous page"
+        )
+        err = InvalidRequest([problem])
+        return error_response(422, err.code, err.message, err.fields)
 
     @app.exception_handler(redis.RedisError)
     async def _store_down(_: Request, exc: redis.RedisError) -> JSONResponse:

@@ -15,7 +15,6 @@ from service.api.deps import ArtifactsDep, DatasetsDep, SettingsDep
 from service.api.schemas import DatasetList, DatasetPublic, ErrorBody
 from service.core.datasets import BUILTINS
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest, KtuneError, UnsupportedMediaType
-from service.core.store import InvalidCursor
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -120,16 +119,7 @@ def list_datasets(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> DatasetList:
     """The built-in data sets (first page), then uploads, newest first, a page at a time."""
-    try:
-        records, next_cursor = store.page(limit, cursor)
-    except InvalidCursor as exc:
-        raise InvalidRequest(
-            [
-                FieldProblem(
-                    "cursor", "is not a cursor this service handed out; use next_cursor from a previous page"
-                )
-            ]
-        ) from exc
+    records, next_cursor = store.page(limit, cursor)  # a bad cursor: errors' 422
     builtins = [] if cursor else [dataset_service.builtin_public(name) for name in BUILTINS]
     return DatasetList(
         items=builtins + [dataset_service.to_public(r) for r in records], next_cursor=next_cursor

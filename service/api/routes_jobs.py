@@ -16,11 +16,11 @@ from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
-from service.core.errors import Conflict, FieldProblem, InvalidRequest
+from service.core.errors import Conflict
 from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
-from service.core.store import InvalidCursor, JobStore
+from service.core.store import JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -100,16 +100,7 @@ def list_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobList:
     """List jobs, newest first, a page at a time, optionally only those with one status."""
-    try:
-        records, next_cursor = store.list_jobs(status_filter, limit, cursor)
-    except InvalidCursor as exc:
-        raise InvalidRequest(
-            [
-                FieldProblem(
-                    "cursor", "is not a cursor this service handed out; use next_cursor from a previous page"
-                )
-            ]
-        ) from exc
+    records, next_cursor = store.list_jobs(status_filter, limit, cursor)  # a bad cursor: errors' 422
     return JobList(items=[job_service.to_public(store, r) for r in records], next_cursor=next_cursor)
 
 

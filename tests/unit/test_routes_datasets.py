@@ -88,3 +88,9 @@ def test_a_name_longer_than_a_jobs_is_refused(client: TestClient) -> None:
     response = client.post("/v1/datasets", data={"name": "n" * 201}, files={"file": ("x.csv", b"a\n1\n")})
     assert response.status_code == 422
     assert error(response)["fields"][0] == {"field": "name", "message": "is 201 characters; at most 200"}
+
+
+def test_a_cursor_not_handed_out_is_a_422(client: TestClient) -> None:
+    response = client.get("/v1/datasets", params={"cursor": "garbage"})
+    assert response.status_code == 422
+    assert [f["field"] for f in error(response)["fields"]] == ["cursor"]
