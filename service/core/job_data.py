@@ -24,13 +24,14 @@ from service.core.labels import (
     LabelError,
     as_labels,
     check_classes,
+    classes_of,
     column_indices,
     output_units,
     to_indices,
 )
 from service.core.settings import Limits
 from service.core.spec import DataShape, JobCreate, PreprocessingSpec, SpecError, check_limits
-from service.core.splits import Split, rows_checksum, split_rows
+from service.core.splits import Split, split_rows
 
 _SHOWN = 20  # column names listed in a message
 
@@ -158,15 +159,19 @@ def prepare_dataset(
     _check_missing(info, used, "data.features", options.impute)
     _check_finite([target_column], "data.target")
     _check_finite(used, "data.features")
-    classes = _classes(task, target_column, limits)
+    classes = _classes(task, target_column, limits.max_classes)
     if validation is not None:
         _check_validation_dataset(validation, features, target, task, classes, options.impute)
-    try:
-        split, seed, method = _split(spec, source, target, classes)
-        y = _labels(source, target, classes, split) if classes is not None else None
-    except LabelError as exc:  # the rows disagree with what their upload reported: never a 500
-        raise SpecError("data.target", f"column '{target}': {exc}") from None
-    warnings = [] if y is None else _missing_classes(classes, *y)
+    labels = None  # each row's class, read once: to stratify the split and to check what it validates
+    if classes is not None and validation is None:
+        try:
+            labels = dataset_labels(source.table(), target, classes)
+        except LabelError as exc:  # the rows disagree with what their upload reported: never a 500
+            raise SpecError("data.target", f"column '{target}': {exc}") from None
+    split, seed, method = _split(spec, source.info.rows, labels)
+    warnings = []
+    if labels is not None:
+        warnings = _missing_classes(classes, labels[split.train], labels[split.validation])
     text = [c.name for c in info.columns if c.type == "text" and c.name != target]
     if data.features is None and text:
         warnings.append(
@@ -280,7 +285,7 @@ def _check_finite(columns: list[ColumnInfo], field: str) -> None:
             )
 
 
-def _classes(task: Task, target: ColumnInfo, limits: Limits) -> list[Label] | None:
+def _classes(task: Task, target: ColumnInfo, max_classes: int) -> list[Label] | None:
     if task is Task.REGRESSION:
         if target.type != "numeric":
             raise SpecError(
@@ -299,8 +304,8 @@ def _classes(task: Task, target: ColumnInfo, limits: Limits) -> list[Label] | No
         labels = as_labels(np.asarray(target.values, dtype=object))
     except LabelError as exc:
         raise SpecError("data.target", f"column '{target.name}': {exc}") from None
-    classes = [v.item() if isinstance(v, np.generic) else v for v in labels]
-    problem = check_classes(task, classes, limits.max_classes)
+    classes = classes_of(labels)
+    problem = check_classes(task, classes, max_classes)
     if problem is not None:
         raise SpecError("data.target", f"column '{target.name}': {problem}")
     return classes
@@ -345,7 +350,7 @@ def _check_validation_dataset(
     _check_missing(info, used, "data.validation_dataset", impute)
     _check_finite(used, "data.validation_dataset")
     if classes is not None:
-        own = _classes(task, target_column, Limits(max_classes=2**31))
+        own = _classes(task, target_column, max_classes=2**31)
         unknown = [c for c in own or () if c not in classes]
         if unknown:
             raise SpecError(
@@ -356,17 +361,13 @@ def _check_validation_dataset(
         raise SpecError("data.validation_dataset", f"column '{target}' is not numeric there")
 
 
-def _split(
-    spec: JobCreate, source: DatasetSource, target: str, classes: list[Label] | None
-) -> tuple[Split, int | None, str]:
-    data, rows = spec.data, source.info.rows
+def _split(spec: JobCreate, rows: int, labels: np.ndarray | None) -> tuple[Split, int | None, str]:
+    """The split of a data set's rows; a classifier's (`labels`: each row's class) is stratified."""
+    data = spec.data
     if data.validation_dataset is not None:
         return Split(np.arange(rows), np.empty(0, np.int64)), None, "validation_dataset"
     seed = split_seed(spec) if data.shuffle else None
-    indices = None
-    if classes is not None and data.shuffle:
-        indices = dataset_labels(source.table(), target, classes)
-    split = split_rows(rows, data.effective_split, seed or 0, data.shuffle, indices)
+    split = split_rows(rows, data.effective_split, seed or 0, data.shuffle, labels if data.shuffle else None)
     if len(split.validation) == 0 or len(split.train) == 0:
         raise SpecError(
             "data.validation_split",
@@ -382,13 +383,3 @@ def dataset_labels(table: pa.Table, target: str, classes: list[Label]) -> np.nda
     return column_indices(table.column(target), classes)
 
 
-def _labels(
-    source: DatasetSource, target: str, classes: list[Label] | None, split: Split
-) -> tuple[np.ndarray, np.ndarray] | None:
-    if classes is None or len(split.validation) == 0:
-        return None
-    indices = dataset_labels(source.table(), target, classes)
-    return indices[split.train], indices[split.validation]
-
-
-__all__ = ["DatasetSource", "PreparedDataset", "prepare_dataset", "prepare_inline", "rows_checksum"]
