@@ -82,9 +82,7 @@ def exported_model(model: keras.Model, data: JobData, spec: JobSpec) -> keras.Mo
     # The same layers as a model that was never compiled: the training model's compiled loss (standardized
     # targets) is ktune's own class, which must not be saved inside the file.
     core = keras.Model(model.input, model.output)
-    exported = data.preprocessing.export(core)
-    if exported is core:
-        exported = keras.Model(core.input, core.output)
+    exported = data.preprocessing.export(core)  # may be `core` itself: it is a model of its own all the same
     exported.compile(loss=spec.loss, metrics=[make_metric(name, spec.task) for name in spec.metrics])
     # With its variables made now, the saved optimizer matches the one load_model builds (no warning).
     exported.optimizer.build(exported.trainable_variables)
