@@ -12,7 +12,7 @@ import time
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.core import lifecycle, queue
+from service.core import fair_share, lifecycle
 from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import JobStatus, TrialStatus
@@ -199,7 +199,7 @@ def _hand_back(ctx: WorkerContext, job_id: str, spec: JobSpec, record: TrialReco
         return  # it ended meanwhile (its job was cancelled)
     # Released before the message goes, since the next owner acts on the message.
     ctx.store.release_lease(job_id, record.id, lease.owner)
-    queue.send_run_trial(job_id, record.id, spec.queue)
+    fair_share.send_trials(ctx.store, job_id, [record.id], spec.queue)
     log.warning("trial %s/%s handed back: this worker is shutting down", job_id, record.id)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 
-from service.core import lifecycle, queue
+from service.core import fair_share, lifecycle
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
@@ -77,8 +77,7 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
     except Exception as exc:
         fail_search(ctx, job_id, exc)
         return
-    for trial_id in created:
-        queue.send_run_trial(job_id, trial_id, queue_name)
+    fair_share.send_trials(ctx.store, job_id, created, queue_name)
 
 
 def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
@@ -184,6 +183,8 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
         if outcome.candidate is not None:
             outcome.candidate.unlink(missing_ok=True)
         return
+    # What the job now stores counts against its tenant's artifact_bytes quota.
+    ctx.store.set_job_usage(job_id, ctx.artifacts.job_bytes(job_id))
     advance(ctx, job_id)
 
 

@@ -27,7 +27,12 @@ _COPY_CHUNK = 1 << 20
 
 
 def store_upload(
-    store: DatasetStore, artifacts: ArtifactStore, upload: BinaryIO, filename: str | None, name: str | None
+    store: DatasetStore,
+    artifacts: ArtifactStore,
+    upload: BinaryIO,
+    filename: str | None,
+    name: str | None,
+    tenant: str,
 ) -> DatasetRecord:
     """Read an uploaded file into a stored data set; raises InvalidRequest for a file it cannot read.
 
@@ -48,9 +53,11 @@ def store_upload(
         raise
     finally:
         part.unlink(missing_ok=True)
-    record = DatasetRecord(id=dataset_id, name=name or filename, created_at=utcnow(), info=info)
+    record = DatasetRecord(
+        id=dataset_id, tenant=tenant, name=name or filename, created_at=utcnow(), info=info
+    )
     try:
-        store.create(record)
+        store.create(record, artifacts.dataset_table_path(dataset_id).stat().st_size)
     except BaseException:
         artifacts.delete_dataset(dataset_id)
         raise
@@ -76,20 +83,22 @@ def builtin_public(name: str) -> DatasetPublic:
     )
 
 
-def get(store: DatasetStore, dataset_id: str) -> DatasetPublic:
-    """A built-in set by name or an upload by id; raises NotFound."""
+def get(store: DatasetStore, dataset_id: str, tenant: str) -> DatasetPublic:
+    """A built-in set by name or one of the tenant's uploads by id; raises NotFound."""
     if dataset_id in BUILTINS:
         return builtin_public(dataset_id)
-    record = _record(store, dataset_id)
+    record = _record(store, dataset_id, tenant)
     if record is None:
         raise NotFound(_not_found(dataset_id), "dataset_not_found")
     return to_public(record)
 
 
-def _record(store: DatasetStore, dataset_id: str) -> DatasetRecord | None:
+def _record(store: DatasetStore, dataset_id: str, tenant: str) -> DatasetRecord | None:
+    """The tenant's upload; None for an id that is not one, or another tenant's (never told apart)."""
     if not is_uuid(dataset_id):
         return None
-    return store.get(dataset_id)
+    record = store.get(dataset_id)
+    return record if record is not None and record.tenant == tenant else None
 
 
 def _not_found(dataset_id: str) -> str:
@@ -99,15 +108,15 @@ def _not_found(dataset_id: str) -> str:
     )
 
 
-def delete(store: DatasetStore, artifacts: ArtifactStore, dataset_id: str) -> None:
-    """Delete an uploaded data set and its file. Raises NotFound, or Conflict while a job uses it."""
+def delete(store: DatasetStore, artifacts: ArtifactStore, dataset_id: str, tenant: str) -> None:
+    """Delete one of the tenant's uploads and its file. Raises NotFound, or Conflict while a job uses it."""
     if dataset_id in BUILTINS:
         raise Conflict(f"'{dataset_id}' is a built-in data set; it cannot be deleted", "builtin_dataset")
-    record = _record(store, dataset_id)
+    record = _record(store, dataset_id, tenant)
     if record is None:
         raise NotFound(_not_found(dataset_id), "dataset_not_found")
     try:
-        deleted = store.delete(dataset_id, record.created_at)
+        deleted = store.delete(record)
     except DatasetInUse as exc:
         raise Conflict(
             f"data set '{dataset_id}' is used by job '{exc.job_id}', which is queued or running: cancel the "
@@ -120,11 +129,12 @@ def delete(store: DatasetStore, artifacts: ArtifactStore, dataset_id: str) -> No
     artifacts.delete_dataset(dataset_id)
 
 
-def source(store: DatasetStore, artifacts: ArtifactStore, ref: str, field: str) -> DatasetSource:
-    """The data set a job names (a built-in name or an upload's id); raises InvalidRequest naming `field`."""
+def source(store: DatasetStore, artifacts: ArtifactStore, ref: str, field: str, tenant: str) -> DatasetSource:
+    """The data set a job names (a built-in name or one of the tenant's uploads by id); raises
+    InvalidRequest naming `field`."""
     if ref in BUILTINS:
         return DatasetSource(ref, True, datasets.builtin_info(ref), _builtin_table(ref))
-    record = _record(store, ref)
+    record = _record(store, ref, tenant)
     if record is None:
         raise InvalidRequest([FieldProblem(field, _not_found(ref))])
     return DatasetSource(ref, False, record.info, _uploaded_table(artifacts, ref))

@@ -61,6 +61,8 @@ def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v
             "job_not_found",
         )
     return job_id
+
+
 def get_job_bodies(request: Request) -> JobBodies:
     bodies: JobBodies = request.app.state.job_bodies
     return bodies

@@ -9,48 +9,62 @@ import redis
 from kombu.exceptions import OperationalError
 
 from service.api import dataset_service
+from service.api.admission import job_admission, refused
 from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
 from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
-from service.core import data_codec, lifecycle, queue
+from service.core import data_codec, fair_share, lifecycle
 from service.core.artifacts import ArtifactStore
 from service.core.data_plan import DataPlan
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
 from service.core.job_data import prepare_dataset
+from service.core.quotas import tenant_quotas
 from service.core.records import JobRecord, TrialRecord, utcnow
-from service.core.settings import Limits
+from service.core.settings import Limits, Settings
 from service.core.spec import SpecError
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import JobDeletion, JobStore
+from service.core.store import JobDeletion, JobStore, OverQuota
 
 log = logging.getLogger(__name__)
 
 
 def submit(
-    store: JobStore, datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits
+    store: JobStore,
+    datasets: DatasetStore,
+    artifacts: ArtifactStore,
+    job: ParsedJob,
+    settings: Settings,
+    tenant: str,
 ) -> JobRecord:
-    """Store a validated job (`job_parsing.parse_job`'s) as queued, then queue its start.
+    """Store a validated job (`job_parsing.parse_job`'s) as queued for `tenant`, then queue its start.
 
     A job on a data set is checked against the data set first (InvalidRequest) and attached to it, so the
-    data set cannot be deleted under it. Raises Unavailable when Redis cannot take the job (then nothing is
-    kept queued: a stored job whose start could not be sent is failed with the reason).
+    data set cannot be deleted under it. Raises QuotaExceeded when the tenant's quotas do not admit it, and
+    Unavailable when Redis cannot take the job (then nothing is kept queued: a stored job whose start could
+    not be sent is failed with the reason).
     """
     spec, job_id = job.spec, str(uuid.uuid4())
+    quotas = tenant_quotas(store, settings.quotas, tenant)
+    trials = spec.tuner.max_trials
     try:
-        plan, data = _data_of(datasets, artifacts, job, job_id, limits)
+        admission = job_admission(store, quotas, tenant, trials)
+        plan, data = _data_of(datasets, artifacts, job, job_id, settings.limits, tenant)
         record = JobRecord(
             id=job_id,
+            tenant=tenant,
             status=JobStatus.QUEUED,
             spec=spec.model_dump(mode="json"),
             created_at=utcnow(),
             data=plan,
         )
-        store.create_job(record, data)
+        store.create_job(record, data, admission)
+    except OverQuota as exc:
+        raise refused(exc, quotas, tenant, trials) from exc
     except redis.RedisError as exc:
         raise Unavailable(f"the job store is unreachable, nothing was queued: {exc}") from exc
     try:
-        queue.send_start_job(record.id, spec.queue)
+        fair_share.send_start(store, record.id, tenant, spec.queue)
     except (OperationalError, redis.RedisError) as exc:
         log.exception("could not queue job %s", record.id)
         lifecycle.fail(store, record.id, "enqueue_failed", f"the job could not be queued: {exc}")
@@ -62,7 +76,12 @@ def submit(
 
 
 def _data_of(
-    datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, job_id: str, limits: Limits
+    datasets: DatasetStore,
+    artifacts: ArtifactStore,
+    job: ParsedJob,
+    job_id: str,
+    limits: Limits,
+    tenant: str,
 ) -> tuple[DataPlan, bytes]:
     """The job's data plan and stored data; a data set is resolved, checked and attached to the job."""
     if job.dataset_request is None:
@@ -70,11 +89,11 @@ def _data_of(
         return job.plan, job.data
     request = job.dataset_request
     assert request.data.dataset is not None
-    source = dataset_service.source(datasets, artifacts, request.data.dataset, "data.dataset")
+    source = dataset_service.source(datasets, artifacts, request.data.dataset, "data.dataset", tenant)
     validation = None
     if request.data.validation_dataset is not None:
         validation = dataset_service.source(
-            datasets, artifacts, request.data.validation_dataset, "data.validation_dataset"
+            datasets, artifacts, request.data.validation_dataset, "data.validation_dataset", tenant
         )
     try:
         prepared = prepare_dataset(request, source, validation, limits)
@@ -86,19 +105,19 @@ def _data_of(
     return prepared.plan, data_codec.encode(prepared.plan, None)
 
 
-def get(store: JobStore, job_id: str) -> JobRecord:
-    """The job; raises NotFound."""
+def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
+    """The tenant's job; raises NotFound, for another tenant's job too (its existence is not told)."""
     record = store.get_job(job_id)
-    if record is None:
+    if record is None or record.tenant != tenant:
         raise NotFound(f"no job with id '{job_id}'", "job_not_found")
     return record
 
 
-def cancel(store: JobStore, job_id: str) -> JobRecord:
+def cancel(store: JobStore, job_id: str, tenant: str) -> JobRecord:
     """Cancel a queued or running job; cancelling a cancelled job is a no-op. Raises NotFound, Conflict."""
-    record = get(store, job_id)
+    record = get(store, job_id, tenant)
     if not lifecycle.cancel(store, job_id):
-        record = get(store, job_id)
+        record = get(store, job_id, tenant)
         if record.status is not JobStatus.CANCELLED:
             raise Conflict(
                 f"job '{job_id}' has already {record.status.value}; only queued or running jobs can "
@@ -110,12 +129,13 @@ def cancel(store: JobStore, job_id: str) -> JobRecord:
     for trial in store.get_trials(job_id, history=False):
         if trial.status is TrialStatus.QUEUED and store.lease_holder(job_id, trial.id) is None:
             lifecycle.cancel_queued_trial(store, job_id, trial)
-    return get(store, job_id)
+    return get(store, job_id, tenant)
 
 
-def delete(store: JobStore, artifacts: ArtifactStore, job_id: str) -> None:
+def delete(store: JobStore, artifacts: ArtifactStore, job_id: str, tenant: str) -> None:
     """Delete a finished job, its records and its files. Raises NotFound, or Conflict while it is queued or
     running (cancel it first) or while a cancelled job's trials are still stopping."""
+    get(store, job_id, tenant)
     outcome = remove_job(store, artifacts, job_id)
     if outcome is JobDeletion.NOT_FOUND:
         raise NotFound(f"no job with id '{job_id}'", "job_not_found")

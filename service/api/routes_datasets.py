@@ -11,10 +11,13 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from service.api import dataset_service
-from service.api.deps import ArtifactsDep, DatasetsDep, SettingsDep
+from service.api.admission import check_storage
+from service.api.auth import CallerDep
+from service.api.deps import ArtifactsDep, DatasetsDep, SettingsDep, StoreDep
 from service.api.schemas import DatasetList, DatasetPublic, ErrorBody
 from service.core.datasets import BUILTINS
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest, KtuneError, UnsupportedMediaType
+from service.core.quotas import tenant_quotas
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -58,6 +61,10 @@ _NAME_CHARS = 200  # as a job's name
             "description": "the upload did not arrive within KTUNE_DATASET_UPLOAD_SECONDS",
         },
         413: {"model": ErrorBody, "description": "the file is larger than KTUNE_MAX_DATASET_BYTES"},
+        429: {
+            "model": ErrorBody,
+            "description": "the tenant stores its quota of artifact bytes (`quota_exceeded`)",
+        },
         415: {"model": ErrorBody, "description": "the body is not multipart/form-data"},
         422: {
             "model": ErrorBody,
@@ -67,7 +74,13 @@ _NAME_CHARS = 200  # as a job's name
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_dataset(
-    request: Request, response: Response, store: DatasetsDep, artifacts: ArtifactsDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    store: DatasetsDep,
+    jobs: StoreDep,
+    artifacts: ArtifactsDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> DatasetPublic:
     """Upload a CSV (with a header row), Parquet or .npz file; 201 with its columns, their types and
     missing-value counts. Jobs then name it by id in `data.dataset`."""
@@ -97,9 +110,17 @@ async def upload_dataset(
                 "file_too_large",
                 413,
             )
+        quotas = await run_in_threadpool(tenant_quotas, jobs, settings.quotas, caller.tenant)
+        await run_in_threadpool(check_storage, jobs, quotas, caller.tenant)
         async with request.app.state.ingest_limiter:
             record = await run_in_threadpool(
-                dataset_service.store_upload, store, artifacts, upload.file, upload.filename, name
+                dataset_service.store_upload,
+                store,
+                artifacts,
+                upload.file,
+                upload.filename,
+                name,
+                caller.tenant,
             )
     finally:
         await form.close()
@@ -115,11 +136,12 @@ def ingest_limiter(concurrency: int) -> anyio.CapacityLimiter:
 @router.get("", response_model=DatasetList, responses={422: {"model": ErrorBody}})
 def list_datasets(
     store: DatasetsDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> DatasetList:
     """The built-in data sets (first page), then uploads, newest first, a page at a time."""
-    records, next_cursor = store.page(limit, cursor)  # a bad cursor: errors' 422
+    records, next_cursor = store.page(caller.tenant, limit, cursor)  # a bad cursor: errors' 422
     builtins = [] if cursor else [dataset_service.builtin_public(name) for name in BUILTINS]
     return DatasetList(
         items=builtins + [dataset_service.to_public(r) for r in records], next_cursor=next_cursor
@@ -130,9 +152,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "descripti
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=_ERRORS)
-def get_dataset(dataset_id: str, store: DatasetsDep) -> DatasetPublic:
+def get_dataset(dataset_id: str, store: DatasetsDep, caller: CallerDep) -> DatasetPublic:
     """One data set: an upload by id, or a built-in set by name."""
-    return dataset_service.get(store, dataset_id)
+    return dataset_service.get(store, dataset_id, caller.tenant)
 
 
 @router.delete(
@@ -144,7 +166,9 @@ def get_dataset(dataset_id: str, store: DatasetsDep) -> DatasetPublic:
         409: {"model": ErrorBody, "description": "a queued or running job uses it, or it is built in"},
     },
 )
-def delete_dataset(dataset_id: str, store: DatasetsDep, artifacts: ArtifactsDep) -> Response:
+def delete_dataset(
+    dataset_id: str, store: DatasetsDep, artifacts: ArtifactsDep, caller: CallerDep
+) -> Response:
     """Delete an uploaded data set and its file; 409 while a queued or running job uses it."""
-    dataset_service.delete(store, artifacts, dataset_id)
+    dataset_service.delete(store, artifacts, dataset_id, caller.tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

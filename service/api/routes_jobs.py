@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 
 from service.api import job_service
+from service.api.auth import CallerDep
 from service.api.deps import ArtifactsDep, DatasetsDep, JobBodiesDep, JobIdDep, SettingsDep, StoreDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
@@ -17,7 +18,7 @@ from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict
-from service.core.settings import Limits
+from service.core.settings import Settings
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
 from service.core.store import JobStore
@@ -61,6 +62,11 @@ def request_schemas() -> dict[str, Any]:
         413: {"model": ErrorBody, "description": "body too large"},
         415: {"model": ErrorBody, "description": "the Content-Type is not application/json (or `+json`)"},
         422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
+        429: {
+            "model": ErrorBody,
+            "description": "a quota of the tenant does not admit the job (`quota_exceeded`; the field "
+            "`quota.<name>` gives its numbers; Retry-After when waiting helps); nothing was queued",
+        },
         503: {
             "model": ErrorBody,
             "description": "the queue is unreachable, nothing was queued (`unavailable`); other large "
@@ -78,56 +84,67 @@ async def create_job(
     artifacts: ArtifactsDep,
     bodies: JobBodiesDep,
     settings: SettingsDep,
+    caller: CallerDep,
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request)
-    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, settings.limits)
+    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, settings, caller.tenant)
     response.headers["Location"] = f"/v1/jobs/{public.id}"
     return public
 
 
 def _submit(
-    store: JobStore, datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits
+    store: JobStore,
+    datasets: DatasetStore,
+    artifacts: ArtifactStore,
+    job: ParsedJob,
+    settings: Settings,
+    tenant: str,
 ) -> JobPublic:
-    return job_service.to_public(store, job_service.submit(store, datasets, artifacts, job, limits))
+    record = job_service.submit(store, datasets, artifacts, job, settings, tenant)
+    return job_service.to_public(store, record)
 
 
 @router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
 def list_jobs(
     store: StoreDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobList:
     """List jobs, newest first, a page at a time, optionally only those with one status."""
-    records, next_cursor = store.list_jobs(status_filter, limit, cursor)  # a bad cursor: errors' 422
+    records, next_cursor = store.list_jobs(
+        caller.tenant, status_filter, limit, cursor
+    )  # a bad cursor: errors' 422
     return JobList(items=[job_service.to_public(store, r) for r in records], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def get_job(job_id: JobIdDep, store: StoreDep) -> JobPublic:
+def get_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Status, progress, best trial so far, timestamps and error of one job."""
-    return job_service.to_public(store, job_service.get(store, job_id))
+    return job_service.to_public(store, job_service.get(store, job_id, caller.tenant))
 
 
 @router.get("/{job_id}/trials", response_model=TrialList, responses=_ERRORS)
 def list_trials(
     job_id: JobIdDep,
     store: StoreDep,
+    caller: CallerDep,
     history: Annotated[
         bool, Query(description="false leaves out per-epoch histories (smaller bodies)")
     ] = True,
 ) -> TrialList:
     """Every trial of a job with hyperparameters, per-epoch history, result, duration and worker."""
-    job_service.get(store, job_id)
+    job_service.get(store, job_id, caller.tenant)
     trials = [job_service.trial_to_public(t) for t in store.get_trials(job_id, history=history)]
     return TrialList(job_id=job_id, items=trials)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS)
-def cancel_job(job_id: JobIdDep, store: StoreDep) -> JobPublic:
+def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Cancel a queued or running job; running trials stop within an epoch, finished ones are kept."""
-    return job_service.to_public(store, job_service.cancel(store, job_id))
+    return job_service.to_public(store, job_service.cancel(store, job_id, caller.tenant))
 
 
 @router.delete(
@@ -142,9 +159,9 @@ def cancel_job(job_id: JobIdDep, store: StoreDep) -> JobPublic:
         },
     },
 )
-def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, caller: CallerDep) -> Response:
     """Delete a finished or cancelled job with its trials and artifacts; 409 while queued or running."""
-    job_service.delete(store, artifacts, job_id)
+    job_service.delete(store, artifacts, job_id, caller.tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -153,9 +170,9 @@ def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep) -> Re
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **_ERRORS},
 )
-def best_model(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep) -> FileResponse:
+def best_model(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, caller: CallerDep) -> FileResponse:
     """The best model so far as a .keras file that keras.models.load_model opens."""
-    record = job_service.get(store, job_id)
+    record = job_service.get(store, job_id, caller.tenant)
     path = artifacts.best_model_path(job_id)
     if record.best is None or not path.is_file():
         raise Conflict(
@@ -166,9 +183,9 @@ def best_model(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep) -> Fi
 
 
 @router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
-def best_hyperparameters(job_id: JobIdDep, store: StoreDep) -> dict[str, Any]:
+def best_hyperparameters(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
     """The best trial's hyperparameters as JSON."""
-    record = job_service.get(store, job_id)
+    record = job_service.get(store, job_id, caller.tenant)
     if record.best is None:
         raise Conflict(f"job '{job_id}' ({record.status.value}) has no completed trial yet", "no_best_trial")
     return record.best.hyperparameters

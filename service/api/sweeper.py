@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from service.core import lifecycle, queue
+from service.core import fair_share, lifecycle
 from service.core.records import ErrorInfo, JobRecord, utcnow
 from service.core.settings import Settings
 from service.core.spec import queue_for
@@ -54,7 +54,7 @@ def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
         last_send = record.enqueued_at or record.created_at
         if now - last_send < resend_wait(settings.stale_queued_seconds, record.start_sends):
             continue
-        queue.send_start_job(job_id, _queue_of(record.spec))
+        fair_share.send_start(store, job_id, record.tenant, _queue_of(record.spec))
         store.set_job_fields(job_id, enqueued_at=utcnow(), start_sends=record.start_sends + 1)
         resent.append(job_id)
     return resent
@@ -86,7 +86,7 @@ def requeue_orphaned_trials(store: JobStore, settings: Settings) -> list[str]:
             if store.lease_holder(job_id, trial.id) is None and store.claim_requeue(job_id, trial.id, every):
                 if trial.status is TrialStatus.RUNNING:
                     store.count_trial_loss(job_id, trial.id)  # a worker that keeps dying fails the trial
-                queue.send_run_trial(job_id, trial.id, _queue_of(record.spec))
+                fair_share.send_trials(store, job_id, [trial.id], _queue_of(record.spec))
                 resent.append(f"{job_id}/{trial.id}")
     return resent
 
@@ -128,7 +128,7 @@ def nudge_stalled_jobs(store: JobStore, settings: Settings) -> list[str]:
             )
             continue
         store.set_job_fields(job_id, nudges=record.nudges + 1)  # the claim makes this sweep the only one
-        queue.send_start_job(job_id, _queue_of(record.spec))
+        fair_share.send_start(store, job_id, record.tenant, _queue_of(record.spec))
         nudged.append(job_id)
     return nudged
 
@@ -148,7 +148,7 @@ def fail_unserved_jobs(store: JobStore, settings: Settings) -> list[str]:
             job_id = record.id
             name = _queue_of(record.spec)
             if name in consumed or not _waits_on_queue(store, record):
-                if record.waiting is not None:
+                if record.waiting is not None and record.waiting.code == "no_worker":
                     store.set_waiting(job_id, None)
                 continue
             served = store.queue_served_at(name)
@@ -160,7 +160,7 @@ def fail_unserved_jobs(store: JobStore, settings: Settings) -> list[str]:
                 )
                 if lifecycle.fail(store, job_id, "no_worker", message):
                     failed.append(job_id)
-            elif record.waiting is None:
+            elif record.waiting is None or record.waiting.code != "no_worker":
                 deadline = since + limit
                 store.set_waiting(
                     job_id,

@@ -3,6 +3,7 @@ and workers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -69,6 +70,15 @@ class ArtifactStore:
     def delete_job(self, job_id: str) -> None:
         """Delete every file of the job; deleting a job that has none does nothing."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def job_bytes(self, job_id: str) -> int:
+        """Bytes of the job's files (models, candidates, checkpoints); a file gone meanwhile counts 0."""
+        total = 0
+        for path in self.job_dir(job_id).rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file():
+                    total += path.stat().st_size
+        return total
 
     def dataset_dir(self, dataset_id: str) -> Path:
         return self.root / "datasets" / dataset_id

@@ -2,7 +2,8 @@
 
 - `{p}:dataset:{id}` the data set's record (JSON: name, creation time, what its upload found)
 - `{p}:dataset:{id}:jobs` sorted set of the jobs that use it, scored by when each was submitted
-- `{p}:datasets` sorted set of `{created_us:020d}:{id}`, for listing
+- `{p}:datasets` sorted set of `{created_us:020d}:{id}`, for listing; `{p}:tenant:{tenant}:datasets` the
+  same for one tenant (what it lists); its file's bytes are counted in `{p}:tenant:{tenant}:usage`
 
 A job is attached to its data sets before the job is stored, and a data set is deleted only when none of
 its jobs is queued or running, in one script each: a job can never be queued on a deleted data set.
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.core.datasets import DatasetInfo
+from service.core.records import LEGACY_TENANT
 from service.core.states import JobStatus
 from service.core.store import InvalidCursor, JobStore, cursor_pattern, index_member
 
@@ -46,6 +48,8 @@ for i = 1, #jobs, 2 do
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('HDEL', KEYS[5], 'dataset:' .. ARGV[6])
 return {1}
 """
 
@@ -56,6 +60,7 @@ class DatasetRecord(BaseModel):
     """An uploaded data set as stored."""
 
     id: str
+    tenant: str = LEGACY_TENANT
     name: str | None
     created_at: datetime
     info: DatasetInfo
@@ -86,22 +91,33 @@ class DatasetStore:
     def _index(self) -> str:
         return f"{self.prefix}:datasets"
 
-    def create(self, record: DatasetRecord) -> None:
+    def _tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}"
+
+    def create(self, record: DatasetRecord, stored_bytes: int) -> None:
+        """Store the record, index it for its tenant, and count its stored file's bytes against the tenant's
+        artifact_bytes quota."""
+        member = index_member(record.created_at, record.id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self._key(record.id), record.model_dump_json())
-        pipe.zadd(self._index, {index_member(record.created_at, record.id): 0})
+        pipe.zadd(self._index, {member: 0})
+        pipe.zadd(f"{self._tenant(record.tenant)}:datasets", {member: 0})
+        pipe.hset(f"{self._tenant(record.tenant)}:usage", f"dataset:{record.id}", stored_bytes)
         pipe.execute()
 
     def get(self, dataset_id: str) -> DatasetRecord | None:
         raw = self.redis.get(self._key(dataset_id))
         return DatasetRecord.model_validate_json(raw) if raw else None
 
-    def page(self, limit: int, cursor: str | None = None) -> tuple[list[DatasetRecord], str | None]:
-        """A page of data sets, newest first, and the cursor of the next page (None at the end)."""
+    def page(
+        self, tenant: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[DatasetRecord], str | None]:
+        """A page of the tenant's data sets, newest first, and the next page's cursor (None at the end)."""
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
-        members = self.redis.zrevrangebylex(self._index, upper, "-", start=0, num=limit + 1)
+        index = f"{self._tenant(tenant)}:datasets"
+        members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
         page = members[:limit]
         raws = self.redis.mget([self._key(m.split(":", 1)[1]) for m in page]) if page else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
@@ -119,12 +135,19 @@ class DatasetStore:
         keys = [self._key(dataset_id), f"{self._key(dataset_id)}:jobs"]
         return bool(self._attach(keys=keys, args=[job_id, time.time()]))
 
-    def delete(self, dataset_id: str, created_at: datetime) -> bool:
+    def delete(self, record: DatasetRecord) -> bool:
         """Delete the record; False when there is none. Raises DatasetInUse."""
-        keys = [self._key(dataset_id), f"{self._key(dataset_id)}:jobs", self._index]
+        dataset_id, tenant = record.id, self._tenant(record.tenant)
+        keys = [
+            self._key(dataset_id),
+            f"{self._key(dataset_id)}:jobs",
+            self._index,
+            f"{tenant}:datasets",
+            f"{tenant}:usage",
+        ]
         active = f"{JobStatus.QUEUED.value},{JobStatus.RUNNING.value}"
-        member = index_member(created_at, dataset_id)
-        args = [self._job_prefix, time.time(), _SUBMIT_GRACE_SECONDS, member, active]
+        member = index_member(record.created_at, dataset_id)
+        args = [self._job_prefix, time.time(), _SUBMIT_GRACE_SECONDS, member, active, dataset_id]
         result = self._delete(keys=keys, args=args)
         if int(result[0]) == 0:
             raise DatasetInUse(str(result[1]))

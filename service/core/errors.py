@@ -86,3 +86,16 @@ class Busy(KtuneError):
 
     def __init__(self, message: str, retry_after_seconds: int, code: str = "busy") -> None:
         super().__init__(message, code, 503, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class QuotaExceeded(KtuneError):
+    """A tenant's quota (`service.core.quotas`) does not admit the request: 429, naming the quota and its
+    numbers in the message and as the field `quota.<name>`; Retry-After when waiting helps."""
+
+    def __init__(self, quota: str, used: int, limit: int, message: str, retry_after: int | None) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        problem = FieldProblem(f"quota.{quota}", f"{used} in use of {limit}")
+        super().__init__(message, "quota_exceeded", 429, [problem], headers)
+        self.quota = quota
+        self.used = used
+        self.limit = limit

@@ -381,5 +381,3 @@ def _split(spec: JobCreate, rows: int, labels: np.ndarray | None) -> tuple[Split
 def dataset_labels(table: pa.Table, target: str, classes: list[Label]) -> np.ndarray:
     """Each row's class index in a data set's target column."""
     return column_indices(table.column(target), classes)
-
-

@@ -2,36 +2,88 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
+from kombu.exceptions import OperationalError
+
+from service.core import fair_share
 from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
 from service.core.store import JobStore
+
+log = logging.getLogger(__name__)
+
+QUOTA_WAIT = "quota_running_jobs"  # the `waiting` code of a job held back by its tenant's running_jobs
 
 
 def _sources(target: JobStatus) -> list[JobStatus]:
     return [source for source, targets in JOB_TRANSITIONS.items() if target in targets]
 
 
-def start(store: JobStore, job_id: str) -> bool:
-    """queued -> running; False when the job was not queued (already started, or ended)."""
-    return store.transition(job_id, [JobStatus.QUEUED], JobStatus.RUNNING, started_at=utcnow())
+def start(store: JobStore, job_id: str, max_running: int | None = None) -> bool:
+    """queued -> running while the job's tenant runs fewer than `max_running` jobs; False when the job was
+    not queued (already started, or ended) or must wait for its tenant's quota (then `waiting` says so, and
+    it is sent again when one of the tenant's jobs ends)."""
+    started = store.start(job_id, max_running, started_at=utcnow())
+    if started is None:
+        store.set_waiting(
+            job_id,
+            ErrorInfo(
+                code=QUOTA_WAIT,
+                message=f"waits for one of its tenant's {max_running} running jobs to end (quota "
+                "running_jobs); it starts then",
+            ),
+        )
+        return False
+    if started:
+        store.set_waiting(job_id, None)
+    return started
 
 
 def succeed(store: JobStore, job_id: str) -> bool:
     """running -> succeeded."""
-    return store.transition(job_id, _sources(JobStatus.SUCCEEDED), JobStatus.SUCCEEDED, finished_at=utcnow())
+    return _ended(
+        store,
+        job_id,
+        store.transition(job_id, _sources(JobStatus.SUCCEEDED), JobStatus.SUCCEEDED, finished_at=utcnow()),
+    )
 
 
 def fail(store: JobStore, job_id: str, code: str, message: str) -> bool:
     """queued or running -> failed, with a machine-readable code and a sentence."""
     error = ErrorInfo(code=code, message=message)
-    return store.transition(
+    moved = store.transition(
         job_id, _sources(JobStatus.FAILED), JobStatus.FAILED, finished_at=utcnow(), error=error
     )
+    return _ended(store, job_id, moved)
 
 
 def cancel(store: JobStore, job_id: str) -> bool:
     """queued or running -> cancelled; False when the job had already ended."""
-    return store.transition(job_id, _sources(JobStatus.CANCELLED), JobStatus.CANCELLED, finished_at=utcnow())
+    moved = store.transition(job_id, _sources(JobStatus.CANCELLED), JobStatus.CANCELLED, finished_at=utcnow())
+    return _ended(store, job_id, moved)
+
+
+# Queued jobs of a tenant sent a start when one of its jobs ends: a start finds the quota full or free.
+_ADMIT = 2
+
+
+def _ended(store: JobStore, job_id: str, moved: bool) -> bool:
+    """After a job ended: give back the trials it reserved and never started, and send the start of the
+    tenant's oldest queued jobs, which may have waited for its place (quota running_jobs)."""
+    if not moved:
+        return False
+    try:
+        store.release_trials(job_id)
+        tenant = store.get_tenant(job_id)
+        if tenant is not None:
+            for waiting in store.oldest_jobs(tenant, JobStatus.QUEUED, _ADMIT):
+                fair_share.resend_start(store, waiting)
+    except (redis.RedisError, OperationalError):
+        # The sweeper re-sends the start of a queued job that waits too long; the day's count is a bound.
+        log.warning("after job %s ended, its tenant's queued jobs were not nudged", job_id, exc_info=True)
+    return True
 
 
 # Trials: every change of a stored trial goes through here too. Each returns False when the stored trial's
@@ -51,9 +103,7 @@ def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued (or running, when a lost worker's trial is taken over) -> running; its history is reset to
     the one `trial` brings (a checkpoint's, or none)."""
     running = trial.model_copy(update={"status": TrialStatus.RUNNING})
-    return store.transition_trial(
-        job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True
-    )
+    return store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
 
 
 def report_progress(store: JobStore, job_id: str, trial: TrialRecord) -> bool:

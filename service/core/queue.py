@@ -50,11 +50,14 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def send_start_job(job_id: str, queue: str) -> None:
-    """Queue the first step of a job's search; raises kombu's OperationalError when Redis is down."""
-    get_celery().send_task(START_JOB, args=[job_id], queue=queue)
+def send_start_job(job_id: str, queue: str, priority: int = 0) -> None:
+    """Queue the first step of a job's search; raises kombu's OperationalError when Redis is down.
+
+    `priority` 0 is taken first (`service.core.fair_share` ranks a tenant's work).
+    """
+    get_celery().send_task(START_JOB, args=[job_id], queue=queue, priority=priority)
 
 
-def send_run_trial(job_id: str, trial_id: str, queue: str) -> None:
+def send_run_trial(job_id: str, trial_id: str, queue: str, priority: int = 0) -> None:
     """Queue one trial of a job."""
-    get_celery().send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue)
+    get_celery().send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue, priority=priority)

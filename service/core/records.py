@@ -31,10 +31,15 @@ class BestTrial(BaseModel):
     metrics: dict[str, float]
 
 
+# The tenant of records stored before tenants existed, and of every caller while auth is off.
+LEGACY_TENANT = "local"
+
+
 class JobRecord(BaseModel):
     """A job as stored; `spec` is the request without its data arrays."""
 
     id: str
+    tenant: str = Field(LEGACY_TENANT, description="the tenant of the API key that created it")
     status: JobStatus
     spec: dict[str, Any]
     created_at: datetime

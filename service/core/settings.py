@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.core.quotas import Quotas
+
 
 class Limits(BaseSettings):
     """Hard limits that keep one request from exhausting a worker (KTUNE_MAX_*)."""
@@ -133,6 +135,7 @@ class Settings(BaseSettings):
         2, ge=1, description="uploads read into data sets at once; more wait their turn"
     )
     limits: Limits = Field(default_factory=Limits)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @property
     def visibility_timeout_seconds(self) -> int:

@@ -19,7 +19,13 @@ Layout (prefix `ktune` by default):
   the set of nodes that wrote one
 - the broker's own lists (kombu's layout, read only): `{queue}` holds a Celery queue's waiting messages, and
   `{queue}\x06\x16{n}` those of priority step n
-- `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing
+- `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing; the same
+  per tenant: `{p}:tenant:{tenant}:jobs` and `{p}:tenant:{tenant}:jobs:status:{status}` (what a tenant lists,
+  and counts against its quotas of queued and running jobs)
+- `{p}:tenant:{tenant}:trials:{yyyy-mm-dd}` the trials the tenant's jobs reserved that UTC day (a job
+  reserves its max_trials when submitted and gives back those it never started when it ends)
+- `{p}:tenant:{tenant}:quotas` hash quota name -> the tenant's own value (`service.core.quotas`)
+- `{p}:tenant:{tenant}:usage` hash `job:{id}` / `dataset:{id}` -> bytes the tenant stores in artifacts
 - `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
   `{p}:cleanup:cursor` where its pass over leftover job keys has got to
 
@@ -35,6 +41,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -44,21 +51,81 @@ from kombu.transport.redis import Channel as BrokerChannel
 
 from service.core.data_plan import DataPlan
 from service.core.heartbeats import WorkerHeartbeat
-from service.core.records import BestTrial, ErrorInfo, ExecutionRecord, JobRecord, TrialRecord, utcnow
+from service.core.records import (
+    LEGACY_TENANT,
+    BestTrial,
+    ErrorInfo,
+    ExecutionRecord,
+    JobRecord,
+    TrialRecord,
+    utcnow,
+)
 from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
 
 cursor_pattern = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
 
-# Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes in step.
+# Stores a new, queued job with its data and index entries, if its tenant's quotas admit it: fewer than
+# ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit). Returns {1},
+# or {0, quota, in use}.
+_CREATE = """
+if ARGV[3] ~= '' then
+  local queued = redis.call('ZCARD', KEYS[6])
+  if queued >= tonumber(ARGV[3]) then return {0, 'queued_jobs', queued} end
+end
+local reserved = tonumber(redis.call('GET', KEYS[7]) or '0')
+if ARGV[5] ~= '' and reserved + tonumber(ARGV[4]) > tonumber(ARGV[5]) then
+  return {0, 'trials_per_day', reserved}
+end
+redis.call('INCRBY', KEYS[7], ARGV[4])
+redis.call('EXPIRE', KEYS[7], ARGV[6])
+redis.call('SET', KEYS[2], ARGV[2])
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 3, 6 do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+return {1}
+"""
+
+# Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes (its
+# tenant's too) in step. A move to running waits (returns 2) while the tenant runs ARGV[6] jobs already.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then return 0 end
+local own = ARGV[5] .. (redis.call('HGET', KEYS[1], 'tenant') or 'local') .. ':jobs:status:'
+if ARGV[6] ~= '' and ARGV[2] == 'running' and redis.call('ZCARD', own .. 'running') >= tonumber(ARGV[6]) then
+  return 2
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZREM', ARGV[3] .. current, ARGV[4])
 redis.call('ZADD', ARGV[3] .. ARGV[2], 0, ARGV[4])
+redis.call('ZREM', own .. current, ARGV[4])
+redis.call('ZADD', own .. ARGV[2], 0, ARGV[4])
 return 1
+"""
+
+# Notes the bytes of a job's artifacts in its tenant's usage, while the job exists.
+_SET_JOB_USAGE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'local'
+redis.call('HSET', ARGV[1] .. tenant .. ':usage', 'job:' .. ARGV[2], ARGV[3])
+return 1
+"""
+
+# Gives back the trials a finished job reserved but never created, to the day it reserved them on (if that
+# day's count is still kept), once: the job's reservation becomes what it used.
+_RELEASE_TRIALS = """
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_trials') or '0')
+local used = redis.call('HLEN', KEYS[2])
+if reserved <= used then return 0 end
+redis.call('HSET', KEYS[1], 'reserved_trials', used)
+local day = redis.call('HGET', KEYS[1], 'reserved_day')
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'local'
+if not day then return 0 end
+local counter = ARGV[1] .. tenant .. ':trials:' .. day
+if redis.call('EXISTS', counter) == 0 then return 0 end
+local left = redis.call('DECRBY', counter, reserved - used)
+if left < 0 then redis.call('SET', counter, 0, 'KEEPTTL') end
+return reserved - used
 """
 
 # Stores a trial record only when the stored status may move to the new one (TRIAL_TRANSITIONS), and only
@@ -125,6 +192,7 @@ local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
 if not status then return -1 end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+local tenant = ARGV[7] .. (redis.call('HGET', job, 'tenant') or 'local')
 local trials = redis.call('HKEYS', job .. ':trial-status')
 for _, trial in ipairs(redis.call('HKEYS', job .. ':trials')) do table.insert(trials, trial) end
 for _, trial in ipairs(trials) do
@@ -138,6 +206,9 @@ end
 for i = 1, #keys, 1000 do redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys))) end
 redis.call('ZREM', ARGV[2], ARGV[4])
 redis.call('ZREM', ARGV[3] .. status, ARGV[4])
+redis.call('ZREM', tenant .. ':jobs', ARGV[4])
+redis.call('ZREM', tenant .. ':jobs:status:' .. status, ARGV[4])
+redis.call('HDEL', tenant .. ':usage', 'job:' .. ARGV[8])
 return 1
 """
 
@@ -166,6 +237,28 @@ class InvalidCursor(ValueError):
     """A listing cursor that this store did not hand out."""
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The quotas a new job must fit: its tenant's queued jobs (`max_queued`), and its trials reserved from
+    the UTC day's `max_trials_per_day` (None: no limit). Trials are reserved (counted) either way."""
+
+    trials: int
+    max_queued: int | None = None
+    max_trials_per_day: int | None = None
+
+
+class OverQuota(Exception):
+    """A tenant's quota does not admit the job: `quota` is its name, `used` what the tenant uses of it."""
+
+    def __init__(self, quota: str, used: int) -> None:
+        super().__init__(quota, used)
+        self.quota = quota
+        self.used = used
+
+
+_DAY_COUNT_SECONDS = 3 * 24 * 3600  # a day's trial count outlives the day, for jobs that end the next one
+
+
 class JobStore:
     """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
 
@@ -175,7 +268,10 @@ class JobStore:
         # Replies as bytes, for the job's data; made from `client`'s settings on first use when not given.
         self._binary: Any = binary
         self.prefix = prefix
+        self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
+        self._release_trials = client.register_script(_RELEASE_TRIALS)
+        self._set_job_usage = client.register_script(_SET_JOB_USAGE)
         self._trial_transition = client.register_script(_TRIAL_TRANSITION)
         self._append_history = client.register_script(_APPEND_HISTORY)
         self._save_oracle = client.register_script(_SAVE_ORACLE)
@@ -217,6 +313,13 @@ class JobStore:
     def _index(self, status: JobStatus | None = None) -> str:
         return f"{self.prefix}:jobs" if status is None else f"{self.prefix}:jobs:status:{status.value}"
 
+    def _tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}"
+
+    def _tenant_index(self, tenant: str, status: JobStatus | None = None) -> str:
+        base = f"{self._tenant(tenant)}:jobs"
+        return base if status is None else f"{base}:status:{status.value}"
+
     @staticmethod
     def _member(created_at: datetime, job_id: str) -> str:
         return index_member(created_at, job_id)
@@ -225,15 +328,83 @@ class JobStore:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-    def create_job(self, record: JobRecord, data: bytes) -> None:
-        """Store a new job and its data (`data_codec.encode`'s bytes) and index it; readers see it at once."""
-        member = self._member(record.created_at, record.id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(f"{self._job(record.id)}:data", data)
-        pipe.hset(self._job(record.id), mapping=_job_fields(record))
-        pipe.zadd(self._index(), {member: 0})
-        pipe.zadd(self._index(record.status), {member: 0})
-        pipe.execute()
+    def create_job(self, record: JobRecord, data: bytes, admission: Admission | None = None) -> None:
+        """Store a new queued job and its data (`data_codec.encode`'s bytes) and index it; readers see it at
+        once. With `admission`, only if the tenant's quotas admit it (else OverQuota, nothing stored); its
+        trials are then reserved from the day's count."""
+        admission = admission or Admission(trials=0)
+        day = record.created_at.strftime("%Y-%m-%d")
+        fields = _job_fields(record)
+        fields.update(reserved_trials=str(admission.trials), reserved_day=day)
+        tenant = record.tenant
+        keys = [
+            self._job(record.id),
+            f"{self._job(record.id)}:data",
+            self._index(),
+            self._index(record.status),
+            self._tenant_index(tenant),
+            self._tenant_index(tenant, record.status),
+            f"{self._tenant(tenant)}:trials:{day}",
+        ]
+        args: list[Any] = [
+            self._member(record.created_at, record.id),
+            data,
+            "" if admission.max_queued is None else admission.max_queued,
+            admission.trials,
+            "" if admission.max_trials_per_day is None else admission.max_trials_per_day,
+            _DAY_COUNT_SECONDS,
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        reply = self._create(keys=keys, args=args)
+        if int(reply[0]) == 0:
+            raise OverQuota(str(reply[1]), int(reply[2]))
+
+    def release_trials(self, job_id: str) -> int:
+        """Give the trials a finished job reserved and never created back to its day; returns how many."""
+        keys = [self._job(job_id), f"{self._job(job_id)}:trial-status"]
+        return int(self._release_trials(keys=keys, args=[f"{self.prefix}:tenant:"]))
+
+    def trials_reserved(self, tenant: str, day: str) -> int:
+        """The trials the tenant's jobs reserved on a UTC day (YYYY-MM-DD)."""
+        return int(self.redis.get(f"{self._tenant(tenant)}:trials:{day}") or 0)
+
+    def tenant_job_counts(self, tenant: str) -> dict[JobStatus, int]:
+        """The tenant's queued and running jobs."""
+        pipe = self.redis.pipeline(transaction=False)
+        active = (JobStatus.QUEUED, JobStatus.RUNNING)
+        for status in active:
+            pipe.zcard(self._tenant_index(tenant, status))
+        return dict(zip(active, (int(n) for n in pipe.execute()), strict=True))
+
+    def oldest_jobs(self, tenant: str, status: JobStatus, count: int) -> list[str]:
+        """Ids of the tenant's `count` oldest jobs with `status`."""
+        members = self.redis.zrangebylex(self._tenant_index(tenant, status), "-", "+", start=0, num=count)
+        return [m.split(":", 1)[1] for m in members]
+
+    def get_tenant(self, job_id: str) -> str | None:
+        value = self.redis.hget(self._job(job_id), "tenant")
+        return str(value) if value else (LEGACY_TENANT if self.redis.exists(self._job(job_id)) else None)
+
+    def quota_overrides(self, tenant: str) -> dict[str, int]:
+        """The quotas set for this tenant by the keys command, by name (`service.core.quotas`)."""
+        return {
+            name: int(value) for name, value in self.redis.hgetall(f"{self._tenant(tenant)}:quotas").items()
+        }
+
+    def set_quota_overrides(self, tenant: str, overrides: dict[str, int]) -> None:
+        if overrides:
+            self.redis.hset(f"{self._tenant(tenant)}:quotas", mapping=overrides)
+
+    # artifact bytes per tenant
+    def set_job_usage(self, job_id: str, size: int) -> None:
+        """Note the bytes of a job's artifacts against its tenant, unless the job is gone (deleting it
+        removed its entry)."""
+        self._set_job_usage(keys=[self._job(job_id)], args=[f"{self.prefix}:tenant:", job_id, size])
+
+    def usage(self, tenant: str) -> int:
+        """The bytes the tenant stores in artifacts (models, checkpoints, data sets)."""
+        return sum(int(v) for v in self.redis.hvals(f"{self._tenant(tenant)}:usage"))
 
     def get_job(self, job_id: str) -> JobRecord | None:
         fields = self.redis.hgetall(self._job(job_id))
@@ -241,6 +412,7 @@ class JobStore:
             return None
         return JobRecord(
             id=job_id,
+            tenant=fields.get("tenant", LEGACY_TENANT),
             status=JobStatus(fields["status"]),
             spec=json.loads(fields["spec"]),
             created_at=datetime.fromisoformat(fields["created_at"]),
@@ -271,18 +443,39 @@ class JobStore:
         self, job_id: str, allowed_from: Iterable[JobStatus], to: JobStatus, **fields: Any
     ) -> bool:
         """Set a job's status if it is in `allowed_from`; False otherwise. Only `lifecycle` calls this."""
+        return self._move(job_id, allowed_from, to, None, fields) == 1
+
+    def start(self, job_id: str, max_running: int | None, **fields: Any) -> bool | None:
+        """queued -> running while the job's tenant runs fewer than `max_running` jobs (None: no limit).
+
+        True when started, False when the job was not queued, None when it must wait for its tenant's quota.
+        Only `lifecycle` calls this.
+        """
+        moved = self._move(job_id, [JobStatus.QUEUED], JobStatus.RUNNING, max_running, fields)
+        return None if moved == 2 else moved == 1
+
+    def _move(
+        self,
+        job_id: str,
+        allowed_from: Iterable[JobStatus],
+        to: JobStatus,
+        max_running: int | None,
+        fields: dict[str, Any],
+    ) -> int:
         record_member = self._member_of(job_id)
         if record_member is None:
-            return False
+            return 0
         args: list[str] = [
             ",".join(s.value for s in allowed_from),
             to.value,
             f"{self._index()}:status:",
             record_member,
+            f"{self.prefix}:tenant:",
+            "" if max_running is None else str(max_running),
         ]
         for name, value in _encode(fields).items():
             args += [name, value]
-        return int(self._transition(keys=[self._job(job_id)], args=args)) == 1
+        return int(self._transition(keys=[self._job(job_id)], args=args))
 
     def _member_of(self, job_id: str) -> str | None:
         created = self.redis.hget(self._job(job_id), "created_at")
@@ -309,13 +502,14 @@ class JobStore:
         return bool(self.redis.set(f"{self._job(job_id)}:nudged", "1", nx=True, px=int(seconds * 1000)))
 
     def list_jobs(
-        self, status: JobStatus | None, limit: int, cursor: str | None
+        self, tenant: str, status: JobStatus | None, limit: int, cursor: str | None
     ) -> tuple[list[JobRecord], str | None]:
-        """Jobs newest first; the cursor is the last member of the previous page."""
+        """The tenant's jobs newest first; the cursor is the last member of the previous page."""
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
-        members = self.redis.zrevrangebylex(self._index(status), upper, "-", start=0, num=limit + 1)
+        index = self._tenant_index(tenant, status)
+        members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
         page = members[:limit]
         jobs = [job for job in (self.get_job(m.split(":", 1)[1]) for m in page) if job is not None]
         return jobs, (page[-1] if len(members) > limit else None)
@@ -337,6 +531,8 @@ class JobStore:
             member,
             ",".join(_JOB_SUFFIXES),
             ",".join(_TRIAL_FAMILIES),
+            f"{self.prefix}:tenant:",
+            job_id,
         ]
         return _DELETION_REPLIES[int(self._delete(keys=[self._job(job_id)], args=args))]
 
@@ -644,6 +840,7 @@ def _encode(fields: dict[str, Any]) -> dict[str, str]:
 
 def _job_fields(record: JobRecord) -> dict[str, str]:
     fields: dict[str, Any] = {
+        "tenant": record.tenant,
         "status": record.status.value,
         "spec": json.dumps(record.spec),
         "created_at": record.created_at,

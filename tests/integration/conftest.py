@@ -287,7 +287,7 @@ def worker_ctx(redis_url: str, tmp_path: Path) -> WorkerContext:
 def sent_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Trial ids whose run message was sent, recorded instead of queued (no worker runs them)."""
     calls: list[str] = []
-    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, name: calls.append(trial_id))
+    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, *_: calls.append(trial_id))
     return calls
 
 

@@ -21,7 +21,7 @@ from service.core import lifecycle
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetRecord, DatasetStore
 from service.core.datasets import DatasetInfo
-from service.core.records import JobRecord, TrialRecord, utcnow
+from service.core.records import LEGACY_TENANT, JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore
 from tests.integration.conftest import ROOT, Deployment, long_job, service_env_for, wait_for, wait_job
@@ -221,8 +221,8 @@ def test_store_deletes_only_finished_jobs_no_worker_holds(private_store: JobStor
     store.claim_requeue(job_id, "t0", 30)
     assert store.delete_job(job_id) is JobDeletion.DELETED
     assert not [key for key in store.redis.scan_iter(count=1000) if job_id in key]
-    assert store.list_jobs(None, 10, None) == ([], None)
-    assert store.list_jobs(JobStatus.CANCELLED, 10, None) == ([], None)
+    assert store.list_jobs(LEGACY_TENANT, None, 10, None) == ([], None)
+    assert store.list_jobs(LEGACY_TENANT, JobStatus.CANCELLED, 10, None) == ([], None)
     assert store.delete_job(job_id) is JobDeletion.NOT_FOUND
 
 
@@ -259,7 +259,7 @@ def test_data_set_directories_without_a_record_go_after_the_grace(
         created_at=utcnow(),
         info=DatasetInfo(format="csv", rows=1, columns=[], size=1, sha256="0" * 64),
     )
-    datasets.create(kept)
+    datasets.create(kept, 4)
     uploading, abandoned = str(uuid.uuid4()), str(uuid.uuid4())
     for dataset_id in (kept.id, uploading, abandoned):
         artifacts.upload_path(dataset_id).write_bytes(b"a,b\n")

@@ -117,7 +117,7 @@ def test_trials_stored_in_the_search_state_but_not_recorded_are_recorded_by_the_
     with pytest.raises(_Died):
         search.advance(worker_ctx, job_id)
     monkeypatch.undo()
-    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, name: sent_trials.append(trial_id))
+    monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, *_: sent_trials.append(trial_id))
     store = worker_ctx.store
     assert store.load_oracle_state(job_id) is not None and store.get_trials(job_id) == []
     search.advance(worker_ctx, job_id)  # the sweeper's nudge, or any later step

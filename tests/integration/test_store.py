@@ -1,4 +1,5 @@
-"""The job scratch_store's trial transitions, histories and step lock, against a real Redis server."""
+"""The job store's trial transitions, histories, step lock, tenants and quotas, against a real Redis
+server."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from service.core import lifecycle
-from service.core.records import ExecutionRecord, TrialRecord, utcnow
-from service.core.states import TRIAL_TRANSITIONS, TrialStatus
-from service.core.store import JobStore
+from service.core.records import ExecutionRecord, JobRecord, TrialRecord, utcnow
+from service.core.states import TRIAL_TRANSITIONS, JobStatus, TrialStatus
+from service.core.store import Admission, JobDeletion, JobStore, OverQuota
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,91 @@ def test_the_search_state_is_written_only_under_the_step_lock(
     scratch_store.release_step_lock(scratch_job, "me")
     assert not scratch_store.save_oracle_state(scratch_job, {"n": 4}, "me"), "released"
     assert scratch_store.acquire_step_lock(scratch_job, "other", seconds=10)
+
+
+# --- tenants and quotas ---------------------------------------------------------------------------------
+
+
+def _job(tenant: str, trials: int = 1) -> JobRecord:
+    spec = {"task": "regression", "resources": {"accelerator": "cpu"}, "tuner": {"max_trials": trials}}
+    return JobRecord(
+        id=str(uuid.uuid4()), tenant=tenant, status=JobStatus.QUEUED, spec=spec, created_at=utcnow()
+    )
+
+
+def test_each_tenant_lists_and_counts_only_its_own_jobs(scratch_store: JobStore) -> None:
+    mine, theirs = _job("acme"), _job("globex")
+    for record in (mine, theirs):
+        scratch_store.create_job(record, b"npz bytes")
+    assert [j.id for j in scratch_store.list_jobs("acme", None, 10, None)[0]] == [mine.id]
+    assert [j.id for j in scratch_store.list_jobs("globex", JobStatus.QUEUED, 10, None)[0]] == [theirs.id]
+    assert scratch_store.get_job(mine.id).tenant == "acme"  # type: ignore[union-attr]
+    assert lifecycle.start(scratch_store, mine.id)
+    assert scratch_store.list_jobs("acme", JobStatus.QUEUED, 10, None)[0] == []
+    assert scratch_store.tenant_job_counts("acme") == {JobStatus.QUEUED: 0, JobStatus.RUNNING: 1}
+    assert lifecycle.cancel(scratch_store, mine.id)
+    scratch_store.set_job_usage(mine.id, 1234)
+    assert scratch_store.usage("acme") == 1234
+    assert scratch_store.delete_job(mine.id) is JobDeletion.DELETED
+    assert scratch_store.list_jobs("acme", None, 10, None)[0] == []
+    assert scratch_store.list_jobs("acme", JobStatus.CANCELLED, 10, None)[0] == []
+    assert scratch_store.usage("acme") == 0, "a deleted job's bytes no longer count"
+    scratch_store.set_job_usage(mine.id, 99)  # a worker writing late
+    assert scratch_store.usage("acme") == 0, "a deleted job never counts again"
+
+
+def test_a_tenant_at_its_queued_jobs_quota_stores_nothing_more(scratch_store: JobStore) -> None:
+    admission = Admission(trials=1, max_queued=2)
+    first, second = _job("acme"), _job("acme")
+    scratch_store.create_job(first, b"a", admission)
+    scratch_store.create_job(second, b"b", admission)
+    third = _job("acme")
+    with pytest.raises(OverQuota) as refused:
+        scratch_store.create_job(third, b"c", admission)
+    assert (refused.value.quota, refused.value.used) == ("queued_jobs", 2)
+    assert scratch_store.get_job(third.id) is None
+    with pytest.raises(KeyError):
+        scratch_store.get_data(third.id)
+    scratch_store.create_job(_job("globex"), b"d", admission)  # another tenant's quota is its own
+    assert lifecycle.start(scratch_store, first.id)  # one started: one more may queue
+    scratch_store.create_job(third, b"c", admission)
+
+
+def test_a_job_reserves_its_trials_from_the_day_and_gives_back_those_it_never_started(
+    scratch_store: JobStore,
+) -> None:
+    day = utcnow().strftime("%Y-%m-%d")
+    big = _job("acme", trials=6)
+    scratch_store.create_job(big, b"a", Admission(trials=6, max_trials_per_day=10))
+    assert scratch_store.trials_reserved("acme", day) == 6
+    with pytest.raises(OverQuota) as refused:
+        scratch_store.create_job(_job("acme", 5), b"b", Admission(trials=5, max_trials_per_day=10))
+    assert (refused.value.quota, refused.value.used) == ("trials_per_day", 6)
+    assert lifecycle.start(scratch_store, big.id)
+    for trial_id in ("00", "01"):
+        lifecycle.queue_trial(scratch_store, big.id, _trial().model_copy(update={"id": trial_id}))
+    assert lifecycle.cancel(scratch_store, big.id)  # it ends having started 2 of its 6
+    assert scratch_store.trials_reserved("acme", day) == 2
+    assert scratch_store.release_trials(big.id) == 0, "given back once"
+    scratch_store.create_job(_job("acme", 5), b"b", Admission(trials=5, max_trials_per_day=10))
+    assert scratch_store.trials_reserved("acme", day) == 7
+
+
+def test_a_tenant_at_its_running_jobs_quota_starts_its_next_job_only_when_one_ends(
+    scratch_store: JobStore,
+) -> None:
+    first, second = _job("acme"), _job("acme")
+    for record in (first, second):
+        scratch_store.create_job(record, b"x")
+    assert lifecycle.start(scratch_store, first.id, max_running=1)
+    assert not lifecycle.start(scratch_store, second.id, max_running=1)
+    waiting = scratch_store.get_job(second.id)
+    assert waiting is not None and waiting.status is JobStatus.QUEUED
+    assert waiting.waiting is not None and waiting.waiting.code == lifecycle.QUOTA_WAIT
+    other = _job("globex")
+    scratch_store.create_job(other, b"y")
+    assert lifecycle.start(scratch_store, other.id, max_running=1), "another tenant runs its own quota"
+    scratch_store.transition(first.id, [JobStatus.RUNNING], JobStatus.SUCCEEDED)
+    assert lifecycle.start(scratch_store, second.id, max_running=1)
+    started = scratch_store.get_job(second.id)
+    assert started is not None and started.status is JobStatus.RUNNING and started.waiting is None

@@ -13,7 +13,8 @@ from service.core import queue
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Unavailable
-from service.core.settings import Limits
+from service.core.records import LEGACY_TENANT
+from service.core.settings import Limits, Settings
 from service.core.states import JobStatus
 from service.core.store import JobStore
 from tests.integration.conftest import ROOT
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def refuse(job_id: str, queue_name: str) -> None:
+    def refuse(job_id: str, queue_name: str, priority: int = 0) -> None:
         raise OperationalError("broker unreachable")
 
     monkeypatch.setattr(queue, "send_start_job", refuse)
@@ -32,7 +33,9 @@ def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
     job = parse_job((ROOT / "examples" / "xor-seed.json").read_bytes(), Limits())
 
     with pytest.raises(Unavailable) as raised:
-        job_service.submit(store, DatasetStore(store), ArtifactStore(tmp_path), job, Limits())
+        job_service.submit(
+            store, DatasetStore(store), ArtifactStore(tmp_path), job, Settings(), LEGACY_TENANT
+        )
     assert raised.value.status_code == 503
 
     [job_id] = store.jobs_with_status(JobStatus.FAILED)

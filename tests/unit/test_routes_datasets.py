@@ -15,10 +15,18 @@ from service.core.store import JobStore
 
 
 class _NoRedis:
-    """A Redis client that must not be used."""
+    """A Redis client that must not be used, but for reading a tenant's quotas and usage (none)."""
 
     def register_script(self, script: str) -> object:
         return object()
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        assert key.endswith(":quotas"), key
+        return {}
+
+    def hvals(self, key: str) -> list[str]:
+        assert key.endswith(":usage"), key
+        return []
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"Redis was used ({name})")

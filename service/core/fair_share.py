@@ -1,0 +1,59 @@
+"""Tenants take turns: each message's priority falls with the work its tenant already has in flight.
+
+Workers take a queue's messages highest priority first, first in first out within one priority (kombu keeps
+a Redis list per priority step and pops them in order; 0 is the highest). A message is sent with the
+priority of its rank, the work of its tenant queued or running ahead of it: the tenant's other queued and
+running jobs, plus, for a trial, its job's trials already queued or running. So the single job of a tenant
+with nothing else in flight goes ahead of the 50th job of a busy one, and one job with 64 parallel trials
+does not hold back another tenant's first trial until all 64 are done. Priorities are fixed when a message
+is sent: messages already waiting keep theirs, and first-come order holds between equal ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from service.core import queue
+from service.core.spec import queue_for
+from service.core.states import JobStatus, TrialStatus
+from service.core.store import JobStore
+
+# kombu's Redis priority steps (PRIORITY_STEPS); a message's priority is rounded down to one of them.
+_STEPS = ((0, 0), (1, 3), (3, 6), (9, 9))  # (lowest rank, priority)
+
+
+def priority(rank: int) -> int:
+    """The message priority (0 highest) of work with `rank` units of its tenant's work ahead of it."""
+    return max(step for lowest, step in _STEPS if rank >= lowest)
+
+
+def _other_jobs(store: JobStore, tenant: str) -> int:
+    """The tenant's queued and running jobs besides the one being sent."""
+    return max(0, sum(store.tenant_job_counts(tenant).values()) - 1)
+
+
+def send_start(store: JobStore, job_id: str, tenant: str, queue_name: str) -> None:
+    """Queue the first step of a job's search, ranked among its tenant's jobs."""
+    queue.send_start_job(job_id, queue_name, priority(_other_jobs(store, tenant)))
+
+
+def resend_start(store: JobStore, job_id: str) -> None:
+    """Send a stored job's start again (it may have waited, or its message may be lost)."""
+    record = store.get_job(job_id)
+    if record is not None and record.status is JobStatus.QUEUED:
+        send_start(store, job_id, record.tenant, queue_for(record.spec["resources"]["accelerator"]))
+
+
+def send_trials(store: JobStore, job_id: str, trial_ids: Sequence[str], queue_name: str) -> None:
+    """Queue trials of a job whose records are stored as queued (new, or sent again), ranked behind its
+    tenant's other jobs and the job's own trials already in flight."""
+    if not trial_ids:
+        return
+    tenant = store.get_tenant(job_id)
+    if tenant is None:
+        return
+    counts = store.trial_status_counts(job_id)
+    ahead = counts[TrialStatus.QUEUED] + counts[TrialStatus.RUNNING] - len(trial_ids)
+    others = _other_jobs(store, tenant)
+    for index, trial_id in enumerate(trial_ids):
+        queue.send_run_trial(job_id, trial_id, queue_name, priority(others + max(0, ahead) + index))
