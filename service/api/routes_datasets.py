@@ -5,18 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from service.api import dataset_service
+from service.api.auth import UNAUTHORIZED, authenticate
 from service.api.deps import ArtifactsDep, DatasetsDep, SettingsDep
 from service.api.schemas import DatasetList, DatasetPublic, ErrorBody
 from service.core.datasets import BUILTINS
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest, KtuneError, UnsupportedMediaType
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
+)
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {

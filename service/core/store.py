@@ -25,6 +25,8 @@ Layout (prefix `ktune` by default):
 
 - `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
   (`service.core.dataset_store`, which names them from this store's prefix)
+- `{p}:apikey:{key_id}`, `{p}:apikeys` and `{p}:tenant:{tenant}:quotas`: API keys (a hash of each, never the
+  key) and tenants' quota overrides (`service.core.api_keys`, named from this store's prefix too)
 
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
