@@ -3,6 +3,7 @@
 # One image for the API and the workers:
 #   API (default):  docker run -p 8000:8000 -e KTUNE_REDIS_URL=redis://... ktune
 #   CPU worker:     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m worker -Q cpu -c 2
+#   an API key:     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m service keys create TENANT
 # The GPU image differs only in its TensorFlow distribution (the CUDA libraries come as pip wheels):
 #   docker build -t ktune:gpu --build-arg TF_PACKAGE="tensorflow[and-cuda]" .
 #   docker run --gpus all -e KTUNE_REDIS_URL=redis://... ktune:gpu python -m worker -Q gpu -c 1

@@ -257,6 +257,7 @@ def ktune_env(
         "KTUNE_ARTIFACT_DIR": str(artifacts),
         "KTUNE_HOST": "127.0.0.1",
         "KTUNE_PORT": str(port),
+        "KTUNE_AUTH": "off",  # on loopback; the benchmarks' clients send no API key
         "KTUNE_TRAINING_LOOP": loop,
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -5,8 +5,9 @@ A redis-server on a free port, `python -m worker` and `python -m service` of tha
 scratch directory (not the source tree, so the installed packages are imported); tiny XOR data, a few
 trials of a few epochs. Every job must end `succeeded` and its best model must download and load. Then data
 sets: a CSV with a categorical column uploaded (pyarrow, python-multipart) and a built-in set (scikit-learn),
-each tuned, its best model called on raw rows. Standard library only: this runs with what the shipped
-install has, and nothing from [dev].
+each tuned, its best model called on raw rows. Every request sends an API key made with
+`python -m service keys create` (auth is on, as it is by default), and one without it must be a 401.
+Standard library only: this runs with what the shipped install has, and nothing from [dev].
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 class Api:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.key: str | None = None  # sent as `Authorization: Bearer` once set
 
     def request(
         self, method: str, path: str, body: Any = None, raw: tuple[bytes, str] | None = None
@@ -85,6 +87,8 @@ class Api:
         """`body` is sent as JSON; `raw` as (bytes, content type)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data or (raw and raw[0]), method=method)
+        if self.key is not None:
+            request.add_header("Authorization", f"Bearer {self.key}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         elif raw is not None:
@@ -152,6 +156,24 @@ class Stack:
         self.start("worker", [sys.executable, "-m", "worker", "-c", "2", "-n", "check-install@%h"])
         self.start("api", [sys.executable, "-m", "service"])
         wait_for(self._ready, 180, "/readyz (the API up and a worker consuming)")
+        self.use_api_key()
+
+    def use_api_key(self) -> None:
+        """Make a key with `python -m service keys create` (a running API reads it at once) and send it."""
+        status, _ = self.api.request("GET", "/v1/jobs")
+        if status != 401:
+            raise SystemExit(f"check-install: GET /v1/jobs without an API key answered {status}, not 401")
+        made = subprocess.run(
+            [sys.executable, "-m", "service", "keys", "create", "check-install"],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode != 0:
+            raise SystemExit(f"check-install: `keys create` failed ({made.returncode}): {made.stderr}")
+        self.api.key = made.stdout.strip()
+        self.api.json("GET", "/v1/jobs")
 
     def _ready(self) -> bool:
         for name, process in self.processes.items():

@@ -27,6 +27,7 @@ def start_job(job_id: str) -> None:
     """Mark the job running and hand out its first trials; a duplicate start does nothing new."""
     warm_up()
     from service.core import lifecycle
+    from service.core.api_keys import ApiKeyStore
     from service.core.quotas import tenant_quotas
     from service.core.states import JobStatus
     from worker import search
@@ -35,7 +36,7 @@ def start_job(job_id: str) -> None:
     tenant = ctx.store.get_tenant(job_id)
     if tenant is None:
         return  # deleted
-    running = tenant_quotas(ctx.store, ctx.settings.quotas, tenant).running_jobs
+    running = tenant_quotas(ApiKeyStore(ctx.store), ctx.settings.quotas, tenant).running_jobs
     if not lifecycle.start(ctx.store, job_id, running) and ctx.store.get_status(job_id) is JobStatus.QUEUED:
         return  # its tenant runs its quota of jobs: it is sent again when one of them ends
     search.advance(ctx, job_id)

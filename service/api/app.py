@@ -11,10 +11,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api import errors, routes_datasets, routes_health, routes_jobs
+from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
 from service.api.job_bodies import JobBodies
 from service.api.sweeper import run_sweeper
+from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.settings import Settings, get_settings
@@ -22,8 +24,12 @@ from service.core.store import JobStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the sweeper for lost work and the cleanup of finished jobs run while it serves."""
+    """Build the app; the sweeper for lost work and the cleanup of finished jobs run while it serves.
+
+    Raises UnsafeAuthSetting for KTUNE_AUTH=off on an address that is not loopback, however it is started.
+    """
     settings = settings or get_settings()
+    check_auth_setting(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
     app.state.artifacts = ArtifactStore(settings.artifact_dir)
     app.state.datasets = DatasetStore(app.state.store)
+    app.state.api_keys = ApiKeyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.add_middleware(

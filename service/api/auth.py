@@ -1,16 +1,49 @@
-"""Who is calling: every /v1 route depends on `authenticate`, which names the caller's tenant.
+"""Who is calling: every /v1 route depends on `authenticate`, which names the caller's tenant from the API key
+sent as `Authorization: Bearer <key>` (keys are made with `python -m service keys create TENANT`).
 
-With KTUNE_AUTH=off (allowed only on a loopback address) every caller is the tenant `local`.
+With KTUNE_AUTH=off (allowed only on a loopback address: `check_auth_setting`) every caller is the tenant
+`local`.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-LOCAL_TENANT = "local"
+from service.api.schemas import ErrorBody
+from service.core.api_keys import ApiKeyStore
+from service.core.errors import Unauthorized
+from service.core.records import LEGACY_TENANT
+from service.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_TENANT = LEGACY_TENANT
+
+# Reads the header and declares the scheme in the OpenAPI schema (every operation that depends on
+# `authenticate` is marked with it); ktune's own check below answers every failure with its 401 body.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    bearerFormat="ktk_<key_id>_<secret>",
+    description="an API key: `python -m service keys create TENANT` prints one",
+)
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "no API key (`unauthorized`), or one that is unknown or revoked (`invalid_api_key`)",
+        "headers": {
+            "WWW-Authenticate": {"description": "`Bearer`: send an API key", "schema": {"type": "string"}}
+        },
+    }
+}
+"""The 401 every operation that needs a key may answer: a router's `responses`."""
 
 
 @dataclass(frozen=True)
@@ -21,11 +54,58 @@ class Caller:
     key_id: str | None
 
 
-def authenticate(request: Request) -> Caller:
-    """The caller of a /v1 request."""
-    # The keyed check (Authorization: Bearer, 401) is being built beside this; until then auth is off.
-    del request
-    return Caller(LOCAL_TENANT, None)
+def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
+    """The caller of a /v1 request; raises Unauthorized without a valid key (unless auth is off)."""
+    settings: Settings = request.app.state.settings
+    if settings.auth == "off":
+        return Caller(LOCAL_TENANT, None)
+    if credentials is None:
+        if "authorization" in request.headers:
+            raise Unauthorized("the Authorization header must read `Bearer <API key>`")
+        raise Unauthorized(
+            "this request needs an API key, sent as `Authorization: Bearer <key>` "
+            "(`python -m service keys create TENANT` makes one)"
+        )
+    keys: ApiKeyStore = request.app.state.api_keys
+    key = keys.verify(credentials.credentials)
+    if key is None:
+        raise Unauthorized("the API key is not valid: it is unknown or has been revoked", "invalid_api_key")
+    return Caller(key.tenant, key.key_id)
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+class UnsafeAuthSetting(Exception):
+    """KTUNE_AUTH=off while the API would listen on an address other machines can reach."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (KTUNE_HOST) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth_setting(settings: Settings) -> None:
+    """Refuse KTUNE_AUTH=off unless the API listens on a loopback address (raises UnsafeAuthSetting), and
+    say loudly that it is off."""
+    if settings.auth == "on":
+        return
+    if not is_loopback(settings.host):
+        raise UnsafeAuthSetting(
+            f"KTUNE_AUTH=off is allowed only while the API listens on a loopback address (127.0.0.1, ::1 or "
+            f"localhost), not on KTUNE_HOST={settings.host}: anyone who reaches it could use it. Leave "
+            "KTUNE_AUTH on and give clients API keys (`python -m service keys create TENANT`)."
+        )
+    log.warning(
+        "AUTHENTICATION IS OFF (KTUNE_AUTH=off): every request to /v1 is served, without an API key, as "
+        "the tenant '%s'. Allowed because the API listens on %s only.",
+        LOCAL_TENANT,
+        settings.host,
+    )

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from service.api.job_bodies import JobBodies
+from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import NotFound, shorten
@@ -63,6 +64,11 @@ def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v
     return job_id
 
 
+def get_api_keys(request: Request) -> ApiKeyStore:
+    keys: ApiKeyStore = request.app.state.api_keys
+    return keys
+
+
 def get_job_bodies(request: Request) -> JobBodies:
     bodies: JobBodies = request.app.state.job_bodies
     return bodies
@@ -74,3 +80,4 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 JobIdDep = Annotated[str, Depends(get_job_id)]
 JobBodiesDep = Annotated[JobBodies, Depends(get_job_bodies)]
+ApiKeysDep = Annotated[ApiKeyStore, Depends(get_api_keys)]

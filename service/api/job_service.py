@@ -19,9 +19,9 @@ from service.core.data_plan import DataPlan
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
 from service.core.job_data import prepare_dataset
-from service.core.quotas import tenant_quotas
+from service.core.quotas import Quotas
 from service.core.records import JobRecord, TrialRecord, utcnow
-from service.core.settings import Limits, Settings
+from service.core.settings import Limits
 from service.core.spec import SpecError
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore, OverQuota
@@ -34,8 +34,9 @@ def submit(
     datasets: DatasetStore,
     artifacts: ArtifactStore,
     job: ParsedJob,
-    settings: Settings,
+    limits: Limits,
     tenant: str,
+    quotas: Quotas,
 ) -> JobRecord:
     """Store a validated job (`job_parsing.parse_job`'s) as queued for `tenant`, then queue its start.
 
@@ -45,11 +46,10 @@ def submit(
     not be sent is failed with the reason).
     """
     spec, job_id = job.spec, str(uuid.uuid4())
-    quotas = tenant_quotas(store, settings.quotas, tenant)
     trials = spec.tuner.max_trials
     try:
         admission = job_admission(store, quotas, tenant, trials)
-        plan, data = _data_of(datasets, artifacts, job, job_id, settings.limits, tenant)
+        plan, data = _data_of(datasets, artifacts, job, job_id, limits, tenant)
         record = JobRecord(
             id=job_id,
             tenant=tenant,

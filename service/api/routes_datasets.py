@@ -5,21 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from service.api import dataset_service
 from service.api.admission import check_storage
-from service.api.auth import CallerDep
-from service.api.deps import ArtifactsDep, DatasetsDep, SettingsDep, StoreDep
+from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
+from service.api.deps import ApiKeysDep, ArtifactsDep, DatasetsDep, SettingsDep, StoreDep
 from service.api.schemas import DatasetList, DatasetPublic, ErrorBody
 from service.core.datasets import BUILTINS
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest, KtuneError, UnsupportedMediaType
 from service.core.quotas import tenant_quotas
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
+)
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -78,6 +80,7 @@ async def upload_dataset(
     response: Response,
     store: DatasetsDep,
     jobs: StoreDep,
+    keys: ApiKeysDep,
     artifacts: ArtifactsDep,
     settings: SettingsDep,
     caller: CallerDep,
@@ -110,7 +113,7 @@ async def upload_dataset(
                 "file_too_large",
                 413,
             )
-        quotas = await run_in_threadpool(tenant_quotas, jobs, settings.quotas, caller.tenant)
+        quotas = await run_in_threadpool(tenant_quotas, keys, settings.quotas, caller.tenant)
         await run_in_threadpool(check_storage, jobs, quotas, caller.tenant)
         async with request.app.state.ingest_limiter:
             record = await run_in_threadpool(

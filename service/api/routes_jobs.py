@@ -4,26 +4,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 
 from service.api import job_service
-from service.api.auth import CallerDep
-from service.api.deps import ArtifactsDep, DatasetsDep, JobBodiesDep, JobIdDep, SettingsDep, StoreDep
+from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
+from service.api.deps import (
+    ApiKeysDep,
+    ArtifactsDep,
+    DatasetsDep,
+    JobBodiesDep,
+    JobIdDep,
+    SettingsDep,
+    StoreDep,
+)
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict
-from service.core.settings import Settings
+from service.core.quotas import Quotas, tenant_quotas
+from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
 from service.core.store import JobStore
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no such job"},
@@ -84,11 +95,14 @@ async def create_job(
     artifacts: ArtifactsDep,
     bodies: JobBodiesDep,
     settings: SettingsDep,
+    keys: ApiKeysDep,
     caller: CallerDep,
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request)
-    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, settings, caller.tenant)
+    quotas = await run_in_threadpool(tenant_quotas, keys, settings.quotas, caller.tenant)
+    limits, tenant = settings.limits, caller.tenant
+    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, limits, tenant, quotas)
     response.headers["Location"] = f"/v1/jobs/{public.id}"
     return public
 
@@ -98,10 +112,11 @@ def _submit(
     datasets: DatasetStore,
     artifacts: ArtifactStore,
     job: ParsedJob,
-    settings: Settings,
+    limits: Limits,
     tenant: str,
+    quotas: Quotas,
 ) -> JobPublic:
-    record = job_service.submit(store, datasets, artifacts, job, settings, tenant)
+    record = job_service.submit(store, datasets, artifacts, job, limits, tenant, quotas)
     return job_service.to_public(store, record)
 
 

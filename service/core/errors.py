@@ -43,6 +43,13 @@ class KtuneError(Exception):
         return self.message
 
 
+class Unauthorized(KtuneError):
+    """No API key, or one that is unknown or revoked; the header tells the client how to authenticate."""
+
+    def __init__(self, message: str, code: str = "unauthorized") -> None:
+        super().__init__(message, code, 401, headers={"WWW-Authenticate": "Bearer"})
+
+
 class NotFound(KtuneError):
     def __init__(self, message: str, code: str = "not_found") -> None:
         super().__init__(message, code, 404)

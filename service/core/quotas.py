@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:  # settings import this module, and the store imports settings through the spec
-    from service.core.store import JobStore
+if TYPE_CHECKING:  # settings import this module, and the key store imports settings through the spec
+    from service.core.api_keys import ApiKeyStore
 
 QUOTA_NAMES = ("running_jobs", "queued_jobs", "trials_per_day", "artifact_bytes")
 
@@ -51,6 +51,6 @@ def seconds_to_next_day(now: datetime | None = None) -> int:
     return max(1, int((tomorrow - now).total_seconds()) + 1)
 
 
-def tenant_quotas(store: JobStore, defaults: Quotas, tenant: str) -> Quotas:
+def tenant_quotas(keys: ApiKeyStore, defaults: Quotas, tenant: str) -> Quotas:
     """The quotas of one tenant: the defaults with the overrides the keys command stored for it."""
-    return defaults.overridden(store.quota_overrides(tenant))
+    return defaults.overridden(keys.quota_overrides(tenant))

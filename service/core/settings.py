@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     artifact_dir: str = "var/artifacts"
     host: str = "127.0.0.1"
     port: int = 8000
+    auth: Literal["on", "off"] = Field(
+        "on",
+        description="'on': every /v1 request needs an API key (`python -m service keys create TENANT`); "
+        "'off' (only while the API listens on a loopback address): every caller is the tenant 'local'",
+    )
     key_prefix: str = "ktune"
     trial_time_limit_seconds: int = Field(3_600, description="a trial task is stopped after this long")
     lease_seconds: int = Field(

@@ -24,13 +24,14 @@ Layout (prefix `ktune` by default):
   and counts against its quotas of queued and running jobs)
 - `{p}:tenant:{tenant}:trials:{yyyy-mm-dd}` the trials the tenant's jobs reserved that UTC day (a job
   reserves its max_trials when submitted and gives back those it never started when it ends)
-- `{p}:tenant:{tenant}:quotas` hash quota name -> the tenant's own value (`service.core.quotas`)
 - `{p}:tenant:{tenant}:usage` hash `job:{id}` / `dataset:{id}` -> bytes the tenant stores in artifacts
 - `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
   `{p}:cleanup:cursor` where its pass over leftover job keys has got to
 
 - `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
   (`service.core.dataset_store`, which names them from this store's prefix)
+- `{p}:apikey:{key_id}`, `{p}:apikeys` and `{p}:tenant:{tenant}:quotas`: API keys (a hash of each, never the
+  key) and tenants' quota overrides (`service.core.api_keys`, named from this store's prefix too)
 
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
@@ -385,16 +386,6 @@ class JobStore:
     def get_tenant(self, job_id: str) -> str | None:
         value = self.redis.hget(self._job(job_id), "tenant")
         return str(value) if value else (LEGACY_TENANT if self.redis.exists(self._job(job_id)) else None)
-
-    def quota_overrides(self, tenant: str) -> dict[str, int]:
-        """The quotas set for this tenant by the keys command, by name (`service.core.quotas`)."""
-        return {
-            name: int(value) for name, value in self.redis.hgetall(f"{self._tenant(tenant)}:quotas").items()
-        }
-
-    def set_quota_overrides(self, tenant: str, overrides: dict[str, int]) -> None:
-        if overrides:
-            self.redis.hset(f"{self._tenant(tenant)}:quotas", mapping=overrides)
 
     # artifact bytes per tenant
     def set_job_usage(self, job_id: str, size: int) -> None:

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from service.core import lifecycle, queue
+from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.job_data import stored_inline
 from service.core.records import JobRecord, utcnow
@@ -119,15 +120,31 @@ def service_env_for(redis_url: str, artifacts: Path, **overrides: str) -> dict[s
     return env
 
 
+TEST_TENANT = "tests"
+
+
+def key_store(env: dict[str, str]) -> ApiKeyStore:
+    """The API keys of the deployment `env` configures (the store `python -m service keys` uses)."""
+    return ApiKeyStore(JobStore.from_url(env["KTUNE_REDIS_URL"], env.get("KTUNE_KEY_PREFIX", "ktune")))
+
+
 class Deployment:
-    """Worker processes and an API started like users start them, stopped by `stop()`."""
+    """Worker processes and an API started like users start them, stopped by `stop()`.
+
+    Its `client` sends an API key of the tenant TEST_TENANT (`api_key`) with every request.
+    """
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env = env
         self.logs = logs
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.api_process: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{env['KTUNE_PORT']}", timeout=30)
+        self.api_key, _ = key_store(env).create(TEST_TENANT)
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{env['KTUNE_PORT']}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
 
     def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / log_name, "ab")  # noqa: SIM115 - closed with the process; a restart appends

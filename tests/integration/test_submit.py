@@ -13,8 +13,9 @@ from service.core import queue
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Unavailable
+from service.core.quotas import Quotas
 from service.core.records import LEGACY_TENANT
-from service.core.settings import Limits, Settings
+from service.core.settings import Limits
 from service.core.states import JobStatus
 from service.core.store import JobStore
 from tests.integration.conftest import ROOT
@@ -34,7 +35,7 @@ def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
 
     with pytest.raises(Unavailable) as raised:
         job_service.submit(
-            store, DatasetStore(store), ArtifactStore(tmp_path), job, Settings(), LEGACY_TENANT
+            store, DatasetStore(store), ArtifactStore(tmp_path), job, Limits(), LEGACY_TENANT, Quotas()
         )
     assert raised.value.status_code == 503
 

@@ -45,7 +45,7 @@ class _NoRedis:
 
 
 def _app(limits: Limits = LIMITS) -> FastAPI:
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=limits)
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=limits, auth="off")  # keys: test_auth.py
     app = create_app(settings)
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
     return app
@@ -241,7 +241,7 @@ def test_the_default_trial_limit_applies_without_configuration() -> None:
 
 
 def test_create_app_settings_limits_apply_to_requests() -> None:
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=LIMITS)
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=LIMITS, auth="off")
     app = create_app(settings)
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
     body = changed(seed(), "tuner.max_trials", LIMITS.max_trials + 1)
@@ -265,7 +265,7 @@ def test_bad_list_parameters_are_a_422(client: TestClient, query: dict[str, Any]
 
 
 def test_an_unreachable_job_store_is_a_503_not_a_500() -> None:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
+    settings = Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0", auth="off")
     response = TestClient(create_app(settings), raise_server_exceptions=False).get(f"/v1/jobs/{uuid.uuid4()}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"

@@ -29,7 +29,8 @@ class _NoRedis:
 
 
 def _app() -> FastAPI:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", body_timeout_seconds=TIMEOUT))
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", body_timeout_seconds=TIMEOUT, auth="off")
+    app = create_app(settings)  # API keys: test_auth.py
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
     return app
 

@@ -36,7 +36,8 @@ class _NoRedis:
 
 
 def _app(**settings: Any) -> FastAPI:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", **settings))
+    # auth="off": API keys are test_auth.py's
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth="off", **settings))
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
     return app
 

@@ -35,7 +35,10 @@ class _NoRedis:
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
     settings = Settings(
-        redis_url="redis://127.0.0.1:1/0", artifact_dir=str(tmp_path), limits=Limits(max_dataset_bytes=2_000)
+        redis_url="redis://127.0.0.1:1/0",
+        artifact_dir=str(tmp_path),
+        limits=Limits(max_dataset_bytes=2_000),
+        auth="off",  # API keys: test_auth.py
     )
     app = create_app(settings)
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
