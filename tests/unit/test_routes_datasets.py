@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from service.core.api_keys import ApiKeyStore
 from service.core.dataset_store import DatasetStore
 from service.core.settings import Limits, Settings
 from service.core.store import JobStore
@@ -43,6 +44,7 @@ def client(tmp_path: Path) -> TestClient:
     app = create_app(settings)
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
     app.state.datasets = DatasetStore(app.state.store)
+    app.state.api_keys = ApiKeyStore(app.state.store)
     return TestClient(app)
 
 
