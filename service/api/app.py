@@ -14,7 +14,9 @@ from service.api import errors, routes_datasets, routes_health, routes_jobs
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
 from service.api.job_bodies import JobBodies
+from service.api.rate_limit import JobRateLimit
 from service.api.sweeper import run_sweeper
+from service.api.trusted_hosts import TrustedHosts
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.settings import Settings, get_settings
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.datasets = DatasetStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
+    app.state.job_rate_limit = JobRateLimit(settings, app.state.store.rate_limit_prefix())
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.limits.max_body_bytes,
@@ -62,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/datasets": (settings.limits.max_dataset_bytes + 64 * 1024, settings.dataset_upload_seconds)
         },
     )
+    # Added last, so it runs first: a request for a host this service is not is refused before its body
+    # is read.
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
     errors.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)

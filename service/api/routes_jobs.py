@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
@@ -13,6 +13,7 @@ from service.api import job_service
 from service.api.deps import ArtifactsDep, DatasetsDep, JobBodiesDep, JobIdDep, SettingsDep, StoreDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
+from service.api.rate_limit import limit_job_creation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
@@ -61,6 +62,11 @@ def request_schemas() -> dict[str, Any]:
         413: {"model": ErrorBody, "description": "body too large"},
         415: {"model": ErrorBody, "description": "the Content-Type is not application/json (or `+json`)"},
         422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
+        429: {
+            "model": ErrorBody,
+            "description": "this API key has created KTUNE_JOB_RATE_LIMIT jobs already (`rate_limited`, "
+            "with Retry-After); every POST counts, accepted or not",
+        },
         503: {
             "model": ErrorBody,
             "description": "the queue is unreachable, nothing was queued (`unavailable`); other large "
@@ -69,6 +75,7 @@ def request_schemas() -> dict[str, Any]:
         },
     },
     openapi_extra=OPENAPI_REQUEST_BODY,
+    dependencies=[Depends(limit_job_creation)],
 )
 async def create_job(
     request: Request,

@@ -86,3 +86,10 @@ class Busy(KtuneError):
 
     def __init__(self, message: str, retry_after_seconds: int, code: str = "busy") -> None:
         super().__init__(message, code, 503, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class RateLimited(KtuneError):
+    """The caller has used up a rate limit of its own; the same request succeeds after Retry-After."""
+
+    def __init__(self, message: str, retry_after_seconds: int, code: str = "rate_limited") -> None:
+        super().__init__(message, code, 429, headers={"Retry-After": str(retry_after_seconds)})
