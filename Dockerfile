@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
 # One image for the API and the workers:
-#   API (default):  docker run -p 8000:8000 -e KTUNE_REDIS_URL=redis://... ktune
+#   API (default):  docker run -p 127.0.0.1:8000:8000 -e KTUNE_REDIS_URL=redis://:PASSWORD@... ktune
 #   CPU worker:     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m worker -Q cpu -c 2
 #   an API key:     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m service keys create TENANT
 # The GPU image differs only in its TensorFlow distribution (the CUDA libraries come as pip wheels):

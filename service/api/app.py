@@ -15,7 +15,9 @@ from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
 from service.api.job_bodies import JobBodies
+from service.api.rate_limit import JobRateLimit
 from service.api.sweeper import run_sweeper
+from service.api.trusted_hosts import TrustedHosts
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
+    app.state.job_rate_limit = JobRateLimit(settings, app.state.store.rate_limit_prefix())
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.limits.max_body_bytes,
@@ -69,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/datasets": (settings.limits.max_dataset_bytes + 64 * 1024, settings.dataset_upload_seconds)
         },
     )
+    # Added last, so it runs first: a request for a host this service is not is refused before its body
+    # is read.
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
     errors.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)

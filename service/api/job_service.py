@@ -62,13 +62,15 @@ def submit(
     except OverQuota as exc:
         raise refused(exc, quotas, tenant, trials) from exc
     except redis.RedisError as exc:
-        raise Unavailable(f"the job store is unreachable, nothing was queued: {exc}") from exc
+        # Redis' own message (its address, its errors) is for the log, not for clients.
+        log.warning("could not store a job: %s", exc)
+        raise Unavailable("the job store is unreachable; nothing was queued, try again shortly") from exc
     try:
         fair_share.send_start(store, record.id, tenant, spec.queue)
     except (OperationalError, redis.RedisError) as exc:
         log.exception("could not queue job %s", record.id)
-        lifecycle.fail(store, record.id, "enqueue_failed", f"the job could not be queued: {exc}")
-        raise Unavailable(f"the job could not be queued, try again: {exc}") from exc
+        lifecycle.fail(store, record.id, "enqueue_failed", "the job's start could not be sent to the queue")
+        raise Unavailable("the job could not be queued; nothing was kept queued, try again shortly") from exc
     record.enqueued_at, record.start_sends = utcnow(), 1
     store.set_job_fields(record.id, enqueued_at=record.enqueued_at, start_sends=1)
     # As accepted: a worker may already have started it, which the client sees on its first poll.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -12,6 +14,7 @@ from service.core.settings import Settings
 from service.core.store import JobStore
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz", response_model=Health)
@@ -27,20 +30,24 @@ def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     try:
         checks["redis"] = "ok" if store.ping() else "no answer"
     except Exception as exc:  # any failure to reach Redis means not ready
-        checks["redis"] = f"unreachable: {exc}"
+        # Redis' message names its address and its errors: logged, never shown to clients.
+        log.warning("readyz: Redis unreachable: %s", exc)
+        checks["redis"] = "unreachable"
     queues: dict[str, list[str]] = {}
     not_consuming: dict[str, str] = {}
     if checks["redis"] == "ok":
         try:
             active = get_celery().control.inspect(timeout=1.0).active_queues() or {}
         except Exception as exc:  # the broker may fail mid-call
+            log.warning("readyz: asking the workers failed: %s", exc)
             active = {}
-            checks["workers_error"] = str(exc)
+            checks["workers_error"] = "the workers could not be asked through the broker"
         try:
             heartbeats = store.worker_heartbeats()
         except Exception as exc:  # Redis may fail mid-call
+            log.warning("readyz: reading worker heartbeats failed: %s", exc)
             heartbeats = {}
-            checks["heartbeats_error"] = str(exc)
+            checks["heartbeats_error"] = "the workers' heartbeats could not be read"
         # A worker answers `inspect` through its pidbox even when it no longer fetches tasks: its heartbeat
         # tells whether messages wait for it while its pool idles.
         for worker, heartbeat in heartbeats.items():
@@ -64,7 +71,8 @@ def _unserved(store: JobStore, settings: Settings, served: set[str]) -> dict[str
     try:
         waiting = store.queue_lengths(QUEUES)
     except Exception as exc:  # Redis may fail mid-call
-        return {"error": str(exc)}
+        log.warning("readyz: reading queue lengths failed: %s", exc)
+        return {"error": "the queues' lengths could not be read"}
     return {
         name: f"{count} message{'' if count == 1 else 's'} wait and no worker consumes this queue; its jobs "
         f"fail with no_worker after {settings.no_worker_seconds:.0f} s without one "

@@ -22,6 +22,7 @@ from service.api.deps import (
 )
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
+from service.api.rate_limit import limit_job_creation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
@@ -76,7 +77,9 @@ def request_schemas() -> dict[str, Any]:
         429: {
             "model": ErrorBody,
             "description": "a quota of the tenant does not admit the job (`quota_exceeded`; the field "
-            "`quota.<name>` gives its numbers; Retry-After when waiting helps); nothing was queued",
+            "`quota.<name>` gives its numbers; Retry-After when waiting helps), or this API key has sent "
+            "KTUNE_JOB_RATE_LIMIT jobs already (`rate_limited`, with Retry-After; every POST counts, "
+            "accepted or not); nothing was queued",
         },
         503: {
             "model": ErrorBody,
@@ -86,6 +89,7 @@ def request_schemas() -> dict[str, Any]:
         },
     },
     openapi_extra=OPENAPI_REQUEST_BODY,
+    dependencies=[Depends(limit_job_creation)],
 )
 async def create_job(
     request: Request,

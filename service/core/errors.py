@@ -106,3 +106,10 @@ class QuotaExceeded(KtuneError):
         self.quota = quota
         self.used = used
         self.limit = limit
+
+
+class RateLimited(KtuneError):
+    """The caller has used up a rate limit of its own; the same request succeeds after Retry-After."""
+
+    def __init__(self, message: str, retry_after_seconds: int, code: str = "rate_limited") -> None:
+        super().__init__(message, code, 429, headers={"Retry-After": str(retry_after_seconds)})

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from limits import parse_many
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.core.quotas import Quotas
+
+# Loopback names only: a browser on this machine that a hostile page points at the API through a DNS name
+# of its own (DNS rebinding) sends that name as the Host, and is refused. Starlette compares the Host
+# header's host without its port, an IPv6 address in brackets.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 class Limits(BaseSettings):
@@ -61,6 +69,16 @@ class Settings(BaseSettings):
         "on",
         description="'on': every /v1 request needs an API key (`python -m service keys create TENANT`); "
         "'off' (only while the API listens on a loopback address): every caller is the tenant 'local'",
+    )
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(LOCAL_HOSTS),
+        description="Host header values the API answers (without the port; `*.example.com` for "
+        "subdomains, `*` for any); a JSON list or comma-separated; others get a 400",
+    )
+    job_rate_limit: str = Field(
+        "30/minute",
+        description="POST /v1/jobs per API key (per tenant with auth off), across API replicas, in the "
+        "`limits` package's notation (`30/minute`, `10/second;500/hour`); empty or `off`: no limit",
     )
     key_prefix: str = "ktune"
     trial_time_limit_seconds: int = Field(3_600, description="a trial task is stopped after this long")
@@ -141,6 +159,41 @@ class Settings(BaseSettings):
     )
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        """A JSON list, or the plainer `a.example.com,b.example.com` an operator is likelier to write."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):  # a JSON list, or a comma-separated list starting with `[::1]`
+                with contextlib.suppress(json.JSONDecodeError):
+                    return json.loads(text)
+            return [host.strip() for host in text.split(",") if host.strip()]
+        return value
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _hosts_given(cls, value: list[str]) -> list[str]:
+        """Patterns Starlette's TrustedHostMiddleware would refuse, or that could never match, fail here."""
+        if not value:
+            raise ValueError("names no host, so every request would be refused; `*` allows any")
+        for host in value:
+            if "*" in host[1:] or (host.startswith("*") and host != "*" and not host.startswith("*.")):
+                raise ValueError(f"{host!r}: a wildcard is `*` or a leading `*.` (`*.example.com`)")
+            if ":" in host and not host.startswith("["):
+                raise ValueError(f"{host!r}: give a host without its port, and an IPv6 address in brackets")
+        return value
+
+    @field_validator("job_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        """Refused at start-up when the `limits` package cannot read it; `off` is stored as ""."""
+        value = value.strip()
+        if value.lower() in ("", "off"):
+            return ""
+        parse_many(value)  # raises ValueError naming the string
+        return value
 
     @property
     def visibility_timeout_seconds(self) -> int:

@@ -27,6 +27,8 @@ Layout (prefix `ktune` by default):
 - `{p}:tenant:{tenant}:usage` hash `job:{id}` / `dataset:{id}` -> bytes the tenant stores in artifacts
 - `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
   `{p}:cleanup:cursor` where its pass over leftover job keys has got to
+- `{p}:rate-limit:...` the windows of the job-creation rate limit (`service.api.rate_limit`; the `limits`
+  package names the keys under this prefix)
 
 - `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
   (`service.core.dataset_store`, which names them from this store's prefix)
@@ -306,6 +308,10 @@ class JobStore:
     # keys
     def _job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    def rate_limit_prefix(self) -> str:
+        """The prefix under which the `limits` package keeps the job-creation rate limit's windows."""
+        return f"{self.prefix}:rate-limit"
 
     def job_key(self, job_id: str) -> str:
         """The key of a job's hash (for `dataset_store`'s script, which reads job statuses)."""

@@ -112,6 +112,8 @@ def service_env_for(redis_url: str, artifacts: Path, **overrides: str) -> dict[s
             "KTUNE_HOST": "127.0.0.1",
             "KTUNE_PORT": str(free_port()),
             "KTUNE_STALE_QUEUED_SECONDS": "30",
+            # The suite posts dozens of jobs a minute as one tenant; test_rate_limit.py tests the limit.
+            "KTUNE_JOB_RATE_LIMIT": "600/minute",
             "PYTHONUNBUFFERED": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             **overrides,

@@ -38,9 +38,11 @@ def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
             store, DatasetStore(store), ArtifactStore(tmp_path), job, Limits(), LEGACY_TENANT, Quotas()
         )
     assert raised.value.status_code == 503
+    assert "broker unreachable" not in raised.value.message, "the broker's own message is for the log"
 
     [job_id] = store.jobs_with_status(JobStatus.FAILED)
     job = store.get_job(job_id)
     assert job is not None and job.error is not None and job.error.code == "enqueue_failed"
-    assert "broker unreachable" in job.error.message
+    assert "could not be sent to the queue" in job.error.message
+    assert "broker unreachable" not in job.error.message, "a client reads the job's error"
     assert store.jobs_with_status(JobStatus.QUEUED) == []

@@ -43,7 +43,7 @@ def port() -> Iterator[int]:
 
 def _head(length: int) -> bytes:
     return (
-        f"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
 
@@ -99,8 +99,8 @@ def test_a_slow_body_that_arrives_in_time_is_read(port: int) -> None:
 
 def test_a_request_without_a_body_is_not_timed(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         time.sleep(TIMEOUT * 1.5)
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         response = read_response(sock)
     assert response.count(b"HTTP/1.1 200") == 2

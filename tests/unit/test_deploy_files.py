@@ -1,4 +1,5 @@
-"""The deployment files (Dockerfile, .dockerignore, docker-compose.yml) must agree with the code they run.
+"""The deployment files (Dockerfile, .dockerignore, docker-compose.yml, .env.example) must agree with the
+code they run.
 
 No Docker needed: the files are parsed, and every expectation is derived from the code (settings fields,
 queue names, routes, `python -m worker` argument handling, pyproject.toml) rather than written down twice.
@@ -18,7 +19,9 @@ from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
+import redis.connection
 import yaml
+from kombu.utils.url import url_to_parts
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from pydantic_settings import BaseSettings
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
 
 CPU_QUEUE = "cpu"  # the queue of jobs without an accelerator, consumed by worker-cpu
 GPU_QUEUE = "gpu"  # the queue of jobs asking for a GPU, consumed by worker-gpu
@@ -73,7 +77,49 @@ def _settings_from(env: dict[str, str]) -> Settings:
 
 # --- docker-compose.yml ---------------------------------------------------------------------------------
 
-COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+
+class MissingVariable(ValueError):
+    """What `docker compose` stops with when a `${NAME:?message}` variable is unset or empty."""
+
+
+_VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?+])([^}]*))?\}|(\w+))")
+
+
+def _interpolate(value: Any, env: dict[str, str]) -> Any:
+    """The compose file as `docker compose` reads it with these variables (from `.env` or the shell):
+    `$$`, `$NAME`, `${NAME}`, `${NAME:-default}`, `${NAME:?error}`, `${NAME:+alternative}` and their forms
+    without `:` (which treat an empty value as set)."""
+    if isinstance(value, dict):
+        return {key: _interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        name, operator, argument = match.group(2) or match.group(5), match.group(3), match.group(4) or ""
+        current = env.get(name)
+        unset = current is None or (operator is not None and operator.startswith(":") and current == "")
+        if operator in (":-", "-"):
+            return argument if unset else str(current)
+        if operator in (":?", "?"):
+            if unset:
+                raise MissingVariable(f"required variable {name} is missing a value: {argument}")
+            return str(current)
+        if operator in (":+", "+"):
+            return "" if unset else argument
+        return current or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+RAW_COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+# The compose variables as a `.env` made from .env.example sets them: the password, every other one unset.
+REDIS_PASSWORD = "0123456789abcdef0123456789abcdef"
+COMPOSE_ENV = {"KTUNE_REDIS_PASSWORD": REDIS_PASSWORD}
+COMPOSE: dict[str, Any] = _interpolate(RAW_COMPOSE, COMPOSE_ENV)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 
 
@@ -500,6 +546,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
         ".git/HEAD",
         "var/artifacts/jobs/x/best-model.keras",
         "bench/results/run.json",
+        ".env",
         "service/__pycache__/x.cpython-311.pyc",
         "model.keras",
     ):
@@ -526,3 +573,99 @@ def test_every_setting_is_documented_in_the_readme() -> None:
         if f"`{name}`" not in readme and name not in ("KTUNE_LIMITS", "KTUNE_QUOTAS")
     }
     assert not undocumented, f"add these to the README's configuration table: {sorted(undocumented)}"
+
+
+# --- hardening: Redis' password, where the API is published, the hosts it answers ----------------------
+
+
+def _compose_variables() -> set[str]:
+    """Every variable the compose file reads from `.env` or the shell."""
+    return {m.group(2) or m.group(5) for m in _VARIABLE.finditer(COMPOSE_FILE.read_text()) if not m.group(1)}
+
+
+def _env_example() -> dict[str, str]:
+    """NAME -> value of the lines of .env.example, commented-out ones (`#NAME=value`) included."""
+    pairs = re.findall(r"^#?([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE)
+    return dict(pairs)
+
+
+@pytest.mark.parametrize("env", [{}, {"KTUNE_REDIS_PASSWORD": ""}], ids=["unset", "empty"])
+def test_compose_refuses_to_start_without_a_redis_password(env: dict[str, str]) -> None:
+    with pytest.raises(MissingVariable, match=r"KTUNE_REDIS_PASSWORD.*\.env"):
+        _interpolate(RAW_COMPOSE, env)
+
+
+def test_the_env_example_names_every_compose_variable_and_ships_no_password() -> None:
+    example = _env_example()
+    assert _compose_variables() <= set(example), f"not in .env.example: {_compose_variables() - set(example)}"
+    assert example["KTUNE_REDIS_PASSWORD"] == "", "a password shipped in the repository is no secret"
+
+
+def test_redis_requires_the_password_and_is_published_nowhere() -> None:
+    command = _command(REDIS)
+    assert "--requirepass" in command, "Redis must refuse clients without the password"
+    assert command[command.index("--requirepass") + 1] == REDIS_PASSWORD
+    assert not REDIS.get("ports"), "Redis is for the services on the compose network only"
+
+
+@pytest.mark.parametrize("name", sorted(KTUNE_SERVICES))
+def test_every_service_reaches_redis_with_the_password(name: str) -> None:
+    url = _effective_settings(name).redis_url
+    assert urlsplit(url).hostname == REDIS_NAME
+    # As the job store (redis-py) and the broker (kombu) read it.
+    assert redis.connection.parse_url(url)["password"] == REDIS_PASSWORD
+    assert url_to_parts(url).password == REDIS_PASSWORD
+
+
+def test_redis_healthcheck_authenticates_and_wants_a_pong() -> None:
+    test = REDIS["healthcheck"]["test"]
+    probe = " ".join(test) if isinstance(test, list) else test
+    authenticated = _environment(REDIS).get("REDISCLI_AUTH") == REDIS_PASSWORD or re.search(
+        r"\s(-a|--pass|--user)\s", probe
+    )
+    assert authenticated, "redis-cli must authenticate: REDISCLI_AUTH in redis' environment, or -a"
+    # redis-cli exits 0 on an error reply (NOAUTH, WRONGPASS): only the PONG itself shows Redis is usable.
+    assert test[0] == "CMD-SHELL" and re.search(r"\|\s*grep\b.*\bPONG\b", probe), probe
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host address, container port) of each port a service publishes; "" is every interface."""
+    published = []
+    for mapping in service.get("ports") or []:
+        if isinstance(mapping, dict):
+            published.append((str(mapping.get("host_ip", "")), int(mapping["target"])))
+        else:
+            parts = str(mapping).split("/")[0].rsplit(":", 2)
+            published.append((parts[0] if len(parts) == 3 else "", int(parts[-1])))
+    return published
+
+
+def test_the_api_is_published_on_this_machine_only_by_default() -> None:
+    assert _published(SERVICES["api"]) == [("127.0.0.1", _effective_settings("api").port)]
+    for name in set(SERVICES) - {"api"}:
+        assert not _published(SERVICES[name]), f"{name} publishes a port"
+    # The README's way of exposing it.
+    exposed = _interpolate(RAW_COMPOSE, {**COMPOSE_ENV, "KTUNE_PUBLISH_ADDRESS": "0.0.0.0"})
+    assert _published(exposed["services"]["api"]) == [("0.0.0.0", _effective_settings("api").port)]
+
+
+def _api_trusted_hosts(env: dict[str, str]) -> list[str]:
+    api = _interpolate(RAW_COMPOSE, {**COMPOSE_ENV, **env})["services"]["api"]
+    return _settings_from(_ours({**_dockerfile_env(), **_environment(api)})).trusted_hosts
+
+
+@pytest.mark.parametrize("public", ["", "ktune.example.com", "ktune.example.com,*.example.org"])
+def test_the_api_answers_its_health_check_local_use_and_its_public_names(public: str) -> None:
+    hosts = _api_trusted_hosts({"KTUNE_PUBLIC_HOSTS": public} if public else {})
+    test = SERVICES["api"]["healthcheck"]["test"]
+    health_url = re.findall(r"https?://[^'\"\s]+", " ".join(test) if isinstance(test, list) else test)[0]
+    assert {urlsplit(health_url).hostname, "127.0.0.1", "localhost"} <= set(hosts), hosts
+    assert "*" not in hosts, "the API must not answer any Host by default"
+    assert set(filter(None, public.split(","))) <= set(hosts)
+
+
+def test_the_readme_documents_the_compose_variables() -> None:
+    readme = (ROOT / "README.md").read_text()
+    undocumented = {name for name in _compose_variables() if f"`{name}`" not in readme}
+    assert not undocumented, f"document these in the README's Docker section: {sorted(undocumented)}"
+    assert "cp .env.example .env" in readme

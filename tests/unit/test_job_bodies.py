@@ -157,7 +157,7 @@ def test_large_bodies_beyond_the_concurrency_wait_then_get_a_503_with_retry_afte
             headers = {"content-type": "application/json"}
             # A large body that is still arriving holds the only slot.
             holder.sendall(
-                b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body[:50]
             )
