@@ -17,6 +17,7 @@ from service.api.job_bodies import JobBodies
 from service.api.sweeper import run_sweeper
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
+from service.core.idempotency import IdempotencyStore
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
     app.state.artifacts = ArtifactStore(settings.artifact_dir)
     app.state.datasets = DatasetStore(app.state.store)
+    app.state.idempotency = IdempotencyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.add_middleware(

@@ -15,6 +15,7 @@ from service.api.job_bodies import JobBodies
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import NotFound, shorten
+from service.core.idempotency import IdempotencyStore
 from service.core.settings import Settings
 from service.core.store import JobStore
 
@@ -39,6 +40,11 @@ def get_datasets(request: Request) -> DatasetStore:
     return datasets
 
 
+def get_idempotency(request: Request) -> IdempotencyStore:
+    keys: IdempotencyStore = request.app.state.idempotency
+    return keys
+
+
 def is_uuid(text: str) -> bool:
     """Whether `text` is an id as this service makes them (job and data-set ids are str(uuid.uuid4())):
     36 characters, lowercase hex and hyphens."""
@@ -61,6 +67,8 @@ def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v
             "job_not_found",
         )
     return job_id
+
+
 def get_job_bodies(request: Request) -> JobBodies:
     bodies: JobBodies = request.app.state.job_bodies
     return bodies
@@ -72,3 +80,4 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 JobIdDep = Annotated[str, Depends(get_job_id)]
 JobBodiesDep = Annotated[JobBodies, Depends(get_job_bodies)]
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -9,8 +10,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 
-from service.api import job_service
-from service.api.deps import ArtifactsDep, DatasetsDep, JobBodiesDep, JobIdDep, SettingsDep, StoreDep
+from service.api import idempotency, job_service
+from service.api.auth import CallerDep
+from service.api.deps import (
+    ArtifactsDep,
+    DatasetsDep,
+    IdempotencyDep,
+    JobBodiesDep,
+    JobIdDep,
+    SettingsDep,
+    StoreDep,
+)
+from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
@@ -60,7 +71,13 @@ def request_schemas() -> dict[str, Any]:
         },
         413: {"model": ErrorBody, "description": "body too large"},
         415: {"model": ErrorBody, "description": "the Content-Type is not application/json (or `+json`)"},
-        422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
+        422: {
+            "model": ErrorBody,
+            "description": "invalid request; `fields` names each problem (an Idempotency-Key used before "
+            "with another body: `idempotency_key_reused`; one that is not 1-255 printable ASCII "
+            "characters: `invalid_idempotency_key`)",
+        },
+        **idempotency.OPENAPI_RESPONSES,
         503: {
             "model": ErrorBody,
             "description": "the queue is unreachable, nothing was queued (`unavailable`); other large "
@@ -78,10 +95,30 @@ async def create_job(
     artifacts: ArtifactsDep,
     bodies: JobBodiesDep,
     settings: SettingsDep,
+    caller: CallerDep,
+    key: IdempotencyKeyDep,
+    keys: IdempotencyDep,
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
-    job = await bodies.read(request)
-    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, settings.limits)
+    job = await bodies.read(request, fingerprint=key is not None)
+    submit = partial(_submit, store, datasets, artifacts, job, settings.limits)
+    if key is None:
+        public = await run_in_threadpool(submit)
+    else:
+        assert job.fingerprint is not None
+        keyed = idempotency.Keyed(
+            keys,
+            scope="jobs",
+            noun="job",
+            tenant=caller.tenant,
+            key=key,
+            fingerprint=job.fingerprint,
+            seconds=settings.idempotency_seconds,
+        )
+        public, replayed = await run_in_threadpool(keyed.run, submit, _id_of, partial(_current, store))
+        if replayed:
+            response.status_code = status.HTTP_200_OK
+            response.headers[idempotency.REPLAYED_HEADER] = "true"
     response.headers["Location"] = f"/v1/jobs/{public.id}"
     return public
 
@@ -90,6 +127,16 @@ def _submit(
     store: JobStore, datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits
 ) -> JobPublic:
     return job_service.to_public(store, job_service.submit(store, datasets, artifacts, job, limits))
+
+
+def _id_of(job: JobPublic) -> str:
+    return job.id
+
+
+def _current(store: JobStore, job_id: str) -> JobPublic | None:
+    """The job as it is now, for the retry of the submit that created it; None once it is deleted."""
+    record = store.get_job(job_id)
+    return None if record is None else job_service.to_public(store, record)
 
 
 @router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})

@@ -25,6 +25,8 @@ Layout (prefix `ktune` by default):
 
 - `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
   (`service.core.dataset_store`, which names them from this store's prefix)
+- `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
+  created, expiring (`service.core.idempotency`, which names them from this store's prefix)
 
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
