@@ -21,6 +21,7 @@ from service.api.trusted_hosts import TrustedHosts
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
+from service.core.idempotency import IdempotencyStore
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.artifacts = ArtifactStore(settings.artifact_dir)
     app.state.datasets = DatasetStore(app.state.store)
     app.state.api_keys = ApiKeyStore(app.state.store)
+    app.state.idempotency = IdempotencyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.state.job_rate_limit = JobRateLimit(settings, app.state.store.rate_limit_prefix())

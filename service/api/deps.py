@@ -16,6 +16,7 @@ from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import NotFound, shorten
+from service.core.idempotency import IdempotencyStore
 from service.core.settings import Settings
 from service.core.store import JobStore
 
@@ -38,6 +39,11 @@ def get_artifacts(request: Request) -> ArtifactStore:
 def get_datasets(request: Request) -> DatasetStore:
     datasets: DatasetStore = request.app.state.datasets
     return datasets
+
+
+def get_idempotency(request: Request) -> IdempotencyStore:
+    keys: IdempotencyStore = request.app.state.idempotency
+    return keys
 
 
 def is_uuid(text: str) -> bool:
@@ -81,3 +87,4 @@ DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 JobIdDep = Annotated[str, Depends(get_job_id)]
 JobBodiesDep = Annotated[JobBodies, Depends(get_job_bodies)]
 ApiKeysDep = Annotated[ApiKeyStore, Depends(get_api_keys)]
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]

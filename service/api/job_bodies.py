@@ -80,8 +80,9 @@ class JobBodies:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    async def read(self, request: Request) -> ParsedJob:
-        """The request's job. Raises UnsupportedMediaType, Busy, and `parse_job`'s errors."""
+    async def read(self, request: Request, fingerprint: bool = False) -> ParsedJob:
+        """The request's job (with its fingerprint when asked). Raises UnsupportedMediaType, Busy, and
+        `parse_job`'s errors."""
         check_content_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length", "")
         size = int(declared) if declared.isdigit() else None
@@ -90,7 +91,7 @@ class JobBodies:
             size is not None
             and not self.settings.large_body_bytes < size <= self.settings.limits.max_body_bytes
         ):
-            return await self._parse_here(await _body(request))
+            return await self._parse_here(await _body(request), fingerprint)
         await self._take_slot()
         loop = asyncio.get_running_loop()
         submitted = False
@@ -106,11 +107,11 @@ class JobBodies:
                     file.write(raw)
                 pool = self._processes()
                 try:
-                    future = pool.submit(parse_job_file, path, self.settings.limits)
+                    future = pool.submit(parse_job_file, path, self.settings.limits, fingerprint)
                 except BrokenProcessPool:  # a parse process died since the last body: start afresh
                     self._discard(pool)
                     pool = self._processes()
-                    future = pool.submit(parse_job_file, path, self.settings.limits)
+                    future = pool.submit(parse_job_file, path, self.settings.limits, fingerprint)
             except BaseException:
                 _remove(path)
                 raise
@@ -132,7 +133,7 @@ class JobBodies:
             raise
         if len(raw) <= self.settings.large_body_bytes:
             self._free_slot()
-            return await self._parse_here(raw)
+            return await self._parse_here(raw, fingerprint)
         try:
             future = await anyio.to_thread.run_sync(submit, raw)
             del raw  # in the file now: the API does not hold large bodies while they are parsed
@@ -150,8 +151,8 @@ class JobBodies:
                 "parse_failed",
             ) from None
 
-    async def _parse_here(self, raw: bytearray) -> ParsedJob:
-        return await anyio.to_thread.run_sync(parse_job, raw, self.settings.limits)
+    async def _parse_here(self, raw: bytearray, fingerprint: bool) -> ParsedJob:
+        return await anyio.to_thread.run_sync(parse_job, raw, self.settings.limits, fingerprint)
 
     async def _take_slot(self) -> None:
         if self._slots is None:

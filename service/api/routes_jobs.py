@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -9,17 +10,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 
-from service.api import job_service
+from service.api import idempotency, job_service
 from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
     DatasetsDep,
+    IdempotencyDep,
     JobBodiesDep,
     JobIdDep,
     SettingsDep,
     StoreDep,
 )
+from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.rate_limit import limit_job_creation
@@ -73,7 +76,12 @@ def request_schemas() -> dict[str, Any]:
         },
         413: {"model": ErrorBody, "description": "body too large"},
         415: {"model": ErrorBody, "description": "the Content-Type is not application/json (or `+json`)"},
-        422: {"model": ErrorBody, "description": "invalid request; `fields` names each problem"},
+        422: {
+            "model": ErrorBody,
+            "description": "invalid request; `fields` names each problem (an Idempotency-Key used before "
+            "with another body: `idempotency_key_reused`; one that is not 1-255 printable ASCII "
+            "characters: `invalid_idempotency_key`)",
+        },
         429: {
             "model": ErrorBody,
             "description": "a quota of the tenant does not admit the job (`quota_exceeded`; the field "
@@ -81,6 +89,7 @@ def request_schemas() -> dict[str, Any]:
             "KTUNE_JOB_RATE_LIMIT jobs already (`rate_limited`, with Retry-After; every POST counts, "
             "accepted or not); nothing was queued",
         },
+        **idempotency.OPENAPI_RESPONSES,
         503: {
             "model": ErrorBody,
             "description": "the queue is unreachable, nothing was queued (`unavailable`); other large "
@@ -101,12 +110,31 @@ async def create_job(
     settings: SettingsDep,
     keys: ApiKeysDep,
     caller: CallerDep,
+    key: IdempotencyKeyDep,
+    claims: IdempotencyDep,
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
-    job = await bodies.read(request)
+    job = await bodies.read(request, fingerprint=key is not None)
     quotas = await run_in_threadpool(tenant_quotas, keys, settings.quotas, caller.tenant)
-    limits, tenant = settings.limits, caller.tenant
-    public = await run_in_threadpool(_submit, store, datasets, artifacts, job, limits, tenant, quotas)
+    submit = partial(_submit, store, datasets, artifacts, job, settings.limits, caller.tenant, quotas)
+    if key is None:
+        public = await run_in_threadpool(submit)
+    else:
+        assert job.fingerprint is not None
+        keyed = idempotency.Keyed(
+            claims,
+            scope="jobs",
+            noun="job",
+            tenant=caller.tenant,
+            key=key,
+            fingerprint=job.fingerprint,
+            seconds=settings.idempotency_seconds,
+        )
+        current = partial(_current, store, caller.tenant)
+        public, replayed = await run_in_threadpool(keyed.run, submit, _id_of, current)
+        if replayed:
+            response.status_code = status.HTTP_200_OK
+            response.headers[idempotency.REPLAYED_HEADER] = "true"
     response.headers["Location"] = f"/v1/jobs/{public.id}"
     return public
 
@@ -122,6 +150,16 @@ def _submit(
 ) -> JobPublic:
     record = job_service.submit(store, datasets, artifacts, job, limits, tenant, quotas)
     return job_service.to_public(store, record)
+
+
+def _id_of(job: JobPublic) -> str:
+    return job.id
+
+
+def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
+    """The job as it is now, for the retry of the submit that created it; None once it is deleted."""
+    record = store.get_job(job_id)
+    return None if record is None or record.tenant != tenant else job_service.to_public(store, record)
 
 
 @router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     dataset_ingest_concurrency: int = Field(
         2, ge=1, description="uploads read into data sets at once; more wait their turn"
     )
+    idempotency_seconds: int = Field(
+        86_400,
+        ge=1,
+        description="an Idempotency-Key of POST /v1/jobs names its job this long after the submit (24 h); "
+        "then the same key submits anew",
+    )
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
 

@@ -34,6 +34,8 @@ Layout (prefix `ktune` by default):
   (`service.core.dataset_store`, which names them from this store's prefix)
 - `{p}:apikey:{key_id}`, `{p}:apikeys` and `{p}:tenant:{tenant}:quotas`: API keys (a hash of each, never the
   key) and tenants' quota overrides (`service.core.api_keys`, named from this store's prefix too)
+- `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
+  created, expiring (`service.core.idempotency`, which names them from this store's prefix)
 
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """

@@ -180,7 +180,7 @@ def test_large_bodies_beyond_the_concurrency_wait_then_get_a_503_with_retry_afte
         app.state.job_bodies.close()
 
 
-def _die(path: str, limits: Limits) -> None:
+def _die(path: str, limits: Limits, fingerprint: bool = False) -> None:
     """A parse that ends its process, as the kernel's out-of-memory killer would."""
     os._exit(1)
 

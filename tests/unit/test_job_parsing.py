@@ -156,3 +156,60 @@ def test_a_parse_outcome_survives_the_trip_between_processes() -> None:
             error.message,
             error.fields,
         )
+
+
+def fingerprint(body: bytes) -> str | None:
+    return parse_job(body, Limits(), fingerprint=True).fingerprint
+
+
+def test_a_fingerprint_is_made_only_when_asked_for() -> None:
+    assert parse_job(raw(example("xor-seed")), Limits()).fingerprint is None
+    assert fingerprint(raw(example("xor-seed"))) is not None
+
+
+def test_bodies_asking_for_the_same_job_have_one_fingerprint() -> None:
+    body = example("xor-seed")
+    same = copy.deepcopy(body)
+    same["tuner"] = dict(reversed(list(same["tuner"].items())))  # another key order
+    same["data"]["train"]["x"] = [[float(v) for v in row] for row in same["data"]["train"]["x"]]  # 1.0 for 1
+    same["tuner"]["algorithm"] = "random"  # a default, written out
+    same["objective"] = {"name": "val_mean_absolute_error"}  # the task's own, direction inferred
+    text = json.dumps(same, indent=4).encode()  # other whitespace
+    assert fingerprint(text) == fingerprint(raw(body))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("name",), "xor-seed-2"),
+        (("training", "epochs"), 101),
+        (("tuner", "seed"), 2),
+        (("data", "train", "y"), [0, 1, 1, 0.5]),
+        (("data", "validation", "x"), [[0, 0], [0, 1], [1, 0], [1, 0.5]]),
+    ],
+)
+def test_any_other_request_has_another_fingerprint(path: tuple[str, ...], value: Any) -> None:
+    body = example("xor-seed")
+    other = copy.deepcopy(body)
+    node = other
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    assert fingerprint(raw(other)) != fingerprint(raw(body))
+
+
+def test_a_data_set_reference_is_part_of_the_fingerprint() -> None:
+    iris = {"task": "multiclass_classification", "data": {"dataset": "iris"}}
+    wine = {"task": "multiclass_classification", "data": {"dataset": "wine"}}
+    assert fingerprint(raw(iris)) == fingerprint(json.dumps(iris, indent=1).encode())
+    assert fingerprint(raw(iris)) != fingerprint(raw(wine))
+
+
+def test_a_fingerprint_is_of_the_request_not_of_the_split_drawn_for_it() -> None:
+    body = example("xor-seed")
+    del body["tuner"]["seed"], body["data"]["validation"]
+    body["data"].update(validation_split=0.5, shuffle=True)  # a seed is drawn for each parse
+    first, second = (parse_job(raw(body), Limits(), fingerprint=True) for _ in range(2))
+    assert first.plan is not None and second.plan is not None
+    assert first.plan.split.seed != second.plan.split.seed
+    assert first.fingerprint == second.fingerprint
