@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api import errors, routes_datasets, routes_health, routes_jobs
+from service.api import errors, openapi, routes_datasets, routes_health, routes_jobs
 from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
@@ -86,10 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the request models of routes that read their own bodies."""
+    """FastAPI's schema plus the request models of routes that read their own bodies, with the error
+    answers and headers clients get (`openapi.document_answers`)."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
         known = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, model_schema in routes_jobs.request_schemas().items():
             known.setdefault(name, model_schema)
+        openapi.document_answers(schema)
     return app.openapi_schema  # type: ignore[return-value]

@@ -40,8 +40,9 @@ router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
 )
 
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no such job"}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "no such job"},
+    **_NOT_FOUND,
     409: {"model": ErrorBody, "description": "the job's state does not allow this"},
 }
 
@@ -177,13 +178,13 @@ def list_jobs(
     return JobList(items=[job_service.to_public(store, r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
+@router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
 def get_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Status, progress, best trial so far, timestamps and error of one job."""
     return job_service.to_public(store, job_service.get(store, job_id, caller.tenant))
 
 
-@router.get("/{job_id}/trials", response_model=TrialList, responses=_ERRORS)
+@router.get("/{job_id}/trials", response_model=TrialList, responses=_NOT_FOUND)
 def list_trials(
     job_id: JobIdDep,
     store: StoreDep,
