@@ -14,12 +14,13 @@ from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
 from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
 from service.core import data_codec, fair_share, lifecycle
+from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.data_plan import DataPlan
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
 from service.core.job_data import prepare_dataset
-from service.core.quotas import Quotas
+from service.core.quotas import Quotas, tenant_quotas
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
 from service.core.spec import SpecError
@@ -36,18 +37,22 @@ def submit(
     job: ParsedJob,
     limits: Limits,
     tenant: str,
-    quotas: Quotas,
+    keys: ApiKeyStore,
+    defaults: Quotas,
 ) -> JobRecord:
     """Store a validated job (`job_parsing.parse_job`'s) as queued for `tenant`, then queue its start.
 
     A job on a data set is checked against the data set first (InvalidRequest) and attached to it, so the
-    data set cannot be deleted under it. Raises QuotaExceeded when the tenant's quotas do not admit it, and
+    data set cannot be deleted under it. Raises QuotaExceeded when the tenant's quotas (`defaults` with its
+    overrides in `keys`) do not admit it, and
     Unavailable when Redis cannot take the job (then nothing is kept queued: a stored job whose start could
     not be sent is failed with the reason).
     """
     spec, job_id = job.spec, str(uuid.uuid4())
     trials = spec.tuner.max_trials
+    quotas = defaults
     try:
+        quotas = tenant_quotas(keys, defaults, tenant)
         admission = job_admission(store, quotas, tenant, trials)
         plan, data = _data_of(datasets, artifacts, job, job_id, limits, tenant)
         record = JobRecord(

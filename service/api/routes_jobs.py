@@ -27,10 +27,11 @@ from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.rate_limit import limit_job_creation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
+from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict
-from service.core.quotas import Quotas, tenant_quotas
+from service.core.quotas import Quotas
 from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
@@ -116,8 +117,8 @@ async def create_job(
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request, fingerprint=key is not None)
-    quotas = await run_in_threadpool(tenant_quotas, keys, settings.quotas, caller.tenant)
-    submit = partial(_submit, store, datasets, artifacts, job, settings.limits, caller.tenant, quotas)
+    limits, quotas = settings.limits, settings.quotas
+    submit = partial(_submit, store, datasets, artifacts, job, limits, caller.tenant, keys, quotas)
     if key is None:
         public = await run_in_threadpool(submit)
     else:
@@ -147,9 +148,10 @@ def _submit(
     job: ParsedJob,
     limits: Limits,
     tenant: str,
+    keys: ApiKeyStore,
     quotas: Quotas,
 ) -> JobPublic:
-    record = job_service.submit(store, datasets, artifacts, job, limits, tenant, quotas)
+    record = job_service.submit(store, datasets, artifacts, job, limits, tenant, keys, quotas)
     return job_service.to_public(store, record)
 
 

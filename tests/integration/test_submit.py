@@ -10,6 +10,7 @@ from kombu.exceptions import OperationalError
 from service.api import job_service
 from service.api.job_parsing import parse_job
 from service.core import queue
+from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Unavailable
@@ -35,7 +36,14 @@ def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
 
     with pytest.raises(Unavailable) as raised:
         job_service.submit(
-            store, DatasetStore(store), ArtifactStore(tmp_path), job, Limits(), LEGACY_TENANT, Quotas()
+            store,
+            DatasetStore(store),
+            ArtifactStore(tmp_path),
+            job,
+            Limits(),
+            LEGACY_TENANT,
+            ApiKeyStore(store),
+            Quotas(),
         )
     assert raised.value.status_code == 503
     assert "broker unreachable" not in raised.value.message, "the broker's own message is for the log"

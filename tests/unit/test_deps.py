@@ -54,7 +54,7 @@ def _closed_port() -> int:
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0"))
+    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0", auth="off"))
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -30,7 +30,7 @@ class _NoRedis:
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth="off"))
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
     app.state.idempotency.redis = _NoRedis()
     return TestClient(app)

@@ -24,7 +24,7 @@ ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
-    return create_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+    return create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth="off"))
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,10 @@ def test_the_window_reads_as_words() -> None:
 
 def test_with_the_limit_off_redis_is_not_asked(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{_closed_port()}/0", job_rate_limit="off", artifact_dir=str(tmp_path)
+        redis_url=f"redis://127.0.0.1:{_closed_port()}/0",
+        job_rate_limit="off",
+        artifact_dir=str(tmp_path),
+        auth="off",
     )
     client = TestClient(create_app(settings), raise_server_exceptions=False)
     with caplog.at_level(logging.WARNING):
@@ -74,7 +77,9 @@ def test_with_the_limit_off_redis_is_not_asked(caplog: pytest.LogCaptureFixture,
 
 def test_a_redis_failure_in_the_limiter_is_no_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """It fails open: a body the limiter could not count is still validated (422), with a warning logged."""
-    settings = Settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0", artifact_dir=str(tmp_path))
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{_closed_port()}/0", artifact_dir=str(tmp_path), auth="off"
+    )
     client = TestClient(create_app(settings), raise_server_exceptions=False)
     with caplog.at_level(logging.WARNING):
         response = client.post("/v1/jobs", json={"task": "painting"})

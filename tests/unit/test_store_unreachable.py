@@ -37,7 +37,7 @@ def redis_message() -> str:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = Settings(redis_url=URL, artifact_dir=str(tmp_path_factory.mktemp("artifacts")))
+    settings = Settings(redis_url=URL, auth="off", artifact_dir=str(tmp_path_factory.mktemp("artifacts")))
     yield TestClient(create_app(settings), raise_server_exceptions=False)
 
 
