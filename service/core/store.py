@@ -758,7 +758,7 @@ class JobStore:
 
     def queue_lengths(self, queues: Iterable[str]) -> dict[str, int]:
         """Messages waiting in the broker in each of these Celery queues, all priorities counted."""
-        lists = {queue: _broker_lists(queue) for queue in queues}
+        lists = {queue: broker_lists(queue) for queue in queues}
         pipe = self.redis.pipeline(transaction=False)
         for keys in lists.values():
             for key in keys:
@@ -811,7 +811,7 @@ def _stored_trial(trial: TrialRecord) -> str:
     return trial.model_copy(update={"executions": executions}).model_dump_json()
 
 
-def _broker_lists(queue: str) -> list[str]:
+def broker_lists(queue: str) -> list[str]:
     """kombu's Redis lists of a Celery queue, one per priority step; the first is named after the queue."""
     return [f"{queue}{BrokerChannel.sep}{step}" if step else queue for step in BrokerChannel.priority_steps]
 

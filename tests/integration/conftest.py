@@ -142,11 +142,21 @@ class Deployment:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.api_process: subprocess.Popen[bytes] | None = None
         self.api_key, _ = key_store(env).create(TEST_TENANT)
+        self._clients: list[httpx.Client] = []
         self.client = httpx.Client(
             base_url=f"http://127.0.0.1:{env['KTUNE_PORT']}",
             timeout=30,
             headers={"Authorization": f"Bearer {self.api_key}"},
         )
+
+    def client_for(self, tenant: str) -> httpx.Client:
+        """A client of this deployment's API with a new key of `tenant` (closed by `stop()`)."""
+        key, _ = key_store(self.env).create(tenant)
+        client = httpx.Client(
+            base_url=str(self.client.base_url), timeout=30, headers={"Authorization": f"Bearer {key}"}
+        )
+        self._clients.append(client)
+        return client
 
     def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / log_name, "ab")  # noqa: SIM115 - closed with the process; a restart appends
@@ -205,6 +215,8 @@ class Deployment:
 
     def stop(self) -> None:
         self.client.close()
+        for client in self._clients:
+            client.close()
         for process in [*self.workers.values(), *([self.api_process] if self.api_process else [])]:
             _stop(process)
 

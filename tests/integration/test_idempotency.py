@@ -18,14 +18,13 @@ import httpx
 import pytest
 import redis
 
-from service.api.auth import LOCAL_TENANT
 from service.api.idempotency import HEADER, REPLAYED_HEADER, Keyed
 from service.api.job_parsing import parse_job
 from service.core.errors import Conflict, InvalidRequest
 from service.core.idempotency import Claim, IdempotencyStore, KeyRecord
 from service.core.settings import Limits
-from service.core.store import JobStore
-from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for
+from service.core.store import JobStore, broker_lists
+from tests.integration.conftest import ROOT, TEST_TENANT, Deployment, service_env_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +38,7 @@ class Api:
     client: httpx.Client
     prefix: str
     broker_prefix: str
+    deployment: Deployment
 
 
 @contextlib.contextmanager
@@ -58,7 +58,7 @@ def api_process(redis_url: str, tmp_path: Path, **overrides: str) -> Iterator[Ap
     try:
         deployment.start_api()
         wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 60, "the API")
-        yield Api(deployment.client, name, broker_prefix)
+        yield Api(deployment.client, name, broker_prefix, deployment)
     finally:
         deployment.stop()
 
@@ -137,12 +137,14 @@ def test_different_keys_submit_different_jobs(api: Api) -> None:
 def test_a_submit_that_failed_runs_again_on_retry(api: Api, redis_url: str) -> None:
     name, key = new_name(), str(uuid.uuid4())
     blocker = redis.Redis.from_url(redis_url)
-    queue_key = f"{api.broker_prefix}cpu"
-    blocker.set(queue_key, "not a list: the broker's send fails")  # as a broker refusing the message
+    # kombu's list of each priority step of the queue (fair_share picks the step)
+    lists = [f"{api.broker_prefix}{key}" for key in broker_lists("cpu")]
+    for queue_key in lists:
+        blocker.set(queue_key, "not a list: the broker's send fails")  # as a broker refusing the message
     try:
         failed = post(api.client, seed(name), key)
     finally:
-        blocker.delete(queue_key)
+        blocker.delete(*lists)
     assert failed.status_code == 503, failed.text
     assert failed.json()["error"]["code"] == "unavailable"
     [stored] = jobs_named(api.client, name)  # the job was stored, then failed: its start was never sent
@@ -152,7 +154,7 @@ def test_a_submit_that_failed_runs_again_on_retry(api: Api, redis_url: str) -> N
     assert retry.status_code == 202, retry.text  # a new submit, not a replay of the failed job
     job = retry.json()
     assert job["id"] != stored["id"] and job["status"] == "queued"
-    assert blocker.llen(queue_key) == 1  # its start message is queued
+    assert sum(blocker.llen(queue_key) for queue_key in lists) == 1  # its start message is queued
 
     replay = post(api.client, seed(name), key)
     assert replay.status_code == 200 and replay.json()["id"] == job["id"]
@@ -167,7 +169,7 @@ def test_concurrent_requests_with_one_key_create_one_job(api: Api) -> None:
     base_url = str(api.client.base_url)
 
     def send(_: int) -> httpx.Response:
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        with httpx.Client(base_url=base_url, timeout=30, headers=api.client.headers) as client:
             start.wait()
             return post(client, body, key)
 
@@ -191,7 +193,7 @@ def test_a_request_while_the_first_is_under_way_is_a_409_with_retry_after(api: A
     assert fingerprint is not None
     keys = IdempotencyStore(JobStore.from_url(redis_url, api.prefix))
     # A request that holds the key in another API process, still submitting.
-    claim = keys.claim("jobs", LOCAL_TENANT, key, fingerprint, 60)
+    claim = keys.claim("jobs", TEST_TENANT, key, fingerprint, 60)
     assert isinstance(claim, Claim)
 
     response = post(api.client, body, key)
@@ -307,9 +309,12 @@ def test_a_record_lives_for_the_configured_time(keys: IdempotencyStore) -> None:
     assert isinstance(keys.claim("jobs", "acme", "k", "fp", seconds=60), Claim)
 
 
-@pytest.mark.skip(reason="needs API keys of two tenants (the auth work): the integrator finishes this")
 def test_two_tenants_may_use_one_key_over_http(api: Api) -> None:
-    # TO FINISH when `python -m service keys create TENANT` exists: make a key for tenants A and B, post
-    # seed(name) with one Idempotency-Key as A and a different body with the same key as B: both 202 with
-    # different ids; each tenant's retry gets its own job (200); B's retry never sees A's job.
-    raise NotImplementedError
+    other = api.deployment.client_for("idem-other")
+    key, mine, theirs = str(uuid.uuid4()), seed(new_name()), seed(new_name())
+    first, second = post(api.client, mine, key), post(other, theirs, key)
+    assert (first.status_code, second.status_code) == (202, 202), "another tenant's key is not this one's"
+    assert first.json()["id"] != second.json()["id"]
+    again_mine, again_theirs = post(api.client, mine, key), post(other, theirs, key)
+    assert (again_mine.status_code, again_mine.json()["id"]) == (200, first.json()["id"])
+    assert (again_theirs.status_code, again_theirs.json()["id"]) == (200, second.json()["id"])
