@@ -32,7 +32,7 @@ def _caller(request: Request) -> Caller:
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    monkeypatch.setattr(queue, "send_start_job", lambda job_id, queue_name: calls.append(job_id))
+    monkeypatch.setattr(queue, "send_start_job", lambda job_id, *_: calls.append(job_id))
     return calls
 
 
