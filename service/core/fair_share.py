@@ -2,8 +2,9 @@
 
 Workers take a queue's messages highest priority first, first in first out within one priority (kombu keeps
 a Redis list per priority step and pops them in order; 0 is the highest). A message is sent with the
-priority of its rank, the work of its tenant queued or running ahead of it: the tenant's other queued and
-running jobs, plus, for a trial, its job's trials already queued or running. So the single job of a tenant
+priority of its rank, the work of its tenant queued or running ahead of it: for a job's start, the tenant's
+running jobs and those it queued before this one; for a trial, the tenant's other queued and running jobs
+plus the job's own trials already queued or running. So the single job of a tenant
 with nothing else in flight goes ahead of the 50th job of a busy one, and one job with 64 parallel trials
 does not hold back another tenant's first trial until all 64 are done. Priorities are fixed when a message
 is sent: messages already waiting keep theirs, and first-come order holds between equal ranks.
@@ -33,8 +34,9 @@ def _other_jobs(store: JobStore, tenant: str) -> int:
 
 
 def send_start(store: JobStore, job_id: str, tenant: str, queue_name: str) -> None:
-    """Queue the first step of a job's search, ranked among its tenant's jobs."""
-    queue.send_start_job(job_id, queue_name, priority(_other_jobs(store, tenant)))
+    """Queue the first step of a job's search, ranked behind its tenant's running and earlier jobs (so
+    jobs submitted at once keep their order, and a re-sent start of the oldest one is not held back)."""
+    queue.send_start_job(job_id, queue_name, priority(store.jobs_ahead(tenant, job_id)))
 
 
 def resend_start(store: JobStore, job_id: str) -> None:

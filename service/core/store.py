@@ -386,6 +386,16 @@ class JobStore:
             pipe.zcard(self._tenant_index(tenant, status))
         return dict(zip(active, (int(n) for n in pipe.execute()), strict=True))
 
+    def jobs_ahead(self, tenant: str, job_id: str) -> int:
+        """The tenant's jobs ahead of this one: those running (besides it) and those queued before it."""
+        member = self._member_of(job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self._tenant_index(tenant, JobStatus.RUNNING))
+        pipe.zscore(self._tenant_index(tenant, JobStatus.RUNNING), member or "")
+        pipe.zlexcount(self._tenant_index(tenant, JobStatus.QUEUED), "-", f"({member}" if member else "+")
+        running, itself, queued_before = pipe.execute()
+        return int(running) - (itself is not None) + int(queued_before)
+
     def oldest_jobs(self, tenant: str, status: JobStatus, count: int) -> list[str]:
         """Ids of the tenant's `count` oldest jobs with `status`."""
         members = self.redis.zrangebylex(self._tenant_index(tenant, status), "-", "+", start=0, num=count)

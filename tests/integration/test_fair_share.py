@@ -88,6 +88,20 @@ def test_a_tenants_only_job_is_taken_before_another_tenants_later_jobs(
     assert taken_in_order(app, queue_name) == [busy[0], light, *busy[1:]]
 
 
+def test_jobs_stored_at_once_keep_their_order_and_the_first_its_turn(
+    scratch_store: JobStore, broker: tuple[Celery, str]
+) -> None:
+    app, queue_name = broker
+    busy = [stored_job(scratch_store, "a") for _ in range(5)]  # five submits at the same moment
+    light = stored_job(scratch_store, "b")
+    for job_id in busy:
+        fair_share.send_start(scratch_store, job_id, "a", queue_name)
+    fair_share.send_start(scratch_store, light, "b", queue_name)
+
+    # Each start is ranked behind the jobs its tenant runs or queued before it, not those queued after.
+    assert taken_in_order(app, queue_name) == [busy[0], light, *busy[1:]]
+
+
 def test_one_jobs_many_parallel_trials_do_not_hold_back_another_tenants_first_trial(
     scratch_store: JobStore, broker: tuple[Celery, str]
 ) -> None:

@@ -211,3 +211,15 @@ def test_a_tenant_at_its_running_jobs_quota_starts_its_next_job_only_when_one_en
     assert lifecycle.start(scratch_store, second.id, max_running=1)
     started = scratch_store.get_job(second.id)
     assert started is not None and started.status is JobStatus.RUNNING and started.waiting is None
+
+
+def test_a_tenants_jobs_ahead_of_one_are_its_running_ones_and_those_queued_before_it(
+    scratch_store: JobStore,
+) -> None:
+    first, second, third = _job("acme"), _job("acme"), _job("acme")
+    for record in (first, second, third):
+        scratch_store.create_job(record, b"x")
+    scratch_store.create_job(_job("globex"), b"y")
+    assert [scratch_store.jobs_ahead("acme", r.id) for r in (first, second, third)] == [0, 1, 2]
+    assert lifecycle.start(scratch_store, third.id)  # a running job does not count itself
+    assert [scratch_store.jobs_ahead("acme", r.id) for r in (first, second, third)] == [1, 2, 2]
