@@ -213,6 +213,18 @@ class Deployment:
         finally:
             deployment.stop()
 
+    @classmethod
+    @contextlib.contextmanager
+    def api_only(cls, env: dict[str, str], logs: Path) -> Iterator[Deployment]:
+        """The API alone, no worker, once it answers; stopped on leaving."""
+        deployment = cls(env, logs)
+        try:
+            deployment.start_api()
+            wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 60, "the API")
+            yield deployment
+        finally:
+            deployment.stop()
+
     def stop(self) -> None:
         self.client.close()
         for client in self._clients:

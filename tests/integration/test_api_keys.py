@@ -15,7 +15,7 @@ import pytest
 
 from service.api.app import create_app
 from service.core.settings import Settings
-from tests.integration.conftest import ROOT, Deployment, key_store, service_env_for, wait_for
+from tests.integration.conftest import ROOT, Deployment, key_store, service_env_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,23 +50,14 @@ def keys_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess
     )
 
 
-def start_api(env: dict[str, str], logs: Path) -> Deployment:
-    """The API alone (these tests need no worker), once it answers."""
-    deployment = Deployment(env, logs)
-    deployment.start_api()
-    wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 60, "the API")
-    return deployment
-
-
 @pytest.fixture(scope="module")
 def keyed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The API with auth on (the default), keys under a prefix of its own."""
     env = service_env_for(
         redis_url, tmp_path_factory.mktemp("keys-artifacts"), KTUNE_KEY_PREFIX=f"keys-{uuid.uuid4().hex[:8]}"
     )
-    deployment = start_api(env, tmp_path_factory.mktemp("keys-logs"))
-    yield deployment
-    deployment.stop()
+    with Deployment.api_only(env, tmp_path_factory.mktemp("keys-logs")) as deployment:
+        yield deployment
 
 
 def assert_refused(response: httpx.Response, code: str) -> None:
@@ -165,11 +156,8 @@ def test_the_api_refuses_to_start_with_auth_off_on_a_public_address(redis_url: s
 
 def test_with_auth_off_on_loopback_no_key_is_needed(redis_url: str, tmp_path: Path) -> None:
     env = service_env_for(redis_url, tmp_path / "artifacts", KTUNE_AUTH="off")
-    deployment = start_api(env, tmp_path)
-    try:
+    with Deployment.api_only(env, tmp_path) as deployment:
         assert call(deployment, "GET", "/v1/jobs", None).status_code == 200
         assert call(deployment, "GET", "/v1/datasets", "no key checked").status_code == 200
         log = (tmp_path / "api.log").read_text()
         assert "AUTHENTICATION IS OFF" in log
-    finally:
-        deployment.stop()

@@ -24,7 +24,7 @@ from service.core.errors import Conflict, InvalidRequest
 from service.core.idempotency import Claim, IdempotencyStore, KeyRecord
 from service.core.settings import Limits
 from service.core.store import JobStore, broker_lists
-from tests.integration.conftest import ROOT, TEST_TENANT, Deployment, service_env_for, wait_for
+from tests.integration.conftest import ROOT, TEST_TENANT, Deployment, service_env_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +54,8 @@ def api_process(redis_url: str, tmp_path: Path, **overrides: str) -> Iterator[Ap
     )
     logs = tmp_path / f"{name}-logs"
     logs.mkdir()
-    deployment = Deployment(env, logs)
-    try:
-        deployment.start_api()
-        wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 60, "the API")
+    with Deployment.api_only(env, logs) as deployment:
         yield Api(deployment.client, name, broker_prefix, deployment)
-    finally:
-        deployment.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import ROOT, wait_for, wait_job
+from tests.integration.conftest import ROOT, TEST_TENANT, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -204,6 +204,7 @@ def test_a_job_whose_start_message_was_lost_is_started_by_the_sweeper(
     long_ago = utcnow() - timedelta(minutes=5)
     record = JobRecord(
         id="00000000-0000-4000-8000-000000000001",
+        tenant=TEST_TENANT,  # the tenant of the `api` client's key
         status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json", exclude={"data"}),
         created_at=long_ago,

@@ -30,7 +30,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.records import BestTrial, ExecutionRecord, TrialRecord, utcnow
 from service.core.states import TrialStatus
 from service.core.store import JobStore
-from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for
+from tests.integration.conftest import ROOT, Deployment, service_env_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +77,10 @@ def fuzz_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         KTUNE_KEY_PREFIX=f"fuzz-{uuid.uuid4().hex[:6]}",
         KTUNE_AUTH="on" if KEYED_AUTH else "off",
     )
-    deployment = Deployment(env, tmp_path_factory.mktemp("fuzz-logs"))
-    deployment.start_api()
     try:
-        wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 30, "the API")
-        yield deployment
+        with Deployment.api_only(env, tmp_path_factory.mktemp("fuzz-logs")) as deployment:
+            yield deployment
     finally:
-        deployment.stop()
         redis.Redis.from_url(url).flushdb()
 
 

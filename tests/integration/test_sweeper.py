@@ -17,7 +17,7 @@ from service.core.records import JobRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
 from service.core.store import JobStore
-from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for, wait_job
+from tests.integration.conftest import ROOT, TEST_TENANT, Deployment, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +36,7 @@ def _stalled_job(service_env: dict[str, str], **fields: Any) -> str:
     an_hour_ago = utcnow() - timedelta(hours=1)
     record = JobRecord(
         id=str(uuid.uuid4()),
+        tenant=TEST_TENANT,  # the tenant of the `api` client's key
         status=JobStatus.RUNNING,
         spec=spec.model_dump(mode="json", exclude={"data"}),
         created_at=an_hour_ago,
@@ -73,13 +74,8 @@ def api_without_workers(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     )
     logs = tmp_path / "logs"
     logs.mkdir()
-    deployment = Deployment(env, logs)
-    deployment.start_api()
-    try:
-        wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 30, "the API")
+    with Deployment.api_only(env, logs) as deployment:
         yield deployment
-    finally:
-        deployment.stop()
 
 
 def test_a_job_no_worker_takes_says_why_while_it_waits_then_fails_with_no_worker(
