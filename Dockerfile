@@ -1,17 +1,19 @@
 # syntax=docker/dockerfile:1
 #
-# One image for the API and the workers:
-#   API (default):  docker run -p 127.0.0.1:8000:8000 -e KTUNE_REDIS_URL=redis://:PASSWORD@... ktune
-#   CPU worker:     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m worker -Q cpu -c 2
-#   an API key:     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m service keys create TENANT
-# The GPU image differs only in its TensorFlow distribution (the CUDA libraries come as pip wheels):
+# Two images from one Dockerfile (scripts/requirements.py picks each one's dependencies from pyproject.toml):
+#   api:     the API alone: no TensorFlow, keras or keras-tuner, so it is small and starts at once
+#     docker build --target api -t ktune:api .
+#     docker run -p 127.0.0.1:8000:8000 -e KTUNE_REDIS_URL=redis://:PASSWORD@... ktune:api
+#     docker run -e KTUNE_REDIS_URL=redis://... ktune:api python -m service keys create TENANT   an API key
+#   worker (the default target): everything `pip install .` installs; runs a worker, or the API too
+#     docker build -t ktune .
+#     docker run -e KTUNE_REDIS_URL=redis://... ktune python -m worker -Q cpu -c 2
+# The GPU worker differs only in its TensorFlow distribution (the CUDA libraries come as pip wheels):
 #   docker build -t ktune:gpu --build-arg TF_PACKAGE="tensorflow[and-cuda]" .
 #   docker run --gpus all -e KTUNE_REDIS_URL=redis://... ktune:gpu python -m worker -Q gpu -c 1
-FROM python:3.11-slim
 
-# The TensorFlow distribution to install in place of the plain `tensorflow` requirement of pyproject.toml,
-# with the version range pyproject.toml gives it (so that range is written in one place only).
-ARG TF_PACKAGE=tensorflow
+# ---- base: what both images share -----------------------------------------------------------------------
+FROM python:3.11-slim AS base
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -28,29 +30,20 @@ RUN groupadd --system --gid 10001 ktune \
  && chown -R ktune:ktune /data
 
 WORKDIR /opt/ktune
+# The dependency lists come from these two files only, so the dependency layers below are rebuilt when
+# they change, not on code edits.
+COPY pyproject.toml scripts/requirements.py ./
 
-# Dependencies first, in a layer rebuilt only when pyproject.toml or TF_PACKAGE change (not on code edits).
-COPY pyproject.toml ./
-RUN --mount=type=cache,target=/root/.cache/pip <<'EOF'
-set -eu
-python - "$TF_PACKAGE" > /tmp/requirements.txt <<'PY'
-import re
-import sys
-import tomllib
+# ---- api: the API's dependencies (tool.ktune.api-dependencies), then the project without its own --------
+FROM base AS api
 
-tf_package = sys.argv[1]
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-pattern = re.compile(r"^tensorflow(?![\w.-])")  # `tensorflow`, not `tensorflow-cpu` or similar
-if not any(pattern.match(dep) for dep in deps):
-    sys.exit("pyproject.toml has no `tensorflow` dependency for TF_PACKAGE to replace")
-for dep in deps:
-    print(pattern.sub(lambda _: tf_package, dep))
-PY
-cat /tmp/requirements.txt
-pip install -r /tmp/requirements.txt
-EOF
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python requirements.py api > /tmp/requirements.txt \
+ && cat /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
 
-# The project itself; its dependencies, TF_PACKAGE's TensorFlow included, are already installed.
+# The project itself (worker/ too: one distribution; the API never imports it). --no-deps: pyproject's
+# full list would bring TensorFlow.
 COPY README.md ./
 COPY service ./service
 COPY worker ./worker
@@ -63,5 +56,31 @@ USER ktune
 WORKDIR /home/ktune
 
 EXPOSE 8000
-# No HEALTHCHECK here: the workers run this image too and serve no HTTP (docker-compose.yml checks the API).
+# No HEALTHCHECK here or below: docker-compose.yml checks each service its own way.
 CMD ["python", "-m", "service"]
+
+# ---- worker: every dependency, TF_PACKAGE's TensorFlow in place of plain `tensorflow` -------------------
+FROM base AS worker
+
+# The TensorFlow distribution to install in place of the plain `tensorflow` requirement of pyproject.toml,
+# with the version range pyproject.toml gives it (so that range is written in one place only).
+ARG TF_PACKAGE=tensorflow
+
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python requirements.py worker --tf-package "$TF_PACKAGE" > /tmp/requirements.txt \
+ && cat /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+
+# The project itself; its dependencies, TF_PACKAGE's TensorFlow included, are already installed.
+COPY README.md ./
+COPY service ./service
+COPY worker ./worker
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps . \
+ && rm -rf build ./*.egg-info
+
+USER ktune
+WORKDIR /home/ktune
+
+# The complete install: a worker by default (docker-compose.yml names each command), the API on request.
+CMD ["python", "-m", "worker"]

@@ -155,11 +155,10 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 
-def _image_key(service: dict[str, Any]) -> tuple[str, str]:
-    """What a service runs: its image tag and how it is built."""
+def _build_target(service: dict[str, Any]) -> str | None:
+    """The Dockerfile stage a service's image is built from; None: the last (Docker's default)."""
     build = service.get("build")
-    build_args = build.get("args", {}) if isinstance(build, dict) else {}
-    return str(service.get("image", "")), repr(sorted(build_args.items()))
+    return build.get("target") if isinstance(build, dict) else None
 
 
 def _queues(command: list[str]) -> set[str]:
@@ -207,8 +206,30 @@ def _instructions(text: str) -> Iterator[tuple[str, str]]:
 DOCKER = list(_instructions(DOCKERFILE.read_text()))
 
 
-def _docker(keyword: str) -> list[str]:
-    return [args for kw, args in DOCKER if kw == keyword]
+def _docker(keyword: str, instructions: list[tuple[str, str]] = DOCKER) -> list[str]:
+    return [args for kw, args in instructions if kw == keyword]
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions, FROM first; in the Dockerfile's order (the last is the default)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for keyword, args in DOCKER:
+        if keyword == "FROM":
+            parts = args.split()
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else f"stage{len(stages)}"
+            stages[name] = []
+        stages[name].append((keyword, args))
+    return stages
+
+
+STAGES = _stages()
+API_TARGET, WORKER_TARGET = "api", "worker"
+
+
+def _stage_chain(name: str) -> list[tuple[str, str]]:
+    """A stage's instructions after those of the stages it is built FROM."""
+    base = STAGES[name][0][1].split()[0]
+    return (_stage_chain(base) if base in STAGES else []) + STAGES[name]
 
 
 def _dockerfile_env() -> dict[str, str]:
@@ -384,8 +405,12 @@ def test_gpu_image_is_built_with_cuda_tensorflow_under_its_own_tag() -> None:
     assert gpu["image"] != cpu.get("image"), "the GPU build would overwrite the CPU image"
 
 
-def test_api_and_cpu_worker_run_the_same_image() -> None:
-    assert _image_key(SERVICES["api"]) == _image_key(SERVICES["worker-cpu"])
+def test_the_api_and_the_workers_build_their_own_targets_under_their_own_tags() -> None:
+    assert _build_target(SERVICES["api"]) == API_TARGET
+    assert WORKERS and all(_build_target(worker) == WORKER_TARGET for worker in WORKERS.values())
+    assert {API_TARGET, WORKER_TARGET} <= set(STAGES)
+    tags = [str(SERVICES[name].get("image", "")) for name in ["api", *WORKERS]]
+    assert all(tags) and SERVICES["api"]["image"] not in tags[1:], "one build would overwrite the other's tag"
 
 
 # --- redis ----------------------------------------------------------------------------------------------
@@ -514,14 +539,33 @@ def test_dockerfile_base_image_meets_requires_python() -> None:
     assert match.group(1) + ".0" in SpecifierSet(PYPROJECT["project"]["requires-python"])
 
 
-def test_dockerfile_installs_the_project() -> None:
-    runs = _docker("RUN")
-    assert any(re.search(r"pip install\b[^\n&;]*\s\.(\s|$)", run) for run in runs), "no `pip install .`"
-    # The dependency layer swaps pyproject's `tensorflow` requirement for TF_PACKAGE.
+@pytest.mark.parametrize("target", [API_TARGET, WORKER_TARGET])
+def test_dockerfile_installs_the_project(target: str) -> None:
+    runs = _docker("RUN", _stage_chain(target))
+    # The project without its dependencies, after a layer installing the target's set.
+    assert any(re.search(r"pip install --no-deps \.(\s|$)", run) for run in runs), (
+        "no `pip install --no-deps .`"
+    )
+    installs = [run for run in runs if f"python requirements.py {target}" in run]
+    assert len(installs) == 1 and "pip install -r" in installs[0], f"{target} installs no requirement set"
+    copied = {p for args in _docker("COPY", _stage_chain(target)) for p in shlex.split(args)}
+    assert {"pyproject.toml", "scripts/requirements.py"} <= copied
+
+
+def test_only_the_worker_target_installs_tensorflow_as_tf_package_says() -> None:
+    """The API's set has no TensorFlow (tests/unit/test_requirements.py); TF_PACKAGE swaps the worker's."""
     assert _dockerfile_args().get("TF_PACKAGE") == "tensorflow"
-    assert any("TF_PACKAGE" in run and "pyproject.toml" in run for run in runs)
+    worker, api = _stage_chain(WORKER_TARGET), _stage_chain(API_TARGET)
+    assert "TF_PACKAGE=tensorflow" in _docker("ARG", worker)
+    assert any('--tf-package "$TF_PACKAGE"' in run for run in _docker("RUN", worker))
+    assert not any("TF_PACKAGE" in args for _, args in api)
     names = [Requirement(dep).name for dep in PYPROJECT["project"]["dependencies"]]
     assert "tensorflow" in names
+
+
+def test_the_default_target_is_the_complete_install() -> None:
+    """`docker build .` without --target: the image that runs everything, as before the split."""
+    assert list(STAGES)[-1] == WORKER_TARGET
 
 
 def test_dockerfile_copies_what_the_build_needs() -> None:
@@ -536,9 +580,10 @@ def test_dockerfile_copies_what_the_build_needs() -> None:
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
     patterns = _dockerignore()
-    inputs = ["pyproject.toml", PYPROJECT["project"]["readme"]]
+    inputs = ["pyproject.toml", PYPROJECT["project"]["readme"], *_copied_sources()]
     for package in ("service", "worker"):
         inputs += [p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")]
+        inputs += [p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.arrow")]
     dropped = [path for path in inputs if _ignored(path, patterns)]
     assert not dropped, f".dockerignore drops build inputs: {dropped[:5]}"
     for path in (
@@ -553,15 +598,22 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
         assert _ignored(path, patterns), f".dockerignore keeps {path}"
 
 
-def test_dockerfile_runs_the_api_as_non_root_by_default() -> None:
+def test_the_api_target_runs_the_api_as_non_root_by_default() -> None:
     settings = _settings_from(_ours(_dockerfile_env()))
     assert settings.host == "0.0.0.0", "the image's API must listen on all interfaces"
-    exposed = {int(port.split("/")[0]) for args in _docker("EXPOSE") for port in args.split()}
+    api = _stage_chain(API_TARGET)
+    exposed = {int(port.split("/")[0]) for args in _docker("EXPOSE", api) for port in args.split()}
     assert settings.port in exposed
     assert _effective_settings("api").port in exposed
-    assert json.loads(_docker("CMD")[-1]) == ["python", "-m", "service"], "CMD must be exec form"
-    assert not _docker("ENTRYPOINT"), "an ENTRYPOINT would wrap the compose commands"
-    users = _docker("USER")
+    assert json.loads(_docker("CMD", api)[-1]) == ["python", "-m", "service"], "CMD must be exec form"
+
+
+@pytest.mark.parametrize(("target", "command"), [(API_TARGET, "service"), (WORKER_TARGET, "worker")])
+def test_each_target_runs_as_non_root(target: str, command: str) -> None:
+    chain = _stage_chain(target)
+    assert json.loads(_docker("CMD", chain)[-1]) == ["python", "-m", command], "CMD must be exec form"
+    assert not _docker("ENTRYPOINT", chain), "an ENTRYPOINT would wrap the compose commands"
+    users = _docker("USER", chain)
     assert users and users[-1].split(":")[0] not in ("root", "0")
 
 

@@ -1,6 +1,7 @@
 """What each side may import: the API never loads TensorFlow; Celery's parent process never does either.
 
-The data-set modules load scikit-learn only once a built-in set is asked for.
+The data-set modules load scikit-learn only once a built-in set is asked for: creating the app and importing
+every module of service/ load neither it nor TensorFlow, keras or keras-tuner.
 """
 
 from __future__ import annotations
@@ -8,15 +9,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 HEAVY = ("tensorflow", "keras", "keras_tuner")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def loaded_after(statement: str) -> set[str]:
     code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     return set(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -30,6 +35,21 @@ def loaded_after(statement: str) -> set[str]:
 )
 def test_no_tensorflow(statement: str) -> None:
     assert not loaded_after(statement) & set(HEAVY)
+
+
+def test_no_service_module_nor_the_app_loads_tensorflow_or_scikit_learn() -> None:
+    """Every module of service/ imported, the app created, a job body validated: the API image installs no
+    TensorFlow, keras or keras-tuner, and scikit-learn waits for the first use of a built-in set."""
+    statement = (
+        "import json, pkgutil, importlib, service\n"
+        "for m in pkgutil.walk_packages(service.__path__, 'service.'): importlib.import_module(m.name)\n"
+        "from service.api.app import create_app; create_app()\n"
+        "from service.core.spec import JobCreate\n"
+        "JobCreate.model_validate(json.load(open('examples/xor-seed.json')))"
+    )
+    loaded = loaded_after(statement)
+    assert {"fastapi", "pyarrow", "service"} <= loaded  # the statement ran
+    assert not loaded & {*HEAVY, "sklearn", "scipy"}
 
 
 def test_shared_core_needs_neither_fastapi_nor_tensorflow() -> None:
@@ -49,6 +69,10 @@ def test_the_dataset_modules_load_neither_scikit_learn_nor_tensorflow_nor_fastap
     assert not loaded & {"sklearn", "tensorflow", "keras", "fastapi", "redis", "pandas"}
 
 
-def test_scikit_learn_is_loaded_once_a_builtin_set_is_asked_for() -> None:
-    """The other side of the test above: the built-ins do need it, so its absence there means laziness."""
-    assert "sklearn" in loaded_after("from service.core.datasets import builtin_table; builtin_table('iris')")
+@pytest.mark.parametrize("function", ["builtin_table", "builtin_info"])
+def test_scikit_learn_and_no_tensorflow_once_a_builtin_set_is_asked_for(function: str) -> None:
+    """What GET /v1/datasets and a job on a built-in set do. The other side of the tests above: the
+    built-ins do need scikit-learn, so its absence there means laziness."""
+    loaded = loaded_after(f"from service.core.datasets import {function}; {function}('digits')")
+    assert "sklearn" in loaded
+    assert not loaded & set(HEAVY)
