@@ -132,7 +132,8 @@ class Checkpointer:
 
     `finished` is the trial's list of finished executions and `executions` its record's, both kept
     up to date by the trial runner; `allowed()` is false once the trial belongs to another worker;
-    `elapsed()` is how long the trial has run, all workers together.
+    `elapsed()` is how long the trial has run, all workers together; `publish()` stores the file just
+    written in the artifact store (a no-op when that is the local directory).
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class Checkpointer:
         urgent: Callable[[], bool],
         allowed: Callable[[], bool],
         elapsed: Callable[[], float] = lambda: 0.0,
+        publish: Callable[[], None] = lambda: None,
     ) -> None:
         self.path = path
         self.every_seconds = every_seconds
@@ -152,6 +154,7 @@ class Checkpointer:
         self.urgent = urgent
         self.allowed = allowed
         self.elapsed = elapsed
+        self.publish = publish
         self._last = time.monotonic()
         self.saved = 0
 
@@ -173,8 +176,10 @@ class Checkpointer:
             save_checkpoint(
                 self.path, TrialCheckpoint(self.finished, current, self.executions, self.elapsed())
             )
+            self.publish()
         except OSError:
-            # A full or unwritable disk costs the trial its checkpoint, not its training.
+            # A full or unwritable disk, or an unreachable artifact store (BlobStoreError is an OSError),
+            # costs the trial its checkpoint, not its training.
             log.exception("could not write the checkpoint %s", self.path)
         else:
             self.saved += 1

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
-from service.core.artifacts import ArtifactStore
+from service.core.artifacts import ArtifactStore, artifact_store
 from service.core.settings import Settings, get_settings
 from service.core.spec import JobSpec
 from service.core.store import JobStore
@@ -32,7 +32,7 @@ def get_context() -> WorkerContext:
     return WorkerContext(
         settings=settings,
         store=JobStore.from_url(settings.redis_url, settings.key_prefix),
-        artifacts=ArtifactStore(settings.artifact_dir),
+        artifacts=artifact_store(settings),
     )
 
 

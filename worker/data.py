@@ -150,7 +150,8 @@ def _table(artifacts: ArtifactStore, ref: str, builtin: bool) -> pa.Table:
     if builtin:
         return datasets.builtin_table(ref)
     if ref not in _TABLES:
-        _TABLES[ref] = datasets.open_table(artifacts.dataset_table_path(ref))
+        # A local file to memory-map: with S3, downloaded once to this machine's KTUNE_ARTIFACT_DIR.
+        _TABLES[ref] = datasets.open_table(artifacts.local_dataset_table(ref))
         while len(_TABLES) > _CACHE_SIZE:
             _TABLES.popitem(last=False)
     _TABLES.move_to_end(ref)

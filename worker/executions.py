@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import keras
@@ -87,6 +88,7 @@ def train_executions(
         urgent=lambda: progress.stop is StopReason.SHUTDOWN,
         allowed=lambda: not progress.lease.lost,
         elapsed=progress.elapsed,
+        publish=partial(ctx.artifacts.publish, ctx.artifacts.resume_key(job_id, record.id)),
     )
     prepared = job_data(ctx.store, ctx.artifacts, job_id, spec.task)
     data = prepared.train
@@ -96,7 +98,9 @@ def train_executions(
         keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
         fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
         if "tuner/trial_id" in values:
-            fresh.load_weights(ctx.artifacts.checkpoint_path(job_id, str(values["tuner/trial_id"])))
+            continued = ctx.artifacts.checkpoint_key(job_id, str(values["tuner/trial_id"]))
+            with ctx.artifacts.fetched(continued) as weights:
+                fresh.load_weights(weights)
         model = _model_for_execution(model, fresh, ctx.settings.training_loop)
         state = resume.current if resume is not None and execution == len(resume.finished) else None
         if state is None:

@@ -67,6 +67,7 @@ def _save_candidate(
     model.set_weights(best.best_weights)
     if spec.tuner.algorithm == "hyperband":
         model.save_weights(ctx.artifacts.checkpoint_path(job_id, trial_id))
+        ctx.artifacts.publish(ctx.artifacts.checkpoint_key(job_id, trial_id))
     if not search.could_be_best(spec, objective, search.current_best(ctx, job_id)):
         return None
     path = ctx.artifacts.candidate_model_path(job_id, trial_id)

@@ -180,7 +180,8 @@ def _finish(
 
 def _usable_checkpoint(ctx: WorkerContext, job_id: str, trial_id: str) -> TrialCheckpoint | None:
     """The trial's epoch checkpoint, if it was written by the training loop this worker runs."""
-    checkpoint = load_checkpoint(ctx.artifacts.resume_path(job_id, trial_id))
+    with ctx.artifacts.fetched(ctx.artifacts.resume_key(job_id, trial_id)) as path:
+        checkpoint = load_checkpoint(path)
     if checkpoint is None:
         return None
     if checkpoint.current is not None and checkpoint.current.loop != ctx.settings.training_loop:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import redis
 from kombu.exceptions import OperationalError
 
+from service.core.blobs import BlobStoreError
+
 
 class SearchBusy(Exception):
     """Another step of the job's search held its lock for longer than a step may wait; try again later."""
@@ -17,4 +19,11 @@ class StepLockLost(Exception):
     """The job's step lock lapsed before this step stored its result; the step is taken again."""
 
 
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OperationalError, SearchBusy, StepLockLost)
+# An artifact store that cannot be reached (S3 down, say) is no fault of the job either.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    OperationalError,
+    BlobStoreError,
+    SearchBusy,
+    StepLockLost,
+)

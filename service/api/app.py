@@ -19,7 +19,7 @@ from service.api.rate_limit import JobRateLimit
 from service.api.sweeper import run_sweeper
 from service.api.trusted_hosts import TrustedHosts
 from service.core.api_keys import ApiKeyStore
-from service.core.artifacts import ArtifactStore
+from service.core.artifacts import artifact_store
 from service.core.dataset_store import DatasetStore
 from service.core.idempotency import IdempotencyStore
 from service.core.settings import Settings, get_settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Redis clients connect on first use, so building the store here costs nothing at start-up.
     app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
-    app.state.artifacts = ArtifactStore(settings.artifact_dir)
+    app.state.artifacts = artifact_store(settings)
     app.state.datasets = DatasetStore(app.state.store)
     app.state.api_keys = ApiKeyStore(app.state.store)
     app.state.idempotency = IdempotencyStore(app.state.store)

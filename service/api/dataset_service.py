@@ -36,15 +36,19 @@ def store_upload(
 ) -> DatasetRecord:
     """Read an uploaded file into a stored data set; raises InvalidRequest for a file it cannot read.
 
-    The upload is copied to the artifact store's directory a chunk at a time and read from there a block at
-    a time: never whole in memory.
+    The upload is copied to the artifact store's local directory a chunk at a time and read from there a
+    block at a time: never whole in memory. The table written is then published to the store (with S3 it
+    stays here too, as this machine's cached copy).
     """
     dataset_id = str(uuid.uuid4())
     part = artifacts.upload_path(dataset_id)
+    table = artifacts.dataset_table_path(dataset_id)
     try:
         with part.open("wb") as target:
             shutil.copyfileobj(upload, target, _COPY_CHUNK)
-        info = datasets.ingest(part, filename, artifacts.dataset_table_path(dataset_id))
+        info = datasets.ingest(part, filename, table)
+        size = table.stat().st_size
+        artifacts.publish(artifacts.dataset_table_key(dataset_id), keep=True)
     except DatasetFileError as exc:
         artifacts.delete_dataset(dataset_id)
         raise InvalidRequest([FieldProblem("file", str(exc))], "invalid_dataset") from exc
@@ -57,7 +61,7 @@ def store_upload(
         id=dataset_id, tenant=tenant, name=name or filename, created_at=utcnow(), info=info
     )
     try:
-        store.create(record, artifacts.dataset_table_path(dataset_id).stat().st_size)
+        store.create(record, size)
     except BaseException:
         artifacts.delete_dataset(dataset_id)
         raise
@@ -146,7 +150,7 @@ def _builtin_table(name: str) -> Callable[[], pa.Table]:
 
 def _uploaded_table(artifacts: ArtifactStore, dataset_id: str) -> Callable[[], pa.Table]:
     def table() -> pa.Table:
-        path = artifacts.dataset_table_path(dataset_id)
+        path = artifacts.local_dataset_table(dataset_id)
         try:
             return datasets.open_table(path)
         except FileNotFoundError as exc:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.core.blobs import BlobStoreError
 from service.core.errors import (
     MAX_FIELD_PROBLEMS,
     QUOTE_CHARS,
@@ -154,6 +155,11 @@ def install(app: FastAPI) -> None:
     async def _store_down(_: Request, exc: redis.RedisError) -> JSONResponse:
         log.warning("job store unreachable: %s", exc)
         return error_response(503, "unavailable", "the job store is unreachable; try again shortly")
+
+    @app.exception_handler(BlobStoreError)
+    async def _artifacts_down(_: Request, exc: BlobStoreError) -> JSONResponse:
+        log.warning("artifact store unreachable: %s", exc)
+        return error_response(503, "unavailable", "the artifact store is unreachable; try again shortly")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from service.api import idempotency, job_service
 from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
@@ -29,6 +29,7 @@ from service.api.rate_limit import limit_job_creation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
+from service.core.blobs import BlobNotFound
 from service.core.dataset_store import DatasetStore
 from service.core.errors import Conflict
 from service.core.quotas import Quotas
@@ -227,19 +228,38 @@ def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, calle
 
 @router.get(
     "/{job_id}/artifacts/best-model",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **_ERRORS},
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        **_ERRORS,
+        503: {"model": ErrorBody, "description": "the artifact store is unreachable"},
+    },
 )
-def best_model(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, caller: CallerDep) -> FileResponse:
+def best_model(
+    job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, caller: CallerDep
+) -> StreamingResponse:
     """The best model so far as a .keras file that keras.models.load_model opens."""
     record = job_service.get(store, job_id, caller.tenant)
-    path = artifacts.best_model_path(job_id)
-    if record.best is None or not path.is_file():
-        raise Conflict(
-            f"job '{job_id}' ({record.status.value}) has no completed trial yet, so no best model",
-            "no_best_model",
-        )
-    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}-best-model.keras")
+    no_model = Conflict(
+        f"job '{job_id}' ({record.status.value}) has no completed trial yet, so no best model",
+        "no_best_model",
+    )
+    if record.best is None:
+        raise no_model
+    try:
+        # Opened here, so a missing object is a 409 rather than a response cut off after its headers.
+        stream = artifacts.open_best_model(job_id)
+    except BlobNotFound:
+        raise no_model from None
+    # A chunk at a time from the store (Starlette iterates it in a thread): never a whole model in memory.
+    return StreamingResponse(
+        iter(stream),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(stream.size),
+            "Content-Disposition": f'attachment; filename="{job_id}-best-model.keras"',
+        },
+    )
 
 
 @router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)

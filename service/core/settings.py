@@ -12,6 +12,7 @@ from limits import parse_many
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.artifact_url import parse_artifact_url
 from service.core.quotas import Quotas
 
 # Loopback names only: a browser on this machine that a hostile page points at the API through a DNS name
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     artifact_dir: str = "var/artifacts"
+    artifact_url: str = Field(
+        "",
+        description="where artifacts are kept: empty for files under artifact_dir (shared by the API and "
+        "every worker), or s3://bucket/prefix (artifact_dir is then each process's scratch and cache)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     auth: Literal["on", "off"] = Field(
@@ -190,6 +196,13 @@ class Settings(BaseSettings):
             if ":" in host and not host.startswith("["):
                 raise ValueError(f"{host!r}: give a host without its port, and an IPv6 address in brackets")
         return value
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _artifact_url(cls, value: str) -> str:
+        """Refused at start-up unless empty or s3://bucket/prefix (the ValueError says what to write)."""
+        parse_artifact_url(value)
+        return value.strip()
 
     @field_validator("job_rate_limit")
     @classmethod

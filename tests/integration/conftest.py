@@ -101,6 +101,52 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _stop(process)
 
 
+@pytest.fixture(scope="session")
+def s3_env() -> Iterator[dict[str, str]]:
+    """A real S3-protocol server (moto's standalone server, its own process on a free port), and the AWS_*
+    settings that reach it. Each test makes its own bucket (`new_bucket`)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "ktune-test",
+        "AWS_SECRET_ACCESS_KEY": "ktune-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    wait_for(lambda: httpx.get(env["AWS_ENDPOINT_URL"], timeout=2).status_code < 500, 30, "moto's S3 server")
+    yield env
+    _stop(process, grace=5)
+
+
+@pytest.fixture
+def s3_settings(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The S3 server's AWS_* settings in this process's environment too (boto3 reads them from there)."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    return s3_env
+
+
+def new_bucket(s3_env: dict[str, str]) -> str:
+    """A new, empty bucket on the test S3 server."""
+    import boto3
+
+    name = f"ktune-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+        region_name=s3_env["AWS_DEFAULT_REGION"],
+    )
+    client.create_bucket(Bucket=name)
+    return name
+
+
 def service_env_for(redis_url: str, artifacts: Path, **overrides: str) -> dict[str, str]:
     """The environment of one ktune deployment: its own Redis key prefix, artifacts and API port."""
     # The suite sets its own KTUNE_* values; only the choice of training loop may come from outside.
@@ -158,21 +204,26 @@ class Deployment:
         self._clients.append(client)
         return client
 
-    def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _start(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.logs / log_name, "ab")  # noqa: SIM115 - closed with the process; a restart appends
         return subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            env=self.env,
+            env=env or self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-    def start_worker(self, name: str) -> None:
-        """A worker node with one pool process on the cpu queue."""
+    def start_worker(self, name: str, **overrides: str) -> None:
+        """A worker node with one pool process on the cpu queue (`overrides`: settings of its own, such as
+        a KTUNE_ARTIFACT_DIR that stands for another machine's disk)."""
         self.workers[name] = self._start(
-            ["-m", "worker", "-c", "1", "-n", name, "-Q", "cpu"], f"{name.split('@')[0]}.log"
+            ["-m", "worker", "-c", "1", "-n", name, "-Q", "cpu"],
+            f"{name.split('@')[0]}.log",
+            {**self.env, **overrides},
         )
 
     def kill_worker(self, name: str) -> None:

@@ -61,6 +61,13 @@ def test_shared_core_needs_neither_fastapi_nor_tensorflow() -> None:
     assert not loaded & {*HEAVY, "fastapi", "starlette"}
 
 
+def test_boto3_is_loaded_only_for_s3_artifacts() -> None:
+    """The filesystem default starts without it (a second of imports); an s3:// URL needs it."""
+    start = "from service.api.app import create_app; from service.core.settings import Settings; "
+    assert "boto3" not in loaded_after(start + "create_app(Settings(auth='off'))")
+    assert "boto3" in loaded_after(start + "create_app(Settings(auth='off', artifact_url='s3://bucket/x'))")
+
+
 @pytest.mark.parametrize(
     "module", ["datasets", "dataset_models", "dataset_readers", "dataset_writer", "builtin_datasets"]
 )
