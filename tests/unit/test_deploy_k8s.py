@@ -44,9 +44,6 @@ from tests.unit.test_deploy_files import REDIS as COMPOSE_REDIS
 DEPLOY = ROOT / "deploy"
 # Kubernetes releases whose schemas every object must satisfy: an older one clusters still run, the newest.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-# Settings the manifests set before this branch's code reads them: issue 11's S3 artifact store
-# (KTUNE_ARTIFACT_URL=s3://bucket/prefix) is another branch's. Drop the name here once Settings has it.
-PENDING_SETTINGS = {"KTUNE_ARTIFACT_URL"}
 # Stand-ins for the Secrets' values, which the repository never holds.
 SECRET_VALUES = {("ktune-redis", "password"): "0123456789abcdef0123456789abcdef"}
 KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "resources", "components", "images"}
@@ -260,18 +257,13 @@ def test_everything_lives_in_one_namespace() -> None:
 # --- settings -------------------------------------------------------------------------------------------
 
 
-def test_pending_settings_are_still_pending() -> None:
-    landed = PENDING_SETTINGS & SETTINGS_ENV
-    assert not landed, f"Settings reads {sorted(landed)} now: remove them from PENDING_SETTINGS"
-
-
 def test_every_ktune_variable_is_a_setting() -> None:
     named = set()
     for doc in _objects(EVERYTHING, "ConfigMap").values():
         named |= set(_ours(doc["data"]))
     for _, _, container in _ktune_containers(EVERYTHING):
         named |= set(_ours({item["name"]: "" for item in container.get("env", [])}))
-    unknown = named - SETTINGS_ENV - PENDING_SETTINGS
+    unknown = named - SETTINGS_ENV
     assert not unknown, f"the manifests set {sorted(unknown)}, which no settings field reads"
 
 
