@@ -5,8 +5,10 @@ Layout (prefix `ktune` by default):
   finished_at, error (JSON), best (JSON)
 - `{p}:job:{id}:data` the data as compact arrays (`.npz` bytes, `service.core.data_codec`), read by workers
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
-  `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:history:{trial}` list of the trial's epochs
-  (JSON `[execution, {metric: value}]`), appended as the trial trains
+  `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:trial-counts` status -> how many trials have it
+  (kept with trial-status, so a job's progress is one small read however many trials it has);
+  `{p}:job:{id}:history:{trial}` list of the trial's epochs (JSON `[execution, {metric: value}]`), appended
+  as the trial trains
 - `{p}:job:{id}:oracle` the search algorithm's state (JSON)
 - `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs);
   `{p}:job:{id}:lease:{trial}` a trial's owner;
@@ -141,6 +143,10 @@ local current = redis.call('HGET', KEYS[2], ARGV[1]) or 'new'
 if not string.find(',' .. ARGV[2] .. ',', ',' .. current .. ',', 1, true) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if current ~= ARGV[3] then
+  redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+  if current ~= 'new' then redis.call('HINCRBY', KEYS[5], current, -1) end
+end
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[3])
   for i = 6, #ARGV, 1000 do redis.call('RPUSH', KEYS[3], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
@@ -186,7 +192,7 @@ return 0
 # Every key of a job besides its hash: `{job}:{suffix}`, and `{job}:{family}:{trial}` for each trial. A new
 # key of a job belongs here (tests/integration/test_retention.py scans the whole keyspace after a delete);
 # one that is missing is still removed later by `delete_leftover_keys`, the cleanup's slow net.
-_JOB_SUFFIXES = ("data", "trials", "trial-status", "oracle", "lock", "nudged")
+_JOB_SUFFIXES = ("data", "trials", "trial-status", "trial-counts", "oracle", "lock", "nudged")
 _TRIAL_FAMILIES = ("lease", "requeued", "losses", "history")
 
 # Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
@@ -240,6 +246,14 @@ _DELETION_REPLIES = {
 
 class InvalidCursor(ValueError):
     """A listing cursor that this store did not hand out."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as clients read it: its record and how many of its trials have each status."""
+
+    record: JobRecord
+    trial_counts: Counter[TrialStatus]
 
 
 @dataclass(frozen=True)
@@ -416,7 +430,25 @@ class JobStore:
         return sum(int(v) for v in self.redis.hvals(f"{self._tenant(tenant)}:usage"))
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        fields = self.redis.hgetall(self._job(job_id))
+        return self._record(job_id, self.redis.hgetall(self._job(job_id)))
+
+    def job_views(self, job_ids: list[str]) -> list[JobView | None]:
+        """Each job with its trial counts (None for a job that does not exist), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._job(job_id))
+        self._queue_counts(pipe, job_ids)
+        replies = pipe.execute()
+        views: list[JobView | None] = []
+        for i, job_id in enumerate(job_ids):
+            record = self._record(job_id, replies[i])
+            at = len(job_ids) + 2 * i
+            counts = self._counts(job_id, *replies[at : at + 2])
+            views.append(None if record is None else JobView(record, counts))
+        return views
+
+    @staticmethod
+    def _record(job_id: str, fields: dict[str, str]) -> JobRecord | None:
         if "status" not in fields:
             return None
         return JobRecord(
@@ -512,16 +544,17 @@ class JobStore:
 
     def list_jobs(
         self, tenant: str, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> tuple[list[JobRecord], str | None]:
-        """The tenant's jobs newest first; the cursor is the last member of the previous page."""
+    ) -> tuple[list[JobView], str | None]:
+        """The tenant's jobs newest first, with their trial counts, in two round trips; the cursor is the last
+        member of the previous page."""
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
         index = self._tenant_index(tenant, status)
         members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
         page = members[:limit]
-        jobs = [job for job in (self.get_job(m.split(":", 1)[1]) for m in page) if job is not None]
-        return jobs, (page[-1] if len(members) > limit else None)
+        views = self.job_views([member.split(":", 1)[1] for member in page])
+        return [view for view in views if view is not None], (page[-1] if len(members) > limit else None)
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
@@ -649,6 +682,7 @@ class JobStore:
             f"{self._job(job_id)}:trial-status",
             self._history(job_id, trial.id),
             self._job(job_id),
+            f"{self._job(job_id)}:trial-counts",
         ]
         return int(self._trial_transition(keys=keys, args=args)) == 1
 
@@ -680,6 +714,26 @@ class JobStore:
         return trials
 
     def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
+        """How many of the job's trials have each status (statuses none has are left out)."""
+        return self.trial_status_counts_of([job_id])[0]
+
+    def trial_status_counts_of(self, job_ids: list[str]) -> list[Counter[TrialStatus]]:
+        """`trial_status_counts` of each job, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_counts(pipe, job_ids)
+        replies = pipe.execute()
+        return [self._counts(job_id, *replies[2 * i : 2 * i + 2]) for i, job_id in enumerate(job_ids)]
+
+    def _queue_counts(self, pipe: Any, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            pipe.hgetall(f"{self._job(job_id)}:trial-counts")
+            pipe.hlen(f"{self._job(job_id)}:trial-status")
+
+    def _counts(self, job_id: str, stored: dict[str, str], trials: int) -> Counter[TrialStatus]:
+        counts = Counter({TrialStatus(s): int(n) for s, n in stored.items() if int(n) > 0})
+        if counts.total() == trials:
+            return counts
+        # A job whose trials were stored before the counts were kept: count them one by one.
         return Counter(TrialStatus(s) for s in self.redis.hvals(f"{self._job(job_id)}:trial-status"))
 
     # search state

@@ -139,8 +139,9 @@ def test_each_tenant_lists_and_counts_only_its_own_jobs(scratch_store: JobStore)
     mine, theirs = _job("acme"), _job("globex")
     for record in (mine, theirs):
         scratch_store.create_job(record, b"npz bytes")
-    assert [j.id for j in scratch_store.list_jobs("acme", None, 10, None)[0]] == [mine.id]
-    assert [j.id for j in scratch_store.list_jobs("globex", JobStatus.QUEUED, 10, None)[0]] == [theirs.id]
+    assert [j.record.id for j in scratch_store.list_jobs("acme", None, 10, None)[0]] == [mine.id]
+    queued = scratch_store.list_jobs("globex", JobStatus.QUEUED, 10, None)[0]
+    assert [j.record.id for j in queued] == [theirs.id]
     assert scratch_store.get_job(mine.id).tenant == "acme"  # type: ignore[union-attr]
     assert lifecycle.start(scratch_store, mine.id)
     assert scratch_store.list_jobs("acme", JobStatus.QUEUED, 10, None)[0] == []
@@ -223,3 +224,32 @@ def test_a_tenants_jobs_ahead_of_one_are_its_running_ones_and_those_queued_befor
     assert [scratch_store.jobs_ahead("acme", r.id) for r in (first, second, third)] == [0, 1, 2]
     assert lifecycle.start(scratch_store, third.id)  # a running job does not count itself
     assert [scratch_store.jobs_ahead("acme", r.id) for r in (first, second, third)] == [1, 2, 2]
+
+
+def test_trial_counts_follow_every_transition_and_are_read_with_the_job(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    trials = [_trial().model_copy(update={"id": f"{i:02d}"}) for i in range(4)]
+    for trial in trials:
+        assert lifecycle.queue_trial(scratch_store, scratch_job, trial)
+    for trial in trials[:3]:
+        assert lifecycle.start_trial(scratch_store, scratch_job, trial)
+    assert lifecycle.hand_back_trial(scratch_store, scratch_job, trials[2])  # running -> queued again
+    done = trials[0].model_copy(update={"status": TrialStatus.COMPLETED, "objective_value": 0.1})
+    assert scratch_store.transition_trial(scratch_job, done, [TrialStatus.RUNNING])
+    assert not scratch_store.transition_trial(scratch_job, done, [TrialStatus.RUNNING]), "counted once"
+
+    expected = {TrialStatus.COMPLETED: 1, TrialStatus.RUNNING: 1, TrialStatus.QUEUED: 2}
+    assert scratch_store.trial_status_counts(scratch_job) == expected
+    [view, missing] = scratch_store.job_views([scratch_job, str(uuid.uuid4())])
+    assert missing is None
+    assert view is not None and view.record.id == scratch_job and view.trial_counts == expected
+
+
+def test_a_job_stored_before_trial_counts_were_kept_is_counted_from_its_trials(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    for i in range(3):
+        assert lifecycle.queue_trial(scratch_store, scratch_job, _trial().model_copy(update={"id": f"{i}"}))
+    scratch_store.redis.delete(f"{scratch_store.prefix}:job:{scratch_job}:trial-counts")  # as an older store
+    assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 3}
