@@ -109,19 +109,23 @@ def test_late_writes_for_a_deleted_job_bring_nothing_back(scratch_store: JobStor
 def test_the_search_state_is_written_only_under_the_step_lock(
     scratch_store: JobStore, scratch_job: str
 ) -> None:
-    assert not scratch_store.save_oracle_state(scratch_job, {"n": 1}, "me"), "no lock held"
+    assert not scratch_store.append_search_log(scratch_job, {"n": 1}, "me", 0), "no lock held"
     assert scratch_store.acquire_step_lock(scratch_job, "me", seconds=10)
     assert not scratch_store.acquire_step_lock(scratch_job, "other", seconds=10)
-    assert scratch_store.save_oracle_state(scratch_job, {"n": 2}, "me")
-    assert not scratch_store.save_oracle_state(scratch_job, {"n": 3}, "other")
-    assert scratch_store.load_oracle_state(scratch_job) == {"n": 2}
+    assert scratch_store.append_search_log(scratch_job, {"n": 2}, "me", 0)
+    assert not scratch_store.append_search_log(scratch_job, {"n": 3}, "other", 1)
+    assert not scratch_store.append_search_log(scratch_job, {"n": 3}, "me", 0), "another step logged since"
+    assert scratch_store.append_search_log(scratch_job, None, "me", 1), "a step that changed nothing"
+    assert scratch_store.append_search_log(scratch_job, {"n": 4}, "me", 1)
+    assert scratch_store.search_log(scratch_job) == (2, [{"n": 2}, {"n": 4}])
+    assert scratch_store.search_log(scratch_job, 1) == (2, [{"n": 4}])
     record = scratch_store.get_job(scratch_job)
     assert record is not None and record.last_step_at is not None
     assert utcnow() - record.last_step_at < timedelta(seconds=5)
     scratch_store.release_step_lock(scratch_job, "other")  # not the owner: nothing happens
     assert scratch_store.renew_step_lock(scratch_job, "me", seconds=10)
     scratch_store.release_step_lock(scratch_job, "me")
-    assert not scratch_store.save_oracle_state(scratch_job, {"n": 4}, "me"), "released"
+    assert not scratch_store.append_search_log(scratch_job, {"n": 5}, "me", 2), "released"
     assert scratch_store.acquire_step_lock(scratch_job, "other", seconds=10)
 
 
