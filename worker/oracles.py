@@ -1,31 +1,94 @@
-"""keras-tuner's search algorithms with their state kept in the job store instead of files.
+"""keras-tuner's search algorithms with their state kept in the job store instead of files: the one module
+that touches keras-tuner's internals (its oracles' state, trials and the grid's walk).
 
-Any worker can take any step of a search: it loads the oracle from its stored state, asks it for a
-trial or tells it a result, and stores the state again, all under the job's lock.
+Any worker can take any step of a search. A job's stored search state is a log of entries: the first a
+whole state (`dump_oracle`), each later one the changes a step made (`Watch.changes`). A worker keeps the
+oracles it used in memory and brings one up to date by applying the entries logged since (`replay`), so a
+step costs the same at the 1,000th trial as at the 10th; a worker that has none replays the whole log.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
+import itertools
+import json
+from collections import OrderedDict
 from typing import Any
 
 import keras_tuner as kt
+import numpy as np
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.metrics_tracking import MetricsTracker
+from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from service.core.spec import JobSpec
 from worker.space import search_space
 
+__all__ = ["KtStatus"]  # keras-tuner's trial statuses, for the search steps
+
+
+class SharedSpace(kt.HyperParameters):  # type: ignore[misc]
+    """keras-tuner's search space whose copies (one per trial, made by `create_trial`) share its
+    hyperparameter definitions, which nothing changes once made, instead of rebuilding each one from its
+    config through Keras' deserialization (milliseconds a trial for the seed's space)."""
+
+    def copy(self) -> SharedSpace:
+        hps = SharedSpace()
+        hps._hps = collections.defaultdict(list, {name: list(same) for name, same in self._hps.items()})
+        hps._space = list(self._space)
+        hps.values = dict(self.values)
+        return hps
+
+
+_SPACES: OrderedDict[str, SharedSpace] = OrderedDict()
+
+
+def _space(config: dict[str, Any]) -> SharedSpace:
+    """The space of a `HyperParameters.get_config()`, built once per process for each distinct space."""
+    key = json.dumps(config["space"], sort_keys=True)
+    space = _SPACES.get(key)
+    if space is None:
+        # keras-tuner's from_config rewrites the config it reads: give it a copy.
+        space = _SPACES[key] = SharedSpace.from_config(
+            {"space": copy.deepcopy(config["space"]), "values": {}}
+        )
+        while len(_SPACES) > 16:
+            _SPACES.popitem(last=False)
+    _SPACES.move_to_end(key)
+    copied = space.copy()
+    copied.values = dict(config.get("values", {}))
+    return copied
+
 
 class _NoFiles:
-    """keras-tuner oracles write JSON files on every change; the job store keeps their state instead."""
+    """keras-tuner oracles write JSON files on every change; the job store keeps their state instead. Their
+    search space is a `SharedSpace`."""
 
     def save(self) -> None:
         pass
 
     def _save_trial(self, trial: Any) -> None:
         pass
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state({**state, "hyperparameters": {"space": [], "values": {}}})  # type: ignore[misc]
+        self.hyperparameters = _space(state["hyperparameters"])
+
+    def _check_consecutive_failures(self) -> None:
+        """keras-tuner's check, on the trials that ended last only (it walks every ended trial): it runs after
+        each trial ends, so an earlier run of failures long enough would have raised then."""
+        ended = reversed(self.end_order)  # type: ignore[attr-defined]
+        for failures, trial_id in enumerate(ended, start=1):
+            trial = self.trials[trial_id]  # type: ignore[attr-defined]
+            if trial.status != KtStatus.FAILED:
+                return
+            if failures == self.max_consecutive_failed_trials:  # type: ignore[attr-defined]
+                raise RuntimeError(
+                    f"Number of consecutive failures exceeded the limit of {failures}.\n"
+                    + (trial.message or "")
+                )
 
 
 class RandomOracle(_NoFiles, kt.oracles.RandomSearchOracle):  # type: ignore[misc]
@@ -70,6 +133,7 @@ def new_oracle(spec: JobSpec) -> Any:
         oracle = GridOracle(max_trials=spec.tuner.max_trials, **common)
     else:
         oracle = RandomOracle(max_trials=spec.tuner.max_trials, **common)
+    oracle.hyperparameters = _space(oracle.hyperparameters.get_config())
     oracle.verbose = 0
     return oracle
 
@@ -133,8 +197,7 @@ def load_oracle(spec: JobSpec, state: dict[str, Any] | None) -> Any:
     if any("values" not in trial for trial in state["trials"].values()):
         raise ValueError("the job's search state was stored by an older ktune version and cannot be read")
     # The trials first: the oracle's own state refers to them (ongoing trials) by id.
-    # (keras-tuner's from_config rewrites the config it reads: set_state must get an untouched one.)
-    space = kt.HyperParameters.from_config(copy.deepcopy(state["oracle"]["hyperparameters"]))
+    space = _space(state["oracle"]["hyperparameters"])
     oracle.trials = {tid: _trial_from_state(tid, s, space) for tid, s in state["trials"].items()}
     oracle.set_state(state["oracle"])
     if isinstance(oracle, GridOracle):
@@ -144,3 +207,170 @@ def load_oracle(spec: JobSpec, state: dict[str, Any] | None) -> Any:
         oracle._populate_next = list(state["grid"]["populate_next"])
     oracle.verbose = 0
     return oracle
+
+
+# --- the changes of one step ------------------------------------------------------------------------------
+
+# Keys of the oracle's state that grow with the trials, flat (lists of ids and hashes, dicts of id -> id,
+# hash or count): copied shallowly before a step and logged by what was added or changed. Any other key is
+# copied deeply and logged whole when it changes (they are small: a bracket, the space, a seed).
+_FLAT_KEYS = frozenset(
+    {"ongoing_trials", "start_order", "end_order", "run_times", "retry_queue", "tried_so_far", "id_to_hash"}
+)
+_SET_KEYS = frozenset({"tried_so_far"})  # a set that get_state lists in no fixed order
+
+
+def _oracle_state(oracle: Any) -> dict[str, Any]:
+    """`oracle.get_state()`, with where a grid walk stands (which GridSearchOracle leaves out)."""
+    state: dict[str, Any] = oracle.get_state()
+    if isinstance(oracle, GridOracle):
+        state["grid"] = {
+            "ordered_ids": _linked_items(oracle._ordered_ids),
+            "populate_next": list(oracle._populate_next),
+        }
+    return state
+
+
+def _set_oracle_state(oracle: Any, state: dict[str, Any]) -> None:
+    oracle.set_state({key: value for key, value in state.items() if key != "grid"})
+    if isinstance(oracle, GridOracle):
+        oracle._ordered_ids = LinkedList()
+        for trial_id in state["grid"]["ordered_ids"]:
+            oracle._ordered_ids.insert(trial_id)
+        oracle._populate_next = list(state["grid"]["populate_next"])
+
+
+def _copied(state: dict[str, Any]) -> dict[str, Any]:
+    # get_state makes the space's config anew each time: nothing of the oracle's is in it.
+    return {
+        key: value
+        if key == "hyperparameters"
+        else copy.copy(value)
+        if key in _FLAT_KEYS
+        else copy.deepcopy(value)
+        for key, value in state.items()
+    }
+
+
+def _trial_mark(trial: Any) -> tuple[Any, ...]:
+    return (trial.status, trial.score, trial.best_step, trial.message)
+
+
+class Watch:
+    """What one step changes in an oracle: made before the step, asked after it (`changes`)."""
+
+    def __init__(self, oracle: Any) -> None:
+        self.oracle = oracle
+        self.before = _copied(_oracle_state(oracle))
+        self.known = len(oracle.trials)
+        # A step changes only trials it creates, ongoing ones (it ends them) and ones it retries; the rest
+        # are not looked at, so that a step costs the same however many trials have ended.
+        changeable = [trial.trial_id for trial in oracle.ongoing_trials.values()]
+        changeable += [trial_id for trial_id in oracle._retry_queue if trial_id in oracle.trials]
+        self.marks = {trial_id: _trial_mark(oracle.trials[trial_id]) for trial_id in changeable}
+
+    def changes(self, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The step's changes as JSON-ready data (None: it changed nothing). `touched`: trials whose metrics
+        the step reported (a status, score or new trial is found without being named)."""
+        oracle, marks = self.oracle, self.marks
+        created = list(itertools.islice(oracle.trials, self.known, None))  # dicts keep insertion order
+        trials = {
+            trial_id: _trial_state(oracle.trials[trial_id])
+            for trial_id in dict.fromkeys([*created, *touched, *marks])
+            if trial_id in oracle.trials
+            and (
+                trial_id not in marks
+                or trial_id in touched
+                or marks[trial_id] != _trial_mark(oracle.trials[trial_id])
+            )
+        }
+        state = _state_changes(self.before, _oracle_state(oracle))
+        if not trials and not state:
+            return None
+        return {"trials": trials, "state": state}
+
+
+def _state_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for key, new in after.items():
+        old = before.get(key)
+        if key in _SET_KEYS:
+            added, removed = set(new) - set(old or ()), set(old or ()) - set(new)
+            if added or removed:
+                changes[key] = {"add": sorted(added), "remove": sorted(removed)}
+        elif old == new:
+            continue
+        elif key in _FLAT_KEYS and isinstance(old, list) and new[: len(old)] == old:
+            changes[key] = {"extend": new[len(old) :]}
+        elif key in _FLAT_KEYS and isinstance(old, dict):
+            changes[key] = {
+                "update": {k: v for k, v in new.items() if k not in old or old[k] != v},
+                "remove": [k for k in old if k not in new],
+            }
+        else:
+            changes[key] = {"set": new}
+    return changes
+
+
+def _apply_state_changes(state: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, change in changes.items():
+        if "set" in change:
+            state[key] = change["set"]
+        elif "extend" in change:
+            state[key] = [*state[key], *change["extend"]]
+        elif key in _SET_KEYS:
+            state[key] = list((set(state[key]) | set(change["add"])) - set(change["remove"]))
+        else:
+            merged = dict(state[key])
+            merged.update(change["update"])
+            for name in change["remove"]:
+                merged.pop(name, None)
+            state[key] = merged
+
+
+def replay(spec: JobSpec, entries: list[dict[str, Any]], oracle: Any | None = None) -> Any:
+    """`oracle` (None: a fresh one) brought up to date by log entries: whole states (`{"state": ...}`, as
+    `dump_oracle` makes) and one step's changes each (`{"changes": ...}`, as `Watch.changes` makes)."""
+    pending: list[dict[str, Any]] = []
+    for entry in entries:
+        if "state" in entry:
+            oracle, pending = load_oracle(spec, entry["state"]), []
+        else:
+            pending.append(entry["changes"])
+    if oracle is None:
+        oracle = new_oracle(spec)
+    if pending:
+        _apply_changes(oracle, pending)
+    return as_reloaded(oracle)
+
+
+def _apply_changes(oracle: Any, changes: list[dict[str, Any]]) -> None:
+    state = _oracle_state(oracle)
+    trials: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        _apply_state_changes(state, change["state"])
+        trials.update(change["trials"])
+    space = _space(state["hyperparameters"])
+    for trial_id, trial_state in trials.items():
+        oracle.trials[trial_id] = _trial_from_state(trial_id, trial_state, space)
+    _set_oracle_state(oracle, state)
+
+
+def as_reloaded(oracle: Any) -> Any:
+    """The oracle as `load_oracle` would make it from its state: what keras-tuner keeps outside its state
+    (Bayesian's random generator and its last Gaussian-process fit) is reset, so a step hands out the same
+    trials on a worker that kept the oracle as on one that loads it."""
+    if isinstance(oracle, BayesianOracle):
+        oracle._random_state = np.random.RandomState(oracle.seed)
+        oracle.gpr = oracle._make_gpr()
+    oracle.verbose = 0
+    return oracle
+
+
+def log_entry(watch: Watch, logged: int, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The entry a step adds to a log of `logged` entries: the whole state when it is the first (so the
+    seed and space are logged once), else the step's changes; None when the step changed nothing."""
+    if logged == 0:
+        return {"state": dump_oracle(watch.oracle)}
+    changes = watch.changes(touched)
+    return None if changes is None else {"changes": changes}

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keras_tuner.src.engine.trial import TrialStatus as KtStatus
-
 from service.core import fair_share, lifecycle
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from service.core.store import JobStore
+from worker import search_state
 from worker.context import WorkerContext, load_spec
 from worker.lease import Keeper, step_lock
-from worker.oracles import dump_oracle, load_oracle
+from worker.oracles import KtStatus
+from worker.search_state import SearchState
 from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,24 @@ def search_step(ctx: WorkerContext, job_id: str) -> Iterator[Keeper]:
     store, settings = ctx.store, ctx.settings
     owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + settings.step_wait_seconds
-    pause = 0.01
+    pause = 0.001
     while not store.acquire_step_lock(job_id, owner, settings.step_lock_seconds):
         if time.monotonic() > deadline:
             raise SearchBusy(f"the search of job {job_id} stayed busy for {settings.step_wait_seconds} s")
         time.sleep(pause)
-        pause = min(pause * 2, 0.25)
+        pause = min(pause * 2, 0.02)
     with step_lock(store, job_id, owner, settings.step_lock_seconds) as lock:
         yield lock
 
 
-def _save_oracle(store: JobStore, job_id: str, oracle: Any, lock: Keeper) -> None:
-    """Store the oracle's state, only while this step still holds the lock. Raises StepLockLost."""
-    if lock.lost or not store.save_oracle_state(job_id, dump_oracle(oracle), lock.owner):
+def _save(
+    store: JobStore, job_id: str, state: SearchState, lock: Keeper, touched: tuple[str, ...] = ()
+) -> None:
+    """Log what the step changed in the oracle, only while this step still holds the lock. Raises
+    StepLockLost."""
+    if lock.lost:
         raise StepLockLost(f"the search step of job {job_id} lost its lock before storing its result")
+    search_state.commit(store, job_id, state, lock.owner, touched)
 
 
 def fail_search(ctx: WorkerContext, job_id: str, exc: BaseException) -> None:
@@ -87,9 +91,11 @@ def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
         if status is None or status.is_final():
             return [], ""
         spec = load_spec(store, job_id)
-        oracle = load_oracle(spec, store.load_oracle_state(job_id))
+        state = search_state.checkout(store, spec, job_id)
+        oracle = state.oracle
         if runtime_left(ctx, job_id, spec) <= 0:
             # SageMaker's MaxRuntimeInSeconds: no new trial; the job ends with what it found.
+            _save(store, job_id, state, lock)
             if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
                 _end_search(ctx, job_id, oracle)
             return [], spec.queue
@@ -99,11 +105,14 @@ def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
             if trial.status != KtStatus.RUNNING:
                 stopped = trial.status == KtStatus.STOPPED
                 break
-        _save_oracle(store, job_id, oracle, lock)
+        _save(store, job_id, state, lock)
+        ongoing = list(oracle.ongoing_trials.values())
+        recorded = store.trials_recorded(job_id, [trial.trial_id for trial in ongoing])
         created = [
             trial.trial_id
-            for trial in oracle.ongoing_trials.values()
-            if lifecycle.queue_trial(
+            for trial in ongoing
+            if not recorded[trial.trial_id]
+            and lifecycle.queue_trial(
                 store,
                 job_id,
                 TrialRecord(
@@ -195,7 +204,8 @@ def _finish(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: Trial
         status = store.get_status(job_id)
         if status is None:
             return  # the job was deleted
-        oracle = load_oracle(spec, store.load_oracle_state(job_id))
+        state = search_state.checkout(store, spec, job_id)
+        oracle = state.oracle
         kt_trial = oracle.trials[record.id]
         # A retried step may find the oracle already told: it must not count the trial twice.
         told = kt_trial.status in (KtStatus.COMPLETED, KtStatus.FAILED)
@@ -204,7 +214,7 @@ def _finish(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: Trial
         outcome = _as_told(spec, kt_trial, outcome)
         if not told:
             _check_failed_trials(store, job_id, spec, oracle, outcome)
-            _save_oracle(store, job_id, oracle, lock)
+        _save(store, job_id, state, lock, (record.id,))
         _keep_if_best(ctx, job_id, oracle, record, outcome, running=not status.is_final())
         lifecycle.end_trial(store, job_id, _finished(record, outcome))
 
@@ -256,13 +266,15 @@ def _check_failed_trials(
 def _keep_if_best(
     ctx: WorkerContext, job_id: str, oracle: Any, record: TrialRecord, outcome: TrialOutcome, running: bool
 ) -> None:
-    best = oracle.get_best_trials(1)
+    # The best so far is the job's: a trial that beats it (a tie does not) is the oracle's new best, found
+    # without sorting every ended trial.
+    kt_trial = oracle.trials[record.id]
     is_best = (
         running
         and outcome.status is TrialStatus.COMPLETED
-        and bool(best)
-        and best[0].trial_id == record.id
-        and best[0].status == KtStatus.COMPLETED
+        and kt_trial.status == KtStatus.COMPLETED
+        and kt_trial.score is not None
+        and could_be_best(load_spec(ctx.store, job_id), float(kt_trial.score), current_best(ctx, job_id))
     )
     if is_best and outcome.candidate is not None and outcome.candidate.exists():
         ctx.artifacts.promote(job_id, outcome.candidate)
@@ -271,7 +283,7 @@ def _keep_if_best(
             best=BestTrial(
                 trial_id=record.id,
                 hyperparameters=public_values(record.hyperparameters),
-                objective_value=float(best[0].score),
+                objective_value=float(kt_trial.score),
                 metrics=outcome.metrics,
             ),
         )

@@ -25,7 +25,7 @@ from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
 from service.core.spec import SpecError
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import JobDeletion, JobStore, OverQuota
+from service.core.store import JobDeletion, JobStore, JobView, OverQuota
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,20 @@ def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
     """The tenant's job; raises NotFound, for another tenant's job too (its existence is not told)."""
     record = store.get_job(job_id)
     if record is None or record.tenant != tenant:
-        raise NotFound(f"no job with id '{job_id}'", "job_not_found")
+        raise _not_found(job_id)
     return record
+
+
+def get_public(store: JobStore, job_id: str, tenant: str) -> JobPublic:
+    """The tenant's job as clients see it, read in one round trip; NotFound as `get`."""
+    [view] = store.job_views([job_id])
+    if view is None or view.record.tenant != tenant:
+        raise _not_found(job_id)
+    return view_to_public(view)
+
+
+def _not_found(job_id: str) -> NotFound:
+    return NotFound(f"no job with id '{job_id}'", "job_not_found")
 
 
 def cancel(store: JobStore, job_id: str, tenant: str) -> JobRecord:
@@ -162,7 +174,11 @@ def delete(store: JobStore, artifacts: ArtifactStore, job_id: str, tenant: str) 
 
 
 def to_public(store: JobStore, record: JobRecord) -> JobPublic:
-    counts = store.trial_status_counts(record.id)
+    return view_to_public(JobView(record, store.trial_status_counts(record.id)))
+
+
+def view_to_public(view: JobView) -> JobPublic:
+    record, counts = view.record, view.trial_counts
     spec = record.spec
     return JobPublic(
         id=record.id,

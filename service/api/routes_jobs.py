@@ -175,16 +175,16 @@ def list_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobList:
     """List jobs, newest first, a page at a time, optionally only those with one status."""
-    records, next_cursor = store.list_jobs(
+    views, next_cursor = store.list_jobs(
         caller.tenant, status_filter, limit, cursor
     )  # a bad cursor: errors' 422
-    return JobList(items=[job_service.to_public(store, r) for r in records], next_cursor=next_cursor)
+    return JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
 def get_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Status, progress, best trial so far, timestamps and error of one job."""
-    return job_service.to_public(store, job_service.get(store, job_id, caller.tenant))
+    return job_service.get_public(store, job_id, caller.tenant)
 
 
 @router.get("/{job_id}/trials", response_model=TrialList, responses=_NOT_FOUND)

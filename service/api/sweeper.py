@@ -45,7 +45,8 @@ def jobs_in(store: JobStore, status: JobStatus) -> Iterator[JobRecord]:
 def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
     """Send the start again for queued jobs whose last send is older than their `resend_wait`.
 
-    Starting a job is idempotent in the worker, so a duplicate start does nothing.
+    Starting a job is idempotent in the worker, so a duplicate start does nothing; still, each re-send is
+    claimed first, so of several API replicas that see the same stale job one sends it.
     """
     now = utcnow()
     resent: list[str] = []
@@ -54,8 +55,9 @@ def requeue_stale_jobs(store: JobStore, settings: Settings) -> list[str]:
         last_send = record.enqueued_at or record.created_at
         if now - last_send < resend_wait(settings.stale_queued_seconds, record.start_sends):
             continue
+        if not store.claim_resend(job_id, record.start_sends):
+            continue
         fair_share.send_start(store, job_id, record.tenant, _queue_of(record.spec))
-        store.set_job_fields(job_id, enqueued_at=utcnow(), start_sends=record.start_sends + 1)
         resent.append(job_id)
     return resent
 

@@ -5,9 +5,13 @@ Layout (prefix `ktune` by default):
   finished_at, error (JSON), best (JSON)
 - `{p}:job:{id}:data` the data as compact arrays (`.npz` bytes, `service.core.data_codec`), read by workers
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
-  `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:history:{trial}` list of the trial's epochs
-  (JSON `[execution, {metric: value}]`), appended as the trial trains
-- `{p}:job:{id}:oracle` the search algorithm's state (JSON)
+  `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:trial-counts` status -> how many trials have it
+  (kept with trial-status, so a job's progress is one small read however many trials it has);
+  `{p}:job:{id}:history:{trial}` list of the trial's epochs (JSON `[execution, {metric: value}]`), appended
+  as the trial trains
+- `{p}:job:{id}:search-log` list of the search algorithm's state: a whole state (JSON), then each step's
+  changes (`worker.oracles`); `{p}:job:{id}:oracle` the whole state as a single value, as ktune stored it
+  before the log (read once, for a job that was running then)
 - `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs);
   `{p}:job:{id}:lease:{trial}` a trial's owner;
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
@@ -141,6 +145,10 @@ local current = redis.call('HGET', KEYS[2], ARGV[1]) or 'new'
 if not string.find(',' .. ARGV[2] .. ',', ',' .. current .. ',', 1, true) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if current ~= ARGV[3] then
+  redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+  if current ~= 'new' then redis.call('HINCRBY', KEYS[5], current, -1) end
+end
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[3])
   for i = 6, #ARGV, 1000 do redis.call('RPUSH', KEYS[3], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
@@ -155,12 +163,14 @@ for i = 2, #ARGV, 1000 do redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(
 return 1
 """
 
-# Writes the search state only for the holder of the job's step lock, so a step whose lock lapsed cannot
-# overwrite the state a later step wrote; notes the time of the step on the job.
-_SAVE_ORACLE = """
+# Appends a step's entry to the search log only for the holder of the job's step lock, and only onto the
+# entries the step started from: a step whose lock lapsed cannot add to a log a later step wrote. Notes
+# the time of the step on the job.
+_APPEND_SEARCH_LOG = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
+if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
 redis.call('HSET', KEYS[3], 'last_step_at', ARGV[3])
 return 1
 """
@@ -169,6 +179,15 @@ return 1
 _SET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# Counts one more send of a queued job's start, only if no one else has since the count the caller read:
+# of several API replicas' sweeps that saw the same stale job, one re-sends it.
+_CLAIM_RESEND = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if (redis.call('HGET', KEYS[1], 'start_sends') or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'start_sends', ARGV[2], 'enqueued_at', ARGV[3])
 return 1
 """
 
@@ -186,7 +205,7 @@ return 0
 # Every key of a job besides its hash: `{job}:{suffix}`, and `{job}:{family}:{trial}` for each trial. A new
 # key of a job belongs here (tests/integration/test_retention.py scans the whole keyspace after a delete);
 # one that is missing is still removed later by `delete_leftover_keys`, the cleanup's slow net.
-_JOB_SUFFIXES = ("data", "trials", "trial-status", "oracle", "lock", "nudged")
+_JOB_SUFFIXES = ("data", "trials", "trial-status", "trial-counts", "search-log", "oracle", "lock", "nudged")
 _TRIAL_FAMILIES = ("lease", "requeued", "losses", "history")
 
 # Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
@@ -243,6 +262,14 @@ class InvalidCursor(ValueError):
 
 
 @dataclass(frozen=True)
+class JobView:
+    """A job as clients read it: its record and how many of its trials have each status."""
+
+    record: JobRecord
+    trial_counts: Counter[TrialStatus]
+
+
+@dataclass(frozen=True)
 class Admission:
     """The quotas a new job must fit: its tenant's queued jobs (`max_queued`), and its trials reserved from
     the UTC day's `max_trials_per_day` (None: no limit). Trials are reserved (counted) either way."""
@@ -279,8 +306,9 @@ class JobStore:
         self._set_job_usage = client.register_script(_SET_JOB_USAGE)
         self._trial_transition = client.register_script(_TRIAL_TRANSITION)
         self._append_history = client.register_script(_APPEND_HISTORY)
-        self._save_oracle = client.register_script(_SAVE_ORACLE)
+        self._append_search_log = client.register_script(_APPEND_SEARCH_LOG)
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
+        self._claim_resend = client.register_script(_CLAIM_RESEND)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._delete = client.register_script(_DELETE)
@@ -416,7 +444,25 @@ class JobStore:
         return sum(int(v) for v in self.redis.hvals(f"{self._tenant(tenant)}:usage"))
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        fields = self.redis.hgetall(self._job(job_id))
+        return self._record(job_id, self.redis.hgetall(self._job(job_id)))
+
+    def job_views(self, job_ids: list[str]) -> list[JobView | None]:
+        """Each job with its trial counts (None for a job that does not exist), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._job(job_id))
+        self._queue_counts(pipe, job_ids)
+        replies = pipe.execute()
+        views: list[JobView | None] = []
+        for i, job_id in enumerate(job_ids):
+            record = self._record(job_id, replies[i])
+            at = len(job_ids) + 2 * i
+            counts = self._counts(job_id, *replies[at : at + 2])
+            views.append(None if record is None else JobView(record, counts))
+        return views
+
+    @staticmethod
+    def _record(job_id: str, fields: dict[str, str]) -> JobRecord | None:
         if "status" not in fields:
             return None
         return JobRecord(
@@ -506,22 +552,29 @@ class JobStore:
         else:
             self.set_job_fields(job_id, waiting=waiting)
 
+    def claim_resend(self, job_id: str, sends: int) -> bool:
+        """Note the job's start as sent once more, now, if it is still queued and sent `sends` times (the
+        count the caller read): True for exactly one of several callers that read the same count."""
+        args = [str(sends), str(sends + 1), utcnow().isoformat()]
+        return int(self._claim_resend(keys=[self._job(job_id)], args=args)) == 1
+
     def claim_nudge(self, job_id: str, seconds: float) -> bool:
         """True at most once per `seconds` for a job, across API replicas: the right to nudge its search."""
         return bool(self.redis.set(f"{self._job(job_id)}:nudged", "1", nx=True, px=int(seconds * 1000)))
 
     def list_jobs(
         self, tenant: str, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> tuple[list[JobRecord], str | None]:
-        """The tenant's jobs newest first; the cursor is the last member of the previous page."""
+    ) -> tuple[list[JobView], str | None]:
+        """The tenant's jobs newest first, with their trial counts, in two round trips; the cursor is the last
+        member of the previous page."""
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
         index = self._tenant_index(tenant, status)
         members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
         page = members[:limit]
-        jobs = [job for job in (self.get_job(m.split(":", 1)[1]) for m in page) if job is not None]
-        return jobs, (page[-1] if len(members) > limit else None)
+        views = self.job_views([member.split(":", 1)[1] for member in page])
+        return [view for view in views if view is not None], (page[-1] if len(members) > limit else None)
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
@@ -649,6 +702,7 @@ class JobStore:
             f"{self._job(job_id)}:trial-status",
             self._history(job_id, trial.id),
             self._job(job_id),
+            f"{self._job(job_id)}:trial-counts",
         ]
         return int(self._trial_transition(keys=keys, args=args)) == 1
 
@@ -679,19 +733,57 @@ class JobStore:
                 _fill_history(trial, entries)
         return trials
 
+    def trials_recorded(self, job_id: str, trial_ids: list[str]) -> dict[str, bool]:
+        """Whether each trial has a record, in one round trip."""
+        if not trial_ids:
+            return {}
+        statuses = self.redis.hmget(f"{self._job(job_id)}:trial-status", trial_ids)
+        return {trial_id: status is not None for trial_id, status in zip(trial_ids, statuses, strict=True)}
+
     def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
+        """How many of the job's trials have each status (statuses none has are left out)."""
+        return self.trial_status_counts_of([job_id])[0]
+
+    def trial_status_counts_of(self, job_ids: list[str]) -> list[Counter[TrialStatus]]:
+        """`trial_status_counts` of each job, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_counts(pipe, job_ids)
+        replies = pipe.execute()
+        return [self._counts(job_id, *replies[2 * i : 2 * i + 2]) for i, job_id in enumerate(job_ids)]
+
+    def _queue_counts(self, pipe: Any, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            pipe.hgetall(f"{self._job(job_id)}:trial-counts")
+            pipe.hlen(f"{self._job(job_id)}:trial-status")
+
+    def _counts(self, job_id: str, stored: dict[str, str], trials: int) -> Counter[TrialStatus]:
+        counts = Counter({TrialStatus(s): int(n) for s, n in stored.items() if int(n) > 0})
+        if counts.total() == trials:
+            return counts
+        # A job whose trials were stored before the counts were kept: count them one by one.
         return Counter(TrialStatus(s) for s in self.redis.hvals(f"{self._job(job_id)}:trial-status"))
 
     # search state
-    def load_oracle_state(self, job_id: str) -> dict[str, Any] | None:
+    def search_log(self, job_id: str, start: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """How many entries the job's search log holds, and those from position `start` on."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(f"{self._job(job_id)}:search-log")
+        pipe.lrange(f"{self._job(job_id)}:search-log", start, -1)
+        length, entries = pipe.execute()
+        return int(length), [json.loads(entry) for entry in entries]
+
+    def append_search_log(self, job_id: str, entry: dict[str, Any] | None, owner: str, logged: int) -> bool:
+        """Append `entry` (None: nothing, the step changed nothing) to the job's search log and note the time
+        of the step, if `owner` still holds the job's step lock and the log holds `logged` entries (the step
+        started from all of them); False, writing nothing, otherwise."""
+        keys = [f"{self._job(job_id)}:lock", f"{self._job(job_id)}:search-log", self._job(job_id)]
+        args = [owner, str(logged), utcnow().isoformat(), json.dumps(entry) if entry is not None else ""]
+        return int(self._append_search_log(keys=keys, args=args)) == 1
+
+    def legacy_oracle_state(self, job_id: str) -> dict[str, Any] | None:
+        """The whole search state of a job whose search began before the log was kept, if any."""
         raw = self.redis.get(f"{self._job(job_id)}:oracle")
         return json.loads(raw) if raw else None
-
-    def save_oracle_state(self, job_id: str, state: dict[str, Any], owner: str) -> bool:
-        """Store the search state if `owner` still holds the job's step lock; False when it does not."""
-        keys = [f"{self._job(job_id)}:lock", f"{self._job(job_id)}:oracle", self._job(job_id)]
-        args = [owner, json.dumps(state), utcnow().isoformat()]
-        return int(self._save_oracle(keys=keys, args=args)) == 1
 
     def acquire_step_lock(self, job_id: str, owner: str, seconds: float) -> bool:
         """Take the job's search-step lock for `seconds` unless another owner holds it."""

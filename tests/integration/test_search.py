@@ -5,6 +5,7 @@ Only the sending of trial messages is replaced (recorded instead of queued), so 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -18,8 +19,9 @@ from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobStore
 from tests.integration.conftest import IN_PROCESS_LOCK_SECONDS as LOCK_SECONDS
 from tests.integration.conftest import running_job
-from worker import search
-from worker.context import WorkerContext
+from worker import search, search_state
+from worker.context import WorkerContext, load_spec
+from worker.oracles import dump_oracle, replay
 from worker.transient import StepLockLost
 
 pytestmark = pytest.mark.integration
@@ -34,21 +36,21 @@ def test_a_step_outliving_its_lock_length_keeps_the_lock_and_writes_once(
     worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = running_job(worker_ctx)
-    real_dump = search.dump_oracle
+    real_entry = search_state.log_entry
 
-    def slow_dump(oracle: Any) -> dict[str, Any]:
+    def slow_entry(*args: Any) -> dict[str, Any] | None:
         time.sleep(4 * LOCK_SECONDS)  # a long Gaussian-process fit, say
-        return real_dump(oracle)
+        return real_entry(*args)
 
     writes: list[bool] = []
-    real_save = worker_ctx.store.save_oracle_state
+    real_append = worker_ctx.store.append_search_log
 
-    def counted_save(*args: Any) -> bool:
-        writes.append(real_save(*args))
+    def counted_append(*args: Any) -> bool:
+        writes.append(real_append(*args))
         return writes[-1]
 
-    monkeypatch.setattr(search, "dump_oracle", slow_dump)
-    monkeypatch.setattr(worker_ctx.store, "save_oracle_state", counted_save)
+    monkeypatch.setattr(search_state, "log_entry", slow_entry)
+    monkeypatch.setattr(worker_ctx.store, "append_search_log", counted_append)
     taken: list[bool] = []
     done = threading.Event()
 
@@ -80,19 +82,19 @@ def test_a_step_whose_lock_lapsed_writes_nothing_and_its_retry_hands_out_trials_
     worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = running_job(worker_ctx)
-    real_dump = search.dump_oracle
+    real_entry = search_state.log_entry
     stolen: list[str] = []
 
-    def dump_after_a_takeover(oracle: Any) -> dict[str, Any]:
+    def entry_after_a_takeover(*args: Any) -> dict[str, Any] | None:
         if not stolen:  # the process froze past its lock, and another step took the lock
             stolen.append(_lock_key(worker_ctx.store))
             worker_ctx.store.redis.set(stolen[0], "another worker")
-        return real_dump(oracle)
+        return real_entry(*args)
 
-    monkeypatch.setattr(search, "dump_oracle", dump_after_a_takeover)
+    monkeypatch.setattr(search_state, "log_entry", entry_after_a_takeover)
     with pytest.raises(StepLockLost):
         search.advance(worker_ctx, job_id)
-    assert worker_ctx.store.load_oracle_state(job_id) is None
+    assert worker_ctx.store.search_log(job_id) == (0, [])
     assert worker_ctx.store.get_trials(job_id) == [] and sent_trials == []
     worker_ctx.store.redis.delete(stolen[0])  # the other step ended
     search.advance(worker_ctx, job_id)  # the task's retry
@@ -119,7 +121,7 @@ def test_trials_stored_in_the_search_state_but_not_recorded_are_recorded_by_the_
     monkeypatch.undo()
     monkeypatch.setattr(queue, "send_run_trial", lambda job_id, trial_id, *_: sent_trials.append(trial_id))
     store = worker_ctx.store
-    assert store.load_oracle_state(job_id) is not None and store.get_trials(job_id) == []
+    assert store.search_log(job_id)[0] == 1 and store.get_trials(job_id) == []
     search.advance(worker_ctx, job_id)  # the sweeper's nudge, or any later step
     trials = store.get_trials(job_id)
     assert [t.id for t in trials] == sorted(sent_trials) and len(trials) == 2, "the same two, not two more"
@@ -135,7 +137,8 @@ def test_a_step_that_raises_fails_the_job_with_search_error(
     def broken(*args: Any) -> Any:
         raise ImportError("Please install scipy before using the BayesianOptimization")
 
-    monkeypatch.setattr(search, "load_oracle", broken)
+    monkeypatch.setattr(search_state, "load_oracle", broken)
+    monkeypatch.setattr(search_state, "replay", broken)
     search.advance(worker_ctx, job_id)
     record = worker_ctx.store.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED
@@ -195,10 +198,34 @@ def test_a_finish_step_retried_after_a_redis_error_counts_the_trial_once_and_adv
     assert len(sent_trials) == 2, "the search did not advance yet"
     monkeypatch.setattr(lifecycle, "end_trial", real_end)
     search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))  # the retry
-    state = worker_ctx.store.load_oracle_state(job_id)
-    assert state is not None
-    told = [t for t in state["trials"].values() if t["status"] == "COMPLETED"]
+    oracle = replay(load_spec(worker_ctx.store, job_id), worker_ctx.store.search_log(job_id)[1])
+    told = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
     assert len(told) == 1, "the oracle counted the trial once"
     assert len(sent_trials) == 3, "the retry advanced the search: a third trial was handed out"
     stored = worker_ctx.store.get_trial(job_id, trial.id)
     assert stored is not None and stored.status is TrialStatus.COMPLETED
+
+
+def test_a_search_begun_before_the_log_goes_on_from_its_stored_state(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx)
+    search.advance(worker_ctx, job_id)
+    spec = load_spec(store, job_id)
+    # As an older ktune left it: the whole state as one value, no log, no worker that kept the oracle.
+    state = dump_oracle(replay(spec, store.search_log(job_id)[1]))
+    store.redis.set(f"{store.prefix}:job:{job_id}:oracle", json.dumps(state))
+    store.redis.delete(f"{store.prefix}:job:{job_id}:search-log")
+    search_state.forget(store, job_id)
+
+    trial = store.get_trial(job_id, sent_trials[0])
+    assert trial is not None
+    assert lifecycle.start_trial(store, job_id, trial.model_copy(update={"status": TrialStatus.RUNNING}))
+    search.finish_trial(worker_ctx, job_id, trial, _completed(0.5))
+
+    length, entries = store.search_log(job_id)
+    assert length == 2 and "state" in entries[0] and "changes" in entries[1]
+    oracle = replay(spec, entries)
+    assert set(oracle.trials) == set(state["trials"]) | {sent_trials[2]}, "the two trials, and one more"
+    assert oracle.trials[trial.id].status == "COMPLETED"

@@ -109,19 +109,23 @@ def test_late_writes_for_a_deleted_job_bring_nothing_back(scratch_store: JobStor
 def test_the_search_state_is_written_only_under_the_step_lock(
     scratch_store: JobStore, scratch_job: str
 ) -> None:
-    assert not scratch_store.save_oracle_state(scratch_job, {"n": 1}, "me"), "no lock held"
+    assert not scratch_store.append_search_log(scratch_job, {"n": 1}, "me", 0), "no lock held"
     assert scratch_store.acquire_step_lock(scratch_job, "me", seconds=10)
     assert not scratch_store.acquire_step_lock(scratch_job, "other", seconds=10)
-    assert scratch_store.save_oracle_state(scratch_job, {"n": 2}, "me")
-    assert not scratch_store.save_oracle_state(scratch_job, {"n": 3}, "other")
-    assert scratch_store.load_oracle_state(scratch_job) == {"n": 2}
+    assert scratch_store.append_search_log(scratch_job, {"n": 2}, "me", 0)
+    assert not scratch_store.append_search_log(scratch_job, {"n": 3}, "other", 1)
+    assert not scratch_store.append_search_log(scratch_job, {"n": 3}, "me", 0), "another step logged since"
+    assert scratch_store.append_search_log(scratch_job, None, "me", 1), "a step that changed nothing"
+    assert scratch_store.append_search_log(scratch_job, {"n": 4}, "me", 1)
+    assert scratch_store.search_log(scratch_job) == (2, [{"n": 2}, {"n": 4}])
+    assert scratch_store.search_log(scratch_job, 1) == (2, [{"n": 4}])
     record = scratch_store.get_job(scratch_job)
     assert record is not None and record.last_step_at is not None
     assert utcnow() - record.last_step_at < timedelta(seconds=5)
     scratch_store.release_step_lock(scratch_job, "other")  # not the owner: nothing happens
     assert scratch_store.renew_step_lock(scratch_job, "me", seconds=10)
     scratch_store.release_step_lock(scratch_job, "me")
-    assert not scratch_store.save_oracle_state(scratch_job, {"n": 4}, "me"), "released"
+    assert not scratch_store.append_search_log(scratch_job, {"n": 5}, "me", 2), "released"
     assert scratch_store.acquire_step_lock(scratch_job, "other", seconds=10)
 
 
@@ -139,8 +143,9 @@ def test_each_tenant_lists_and_counts_only_its_own_jobs(scratch_store: JobStore)
     mine, theirs = _job("acme"), _job("globex")
     for record in (mine, theirs):
         scratch_store.create_job(record, b"npz bytes")
-    assert [j.id for j in scratch_store.list_jobs("acme", None, 10, None)[0]] == [mine.id]
-    assert [j.id for j in scratch_store.list_jobs("globex", JobStatus.QUEUED, 10, None)[0]] == [theirs.id]
+    assert [j.record.id for j in scratch_store.list_jobs("acme", None, 10, None)[0]] == [mine.id]
+    queued = scratch_store.list_jobs("globex", JobStatus.QUEUED, 10, None)[0]
+    assert [j.record.id for j in queued] == [theirs.id]
     assert scratch_store.get_job(mine.id).tenant == "acme"  # type: ignore[union-attr]
     assert lifecycle.start(scratch_store, mine.id)
     assert scratch_store.list_jobs("acme", JobStatus.QUEUED, 10, None)[0] == []
@@ -223,3 +228,32 @@ def test_a_tenants_jobs_ahead_of_one_are_its_running_ones_and_those_queued_befor
     assert [scratch_store.jobs_ahead("acme", r.id) for r in (first, second, third)] == [0, 1, 2]
     assert lifecycle.start(scratch_store, third.id)  # a running job does not count itself
     assert [scratch_store.jobs_ahead("acme", r.id) for r in (first, second, third)] == [1, 2, 2]
+
+
+def test_trial_counts_follow_every_transition_and_are_read_with_the_job(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    trials = [_trial().model_copy(update={"id": f"{i:02d}"}) for i in range(4)]
+    for trial in trials:
+        assert lifecycle.queue_trial(scratch_store, scratch_job, trial)
+    for trial in trials[:3]:
+        assert lifecycle.start_trial(scratch_store, scratch_job, trial)
+    assert lifecycle.hand_back_trial(scratch_store, scratch_job, trials[2])  # running -> queued again
+    done = trials[0].model_copy(update={"status": TrialStatus.COMPLETED, "objective_value": 0.1})
+    assert scratch_store.transition_trial(scratch_job, done, [TrialStatus.RUNNING])
+    assert not scratch_store.transition_trial(scratch_job, done, [TrialStatus.RUNNING]), "counted once"
+
+    expected = {TrialStatus.COMPLETED: 1, TrialStatus.RUNNING: 1, TrialStatus.QUEUED: 2}
+    assert scratch_store.trial_status_counts(scratch_job) == expected
+    [view, missing] = scratch_store.job_views([scratch_job, str(uuid.uuid4())])
+    assert missing is None
+    assert view is not None and view.record.id == scratch_job and view.trial_counts == expected
+
+
+def test_a_job_stored_before_trial_counts_were_kept_is_counted_from_its_trials(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    for i in range(3):
+        assert lifecycle.queue_trial(scratch_store, scratch_job, _trial().model_copy(update={"id": f"{i}"}))
+    scratch_store.redis.delete(f"{scratch_store.prefix}:job:{scratch_job}:trial-counts")  # as an older store
+    assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 3}

@@ -12,8 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from service.api import sweeper
+from service.core import queue
 from service.core.job_data import stored_inline
 from service.core.records import JobRecord, utcnow
+from service.core.settings import Settings
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
 from service.core.store import JobStore
@@ -98,3 +101,32 @@ def test_a_job_no_worker_takes_says_why_while_it_waits_then_fails_with_no_worker
     job = wait_job(client, job_id, {"failed"}, timeout=30)
     assert job["error"]["code"] == "no_worker"
     assert "python -m worker -Q gpu" in job["error"]["message"]
+
+
+def test_replicas_sweeping_one_stale_job_at_once_send_its_start_once(
+    scratch_store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(queue, "send_start_job", lambda job_id, *_: sent.append(job_id))
+    spec = JobCreate.model_validate(_body()).resolved()
+    long_ago = utcnow() - timedelta(hours=1)
+    record = JobRecord(
+        id=str(uuid.uuid4()),
+        status=JobStatus.QUEUED,
+        spec=spec.model_dump(mode="json", exclude={"data"}),
+        created_at=long_ago,
+    )
+    scratch_store.create_job(record, stored_inline(spec)[1])
+    scratch_store.set_job_fields(record.id, enqueued_at=long_ago, start_sends=1)
+    settings = Settings(redis_url="redis://unused", stale_queued_seconds=30)
+
+    # Each replica has read the job as stale before either sends: the claim lets one through.
+    replicas = [JobStore(scratch_store.redis, scratch_store.prefix) for _ in range(4)]
+    stale = [list(sweeper.jobs_in(store, JobStatus.QUEUED)) for store in replicas]
+    assert all(len(seen) == 1 for seen in stale)
+    monkeypatch.setattr(sweeper, "jobs_in", lambda store, status: iter(stale[replicas.index(store)]))
+    resent = [sweeper.requeue_stale_jobs(store, settings) for store in replicas]
+    assert sorted(map(len, resent)) == [0, 0, 0, 1] and sent == [record.id]
+    stored = scratch_store.get_job(record.id)
+    assert stored is not None and stored.start_sends == 2 and stored.enqueued_at is not None
+    assert stored.enqueued_at > long_ago

@@ -14,7 +14,7 @@ import pytest
 from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 
 from service.core.spec import JobCreate
-from worker.oracles import dump_oracle, load_oracle, new_oracle
+from worker.oracles import Watch, dump_oracle, load_oracle, log_entry, new_oracle, replay
 
 ALGORITHMS = ["random", "grid", "bayesian", "hyperband"]
 
@@ -60,20 +60,62 @@ def round_trip(oracle: Any, spec: JobCreate) -> Any:
     return load_oracle(spec, json.loads(json.dumps(dump_oracle(oracle))))
 
 
-def search(spec: JobCreate, parallel: int, reload: bool) -> list[tuple[str, str, dict[str, Any]]]:
+class LoggedSearch:
+    """A search kept as a log that workers take turns at, as in the store: each worker brings the oracle it
+    kept up to date with the entries logged since it last stepped (`replay`); the third always starts from
+    nothing. Entries go through JSON."""
+
+    def __init__(self, spec: JobCreate, workers: int = 3) -> None:
+        self.spec = spec
+        self.log: list[str] = []
+        self.kept: list[tuple[Any, int] | None] = [None] * workers
+        self.turn = 0
+        self.watch: Watch | None = None
+
+    def begin(self) -> Any:
+        self.worker = self.turn % len(self.kept)
+        self.turn += 1
+        kept = self.kept[self.worker] if self.worker != len(self.kept) - 1 else None
+        oracle, position = kept or (None, 0)
+        oracle = replay(self.spec, [json.loads(entry) for entry in self.log[position:]], oracle)
+        self.watch = Watch(oracle)
+        return oracle
+
+    def commit(self, touched: tuple[str, ...] = ()) -> None:
+        assert self.watch is not None
+        entry = log_entry(self.watch, len(self.log), touched)
+        if entry is not None:
+            self.log.append(json.dumps(entry))
+        self.kept[self.worker] = (self.watch.oracle, len(self.log))
+
+
+def search(spec: JobCreate, parallel: int, mode: str) -> list[tuple[str, str, dict[str, Any]]]:
     """Drive the oracle as the worker does (create up to `parallel` trials, finish the oldest, repeat);
-    every fifth trial fails. Returns (trial id, status, values) of each trial in the order they ended."""
+    every fifth trial fails. `mode`: one oracle in memory, or reloaded from its JSON state before every
+    step, or kept as a log (`LoggedSearch`). Returns (trial id, status, values) of each trial in the order
+    they ended."""
     oracle = new_oracle(spec)
+    logged = LoggedSearch(spec)
+
+    def begin() -> Any:
+        if mode == "reload":
+            return round_trip(oracle, spec)
+        return logged.begin() if mode == "log" else oracle
+
+    def commit(touched: tuple[str, ...] = ()) -> None:
+        if mode == "log":
+            logged.commit(touched)
+
     ended: list[tuple[str, str, dict[str, Any]]] = []
     running: list[str] = []
     slot = 0
     for _ in range(100):
         stopped = False
         while len(oracle.ongoing_trials) < parallel:
-            if reload:
-                oracle = round_trip(oracle, spec)
+            oracle = begin()
             slot += 1
             trial = oracle.create_trial(f"slot-{slot}")
+            commit()
             if trial.status != KtStatus.RUNNING:
                 stopped = trial.status == KtStatus.STOPPED
                 break
@@ -81,8 +123,7 @@ def search(spec: JobCreate, parallel: int, reload: bool) -> list[tuple[str, str,
         if not running:
             assert stopped, "the oracle neither stopped nor handed out a trial"
             return ended
-        if reload:
-            oracle = round_trip(oracle, spec)
+        oracle = begin()
         trial = oracle.trials[running.pop(0)]
         if len(ended) % 5 == 4:
             trial.status, trial.message = KtStatus.FAILED, "made to fail"
@@ -90,6 +131,7 @@ def search(spec: JobCreate, parallel: int, reload: bool) -> list[tuple[str, str,
             oracle.update_trial(trial.trial_id, {"val_loss": score_of(trial.hyperparameters.values)}, step=2)
             trial.status = KtStatus.COMPLETED
         oracle.end_trial(trial)
+        commit((trial.trial_id,))
         ended.append((trial.trial_id, trial.status, dict(trial.hyperparameters.values)))
     raise AssertionError("the search did not end")
 
@@ -102,12 +144,51 @@ def test_a_search_reloaded_before_every_step_hands_out_the_same_trials(algorithm
             "bayesian with parallel trials guesses their scores from its last fit, kept in memory only"
         )
     spec = spec_of(algorithm)
-    in_memory = search(spec, parallel, reload=False)
-    reloaded = search(spec, parallel, reload=True)
+    in_memory = search(spec, parallel, "memory")
+    reloaded = search(spec, parallel, "reload")
     assert len(in_memory) >= 4, in_memory
     assert reloaded == in_memory
     if algorithm == "hyperband":
         assert any(values.get("tuner/round", 0) > 0 for _, _, values in in_memory), "no successive halving"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_search_kept_as_a_log_hands_out_the_same_trials_on_every_worker(
+    algorithm: str, parallel: int
+) -> None:
+    """Workers that kept the oracle, caught up on others' steps, or started from nothing: one search."""
+    spec = spec_of(algorithm)
+    reloaded = search(spec, parallel, "reload")
+    assert len(reloaded) >= 4, reloaded
+    assert search(spec, parallel, "log") == reloaded
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_step_logs_only_what_it_changed(algorithm: str) -> None:
+    spec = spec_of(algorithm, max_trials=30)
+    logged = LoggedSearch(spec, workers=1)
+    sizes = []
+    for slot in range(12):
+        oracle = logged.begin()
+        trial = oracle.create_trial(f"slot-{slot}")
+        logged.commit()
+        if trial.status != KtStatus.RUNNING:
+            break
+        oracle = logged.begin()
+        oracle.update_trial(trial.trial_id, {"val_loss": score_of(trial.hyperparameters.values)}, step=1)
+        trial.status = KtStatus.COMPLETED
+        oracle.end_trial(trial)
+        logged.commit((trial.trial_id,))
+        sizes.append(len(logged.log[-2]) + len(logged.log[-1]))
+    assert "state" in json.loads(logged.log[0]) and all("changes" in json.loads(e) for e in logged.log[1:])
+    assert len(sizes) >= 6
+    if algorithm != "grid":  # the grid's walk is logged whole when it changes (a list of ids)
+        assert max(sizes[3:]) < 2 * min(sizes[3:]) + 200, sizes
+    oracle = logged.begin()
+    assert logged.commit() is None and len(logged.log) == 2 * len(sizes), (
+        "a step that changes nothing logs nothing"
+    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

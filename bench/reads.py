@@ -1,0 +1,164 @@
+"""Do reads keep up? Requests per second of a job GET and a page of 20 jobs, against /healthz, under wrk.
+
+Starts a private redis-server and the API with keys on (no worker), stores `--jobs` finished jobs of
+`--trials` trials each for one tenant, then runs wrk (`--connections` connections, `--seconds` each) on
+/healthz, GET /v1/jobs/{id} and GET /v1/jobs?limit=20, `--rounds` times in turn, and prints each one's median
+requests per second and its ratio to /healthz's. Goal (issue 11): a job GET >= 0.8x and a page >= 0.5x.
+`--root DIR` also serves the API from another checkout (an older commit) in the same run, on the same data.
+Run: `PYTHONPATH=. .venv/bin/python bench/reads.py [--root /path/to/old/checkout]` (needs wrk:
+`apt-get install wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import ROOT, free_port, ktune_env, stop, tail, wait_for
+
+from service.core import lifecycle
+from service.core.api_keys import ApiKeyStore
+from service.core.records import JobRecord, TrialRecord, utcnow
+from service.core.states import JobStatus, TrialStatus
+from service.core.store import JobStore
+
+TENANT = "bench"
+PAGE = "/v1/jobs?limit=20"
+
+
+def store_jobs(store: JobStore, jobs: int, trials: int) -> list[str]:
+    """`jobs` succeeded jobs of the tenant, each with `trials` completed trials; their ids."""
+    spec = {
+        "task": "regression",
+        "objective": {"name": "val_loss", "direction": "min"},
+        "resources": {"accelerator": "cpu"},
+        "tuner": {"algorithm": "random", "max_trials": trials},
+    }
+    ids = []
+    for _ in range(jobs):
+        record = JobRecord(
+            id=str(uuid.uuid4()), tenant=TENANT, status=JobStatus.QUEUED, spec=spec, created_at=utcnow()
+        )
+        store.create_job(record, b"npz bytes")
+        assert lifecycle.start(store, record.id)
+        for i in range(trials):
+            trial = TrialRecord(id=f"{i:04d}", status=TrialStatus.QUEUED, hyperparameters={"units_0": 8})
+            lifecycle.queue_trial(store, record.id, trial)
+            lifecycle.start_trial(store, record.id, trial)
+            done = trial.model_copy(update={"status": TrialStatus.COMPLETED, "objective_value": i / trials})
+            store.transition_trial(record.id, done, [TrialStatus.RUNNING])
+        lifecycle.succeed(store, record.id)
+        ids.append(record.id)
+    return ids
+
+
+@contextlib.contextmanager
+def api(root: Path, redis_url: str, logs: Path, name: str) -> Iterator[str]:
+    """The API served from the checkout `root` on this Redis, with keys on; its URL."""
+    port = free_port()
+    env = ktune_env(redis_url, logs / f"{name}-artifacts", port, "fast", {"KTUNE_AUTH": "on"})
+    with open(logs / f"{name}-api.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, f"the API ({name})")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\n{tail(logs / f'{name}-api.log')}") from None
+            yield url
+        finally:
+            stop(process)
+
+
+def wrk(url: str, key: str, connections: int, seconds: int) -> float:
+    """Requests per second wrk measured; raises if any answer was not a 2xx."""
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"Authorization: Bearer {key}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if "Non-2xx" in done.stdout:
+        raise RuntimeError(f"wrk saw errors on {url}:\n{done.stdout}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    assert match, done.stdout
+    return float(match.group(1))
+
+
+def measure(url: str, key: str, job_id: str, args: argparse.Namespace) -> dict[str, float]:
+    """Median requests per second of each path over the rounds, taken in turn."""
+    paths = {"/healthz": "/healthz", "job GET": f"/v1/jobs/{job_id}", "page of 20": PAGE}
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(args.rounds):
+        for name, path in paths.items():
+            rates[name].append(wrk(url + path, key, args.connections, args.seconds))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--root", type=Path, help="another checkout to measure in the same run")
+    args = parser.parse_args(argv)
+    server = shutil.which("redis-server")
+    if server is None or shutil.which("wrk") is None:
+        raise SystemExit("needs redis-server and wrk (apt-get install redis-server wrk)")
+
+    with tempfile.TemporaryDirectory(prefix="ktune-reads-") as tmp:
+        logs = Path(tmp)
+        port = free_port()
+        redis_process = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            redis_url = f"redis://127.0.0.1:{port}/0"
+            wait_for(lambda: redis.Redis.from_url(redis_url).ping(), 15, "redis-server")
+            store = JobStore.from_url(redis_url)
+            job_ids = store_jobs(store, args.jobs, args.trials)
+            key, _ = ApiKeyStore(store).create(TENANT)
+            print(
+                f"{args.jobs} jobs of {args.trials} trials, wrk -c{args.connections} {args.seconds} s x "
+                f"{args.rounds} rounds",
+                flush=True,
+            )
+            roots = {"this checkout": ROOT, **({"--root": args.root.resolve()} if args.root else {})}
+            for name, root in roots.items():
+                with api(root, redis_url, logs, name.strip("-").replace(" ", "-")) as url:
+                    rates = measure(url, key, job_ids[len(job_ids) // 2], args)
+                health = rates["/healthz"]
+                print(f"{name} ({root}):")
+                for path, rate in rates.items():
+                    print(f"  {path:12s} {rate:8.0f} req/s  {rate / health:5.2f}x of /healthz")
+        finally:
+            stop(redis_process)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
