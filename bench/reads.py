@@ -24,10 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, free_port, ktune_env, stop, tail, wait_for
+from run import ROOT, free_port, ktune_env, private_redis, stop, tail, wait_for
 
 from service.core import lifecycle
 from service.core.api_keys import ApiKeyStore
@@ -124,39 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--root", type=Path, help="another checkout to measure in the same run")
     args = parser.parse_args(argv)
-    server = shutil.which("redis-server")
-    if server is None or shutil.which("wrk") is None:
-        raise SystemExit("needs redis-server and wrk (apt-get install redis-server wrk)")
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (apt-get install wrk)")
 
-    with tempfile.TemporaryDirectory(prefix="ktune-reads-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ktune-reads-") as tmp, private_redis() as redis_url:
         logs = Path(tmp)
-        port = free_port()
-        redis_process = subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
+        store = JobStore.from_url(redis_url)
+        job_ids = store_jobs(store, args.jobs, args.trials)
+        key, _ = ApiKeyStore(store).create(TENANT)
+        print(
+            f"{args.jobs} jobs of {args.trials} trials, wrk -c{args.connections} {args.seconds} s x "
+            f"{args.rounds} rounds",
+            flush=True,
         )
-        try:
-            redis_url = f"redis://127.0.0.1:{port}/0"
-            wait_for(lambda: redis.Redis.from_url(redis_url).ping(), 15, "redis-server")
-            store = JobStore.from_url(redis_url)
-            job_ids = store_jobs(store, args.jobs, args.trials)
-            key, _ = ApiKeyStore(store).create(TENANT)
-            print(
-                f"{args.jobs} jobs of {args.trials} trials, wrk -c{args.connections} {args.seconds} s x "
-                f"{args.rounds} rounds",
-                flush=True,
-            )
-            roots = {"this checkout": ROOT, **({"--root": args.root.resolve()} if args.root else {})}
-            for name, root in roots.items():
-                with api(root, redis_url, logs, name.strip("-").replace(" ", "-")) as url:
-                    rates = measure(url, key, job_ids[len(job_ids) // 2], args)
-                health = rates["/healthz"]
-                print(f"{name} ({root}):")
-                for path, rate in rates.items():
-                    print(f"  {path:12s} {rate:8.0f} req/s  {rate / health:5.2f}x of /healthz")
-        finally:
-            stop(redis_process)
+        roots = {"this checkout": ROOT, **({"--root": args.root.resolve()} if args.root else {})}
+        for name, root in roots.items():
+            with api(root, redis_url, logs, name.strip("-").replace(" ", "-")) as url:
+                rates = measure(url, key, job_ids[len(job_ids) // 2], args)
+            health = rates["/healthz"]
+            print(f"{name} ({root}):")
+            for path, rate in rates.items():
+                print(f"  {path:12s} {rate:8.0f} req/s  {rate / health:5.2f}x of /healthz")
     return 0
 
 

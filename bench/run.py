@@ -85,8 +85,10 @@ REQUESTS: dict[str, Callable[[], dict[str, Any]]] = {"seed": seed_request, "digi
 def describe(request: dict[str, Any]) -> str:
     """One line: trials x executions x epochs and the objective."""
     tuner, objective = request["tuner"], request["objective"]
-    return (f"{tuner['max_trials']} trials x {tuner.get('executions_per_trial', 1)} executions x "
-            f"{request['training']['epochs']} epochs, {objective['name']} ({objective['direction']})")
+    return (
+        f"{tuner['max_trials']} trials x {tuner.get('executions_per_trial', 1)} executions x "
+        f"{request['training']['epochs']} epochs, {objective['name']} ({objective['direction']})"
+    )
 
 
 # ---- processes ----------------------------------------------------------------------------------------
@@ -132,12 +134,33 @@ def started(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run argv in its own session with output to `log`; stop it (and its children) on leaving."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             yield process
         finally:
             stop(process)
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of this run's own on a free port, keeping nothing on disk; yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: redis.Redis.from_url(url).ping(), 15, "redis-server")
+        yield url
+    finally:
+        stop(process)
 
 
 def rss(process: psutil.Process) -> int:
@@ -171,8 +194,10 @@ def warn_if_busy(what: str) -> None:
     """Say so when other work is loading the machine: the timings then are noisy."""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > 0.5 * cores:
-        print(f"   note: load average {load:.1f} on {cores} cores before {what}; timings will be noisy",
-              flush=True)
+        print(
+            f"   note: load average {load:.1f} on {cores} cores before {what}; timings will be noisy",
+            flush=True,
+        )
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -252,17 +277,19 @@ def ktune_env(
 ) -> dict[str, str]:
     """The environment of the worker and the API: only our KTUNE_* settings, and those asked for."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTUNE_")}
-    env.update({
-        "KTUNE_REDIS_URL": redis_url,
-        "KTUNE_ARTIFACT_DIR": str(artifacts),
-        "KTUNE_HOST": "127.0.0.1",
-        "KTUNE_PORT": str(port),
-        "KTUNE_AUTH": "off",  # on loopback; the benchmarks' clients send no API key
-        "KTUNE_TRAINING_LOOP": loop,
-        "PYTHONUNBUFFERED": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **settings,
-    })
+    env.update(
+        {
+            "KTUNE_REDIS_URL": redis_url,
+            "KTUNE_ARTIFACT_DIR": str(artifacts),
+            "KTUNE_HOST": "127.0.0.1",
+            "KTUNE_PORT": str(port),
+            "KTUNE_AUTH": "off",  # on loopback; the benchmarks' clients send no API key
+            "KTUNE_TRAINING_LOOP": loop,
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **settings,
+        }
+    )
     return env
 
 
@@ -278,16 +305,35 @@ def ktune_stack(
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ktune-bench-")))
         redis_port, api_port = free_port(), free_port()
-        stack.enter_context(started(
-            [server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)], logs / f"{name}-redis.log"))
+        stack.enter_context(
+            started(
+                [
+                    server,
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                ],
+                logs / f"{name}-redis.log",
+            )
+        )
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         wait_for(lambda: redis.Redis.from_url(redis_url).ping(), 15, "redis-server")
         env = ktune_env(redis_url, workdir / "artifacts", api_port, loop, settings)
         worker_log = logs / f"{name}-worker.log"
-        worker = stack.enter_context(started(
-            [sys.executable, "-m", "worker", "-c", str(concurrency), "-n", "bench@%h", "-Q", "cpu"],
-            worker_log, env))
+        worker = stack.enter_context(
+            started(
+                [sys.executable, "-m", "worker", "-c", str(concurrency), "-n", "bench@%h", "-Q", "cpu"],
+                worker_log,
+                env,
+            )
+        )
         api_log = logs / f"{name}-api.log"
         api = stack.enter_context(started([sys.executable, "-m", "service"], api_log, env))
         client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30))
@@ -304,8 +350,11 @@ def ktune_stack(
             raise RuntimeError(f"{exc}\n{api_log}:\n{tail(api_log)}") from None
         # A service's workers start once and then serve many jobs: time the search, not the start-up
         # imports (the baseline's clock also starts after TensorFlow is imported).
-        wait_for(lambda: pool_is_warm(worker.pid, concurrency), READY_TIMEOUT,
-                 "every pool process to load TensorFlow")
+        wait_for(
+            lambda: pool_is_warm(worker.pid, concurrency),
+            READY_TIMEOUT,
+            "every pool process to load TensorFlow",
+        )
         yield Stack(client, worker, logs, redis_url, api)
 
 
@@ -420,8 +469,10 @@ def table(result: SearchResult) -> str:
         ("  max single pool process (MB)", "", number(kt.peak_pool_process_rss_mb, ".0f")),
         ("trials completed", base("trials_completed", "d"), str(kt.trials_completed)),
     ]
-    lines = [f"{result.search}: {result.description}; ktune loop {kt.loop}, job {kt.status}",
-             f"{'':32}{'keras-tuner':>12}{'ktune':>12}"]
+    lines = [
+        f"{result.search}: {result.description}; ktune loop {kt.loop}, job {kt.status}",
+        f"{'':32}{'keras-tuner':>12}{'ktune':>12}",
+    ]
     lines += [f"{label:32}{left:>12}{right:>12}" for label, left, right in rows]
     return "\n".join(lines)
 
@@ -448,13 +499,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--search", default=",".join(SEARCHES),
-                        help=f"comma-separated searches to run, of {', '.join(SEARCHES)} (default: all)")
+    parser.add_argument(
+        "--search",
+        default=",".join(SEARCHES),
+        help=f"comma-separated searches to run, of {', '.join(SEARCHES)} (default: all)",
+    )
     parser.add_argument("--loop", choices=["fast", "fit"], default="fast", help="ktune's KTUNE_TRAINING_LOOP")
     parser.add_argument("--skip-baseline", action="store_true", help="run only the ktune side")
     parser.add_argument("--trials", type=int, help="override max_trials on both sides (quick runs)")
-    parser.add_argument("--setting", action="append", default=[], metavar="KTUNE_NAME=value",
-                        help="a ktune setting for the worker and the API, e.g. KTUNE_CHECKPOINT_SECONDS=0")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KTUNE_NAME=value",
+        help="a ktune setting for the worker and the API, e.g. KTUNE_CHECKPOINT_SECONDS=0",
+    )
     args = parser.parse_args(argv)
     args.settings = dict(item.split("=", 1) for item in args.setting if "=" in item)
     if len(args.settings) != len(args.setting) or not all(k.startswith("KTUNE_") for k in args.settings):
@@ -492,8 +551,13 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"{stamp}.json"
     report = {
         "started": stamp,
-        "options": {"search": args.searches, "loop": args.loop, "trials": args.trials,
-                    "skip_baseline": args.skip_baseline, "settings": args.settings},
+        "options": {
+            "search": args.searches,
+            "loop": args.loop,
+            "trials": args.trials,
+            "skip_baseline": args.skip_baseline,
+            "settings": args.settings,
+        },
         "environment": environment(),
         "searches": [{**asdict(r), "speedup": r.speedup} for r in results],
     }

@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, free_port, stop, wait_for
+from run import ROOT, private_redis, wait_for
 
 SEED_BODY = json.loads((ROOT / "examples" / "xor-seed.json").read_text())
 QUEUE = "bench:trials"
@@ -260,18 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         child_throughput(args)
         return 0
 
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        redis_url = f"redis://127.0.0.1:{port}/0"
-        wait_for(lambda: redis.Redis.from_url(redis_url).ping(), 15, "redis-server")
+    with private_redis() as redis_url:
         print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
         roots = {"this checkout": ROOT, **({"--root": args.root.resolve()} if args.root else {})}
         for name, root in roots.items():
@@ -283,8 +271,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rate['per_second']:.0f} trials/s ({rate['finished']} in {args.seconds:.0f} s)",
                 flush=True,
             )
-    finally:
-        stop(process)
     return 0
 
 

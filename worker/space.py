@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras_tuner as kt
-from keras_tuner.src.engine.hyperparameters import hp_types
 
 from service.core.params import FloatChoice, FloatRange, IntChoice, IntRange, NameChoice, is_tuned
 from service.core.spec import JobSpec
@@ -34,7 +33,9 @@ def layer_counts(param: int | IntRange | IntChoice) -> list[int]:
         if param.step is None:
             return list(range(param.min, param.max + 1))
         # With a step, keras-tuner's own grid: log sampling with step 2 gives 1, 2, 4, 8, not 1, 3, 5, 7.
-        grid = hp_types.Int("hidden_layers", param.min, param.max, step=param.step, sampling=param.sampling)
+        grid = kt.engine.hyperparameters.Int(
+            "hidden_layers", param.min, param.max, step=param.step, sampling=param.sampling
+        )
         return sorted({int(value) for value in grid.values})
     if isinstance(param, IntChoice):
         return sorted(param.values)
