@@ -75,18 +75,21 @@ def _job(ctx: Any, algorithm: str, max_trials: int, parallel: int) -> tuple[str,
 
 def _fill(ctx: Any, job_id: str, spec: Any, finished: int) -> None:
     """Store the job's search state with `finished` trials done, as the checkout stores it."""
-    from worker.oracles import KtStatus, dump_oracle, new_oracle
+    from keras_tuner.src.engine.trial import TrialStatus as KtStatus  # older checkouts' oracles lack it
+
+    from worker.oracles import dump_oracle, new_oracle
 
     oracle = new_oracle(spec)
+    bayesian = hasattr(oracle, "num_initial_points")
     initial = getattr(oracle, "num_initial_points", None)
-    if initial is not None:
+    if bayesian:
         oracle.num_initial_points = finished + 1  # fill with random trials, not a Gaussian-process fit each
     for slot in range(finished):
         trial = oracle.create_trial(f"fill-{slot}")
         oracle.update_trial(trial.trial_id, {spec.objective_name: random.random()}, step=0)
         trial.status = KtStatus.COMPLETED
         oracle.end_trial(trial)
-    if initial is not None:
+    if bayesian:
         oracle.num_initial_points = initial
     state = dump_oracle(oracle)
     if hasattr(ctx.store, "search_log"):
