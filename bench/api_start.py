@@ -10,7 +10,6 @@ Usage: PYTHONPATH=. python bench/api_start.py [--rounds 5] [--python PATH]   (PA
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-import redis
-from run import MB, ROOT, free_port, ktune_env, rss, stop, tail, wait_for
+from run import MB, ROOT, free_port, ktune_env, private_redis, rss, stop, tail
 
 POLL_SECONDS = 0.01
 
@@ -80,36 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the environment to time")
     args = parser.parse_args(argv)
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="ktune-api-start-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="ktune-api-start-") as scratch, private_redis() as redis_url:
         workdir = Path(scratch)
-        port = free_port()
-        redis_process = subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                scratch,
-            ],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        redis_url = f"redis://127.0.0.1:{port}/0"
-        try:
-            wait_for(lambda: redis.Redis.from_url(redis_url).ping(), 15, "redis-server")
-            imports = [import_seconds(args.python) for _ in range(args.rounds)]
-            starts = [start_once(args.python, redis_url, workdir) for _ in range(args.rounds)]
-        finally:
-            stop(redis_process)
+        imports = [import_seconds(args.python) for _ in range(args.rounds)]
+        starts = [start_once(args.python, redis_url, workdir) for _ in range(args.rounds)]
     print(f"{args.rounds} rounds, median (min-max)")
     figures = {"import service.api.app (s)": imports}
     for key, label in [
