@@ -182,9 +182,14 @@ class Deployment:
     Its `client` sends an API key of the tenant TEST_TENANT (`api_key`) with every request.
     """
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], logs: Path, python: str = sys.executable, cwd: Path = ROOT
+    ) -> None:
+        """`python`, `cwd`: the interpreter its processes run and where (another environment's, outside the
+        source tree, for the API as its image installs it)."""
         self.env = env
         self.logs = logs
+        self.python, self.cwd = python, cwd
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.api_process: subprocess.Popen[bytes] | None = None
         self.api_key, _ = key_store(env).create(TEST_TENANT)
@@ -209,8 +214,8 @@ class Deployment:
     ) -> subprocess.Popen[bytes]:
         log = open(self.logs / log_name, "ab")  # noqa: SIM115 - closed with the process; a restart appends
         return subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
+            [self.python, *args],
+            cwd=self.cwd,
             env=env or self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -266,9 +271,10 @@ class Deployment:
 
     @classmethod
     @contextlib.contextmanager
-    def api_only(cls, env: dict[str, str], logs: Path) -> Iterator[Deployment]:
-        """The API alone, no worker, once it answers; stopped on leaving."""
-        deployment = cls(env, logs)
+    def api_only(cls, env: dict[str, str], logs: Path, **where: Any) -> Iterator[Deployment]:
+        """The API alone, no worker, once it answers (`where`: `python` and `cwd`, as for the constructor);
+        stopped on leaving."""
+        deployment = cls(env, logs, **where)
         try:
             deployment.start_api()
             wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 60, "the API")

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for
+from tests.integration.conftest import ROOT, Deployment, service_env_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,41 +59,17 @@ def api_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-class VenvDeployment(Deployment):
-    """A Deployment whose processes run another environment's Python, outside the source tree."""
-
-    python: Path
-    cwd: Path
-
-    def _start(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / log_name, "ab")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(
-            [str(self.python), *args],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 @pytest.fixture(scope="module")
 def api_image(
     api_python: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VenvDeployment]:
+) -> Iterator[Deployment]:
     scratch = tmp_path_factory.mktemp("api-image-run")
     env = service_env_for(
         redis_url, scratch / "artifacts", KTUNE_KEY_PREFIX=f"apiimage-{uuid.uuid4().hex[:8]}"
     )
     env.pop("PYTHONPATH", None)  # only what the environment installed
-    deployment = VenvDeployment(env, scratch)
-    deployment.python, deployment.cwd = api_python, scratch
-    try:
-        deployment.start_api()
-        wait_for(lambda: deployment.client.get("/healthz").status_code == 200, 60, "the API")
+    with Deployment.api_only(env, scratch, python=str(api_python), cwd=scratch) as deployment:
         yield deployment
-    finally:
-        deployment.stop()
 
 
 def _specs(python: Path, modules: tuple[str, ...], cwd: Path) -> dict[str, str | None]:
@@ -114,7 +90,7 @@ def test_the_environment_has_the_api_and_no_tensorflow(api_python: Path, tmp_pat
     assert {m: specs[m] for m in ABSENT} == dict.fromkeys(ABSENT), "the API's set installed these"
 
 
-def test_the_api_answers_and_accepts_a_job(api_image: VenvDeployment) -> None:
+def test_the_api_answers_and_accepts_a_job(api_image: Deployment) -> None:
     client = api_image.client
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
@@ -128,14 +104,14 @@ def test_the_api_answers_and_accepts_a_job(api_image: VenvDeployment) -> None:
     assert builtin.status_code == 202, builtin.text
 
 
-def test_the_builtin_sets_are_listed(api_image: VenvDeployment) -> None:
+def test_the_builtin_sets_are_listed(api_image: Deployment) -> None:
     listed = api_image.client.get("/v1/datasets")
     assert listed.status_code == 200, listed.text
     names = {item["id"] for item in listed.json()["items"] if item["builtin"]}
     assert names == {"iris", "wine", "breast_cancer", "digits", "diabetes"}
 
 
-def test_the_running_api_has_loaded_none_of_them(api_image: VenvDeployment) -> None:
+def test_the_running_api_has_loaded_none_of_them(api_image: Deployment) -> None:
     """After the requests above: no file of TensorFlow, keras or keras-tuner is mapped into the API process
     (scikit-learn's are, since the built-in sets were used: the check can tell "loaded")."""
     api_image.client.get("/v1/datasets")
