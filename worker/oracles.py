@@ -173,16 +173,13 @@ def _trial_from_state(trial_id: str, state: dict[str, Any], space: kt.HyperParam
 
 def dump_oracle(oracle: Any) -> dict[str, Any]:
     """The oracle's whole state as JSON-ready data; each trial by its values, the search space once."""
+    own = _oracle_state(oracle)
     state: dict[str, Any] = {
-        "oracle": oracle.get_state(),
+        "oracle": own,
         "trials": {trial_id: _trial_state(trial) for trial_id, trial in oracle.trials.items()},
     }
-    if isinstance(oracle, GridOracle):
-        # GridSearchOracle.get_state leaves out where the grid walk stands.
-        state["grid"] = {
-            "ordered_ids": _linked_items(oracle._ordered_ids),
-            "populate_next": oracle._populate_next,
-        }
+    if "grid" in own:
+        state["grid"] = own.pop("grid")
     return state
 
 
@@ -199,12 +196,7 @@ def load_oracle(spec: JobSpec, state: dict[str, Any] | None) -> Any:
     # The trials first: the oracle's own state refers to them (ongoing trials) by id.
     space = _space(state["oracle"]["hyperparameters"])
     oracle.trials = {tid: _trial_from_state(tid, s, space) for tid, s in state["trials"].items()}
-    oracle.set_state(state["oracle"])
-    if isinstance(oracle, GridOracle):
-        oracle._ordered_ids = LinkedList()
-        for trial_id in state["grid"]["ordered_ids"]:
-            oracle._ordered_ids.insert(trial_id)
-        oracle._populate_next = list(state["grid"]["populate_next"])
+    _set_oracle_state(oracle, {**state["oracle"], **({"grid": state["grid"]} if "grid" in state else {})})
     oracle.verbose = 0
     return oracle
 

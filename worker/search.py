@@ -215,7 +215,7 @@ def _finish(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: Trial
         if not told:
             _check_failed_trials(store, job_id, spec, oracle, outcome)
         _save(store, job_id, state, lock, (record.id,))
-        _keep_if_best(ctx, job_id, oracle, record, outcome, running=not status.is_final())
+        _keep_if_best(ctx, job_id, spec, oracle, record, outcome, running=not status.is_final())
         lifecycle.end_trial(store, job_id, _finished(record, outcome))
 
 
@@ -264,7 +264,13 @@ def _check_failed_trials(
 
 
 def _keep_if_best(
-    ctx: WorkerContext, job_id: str, oracle: Any, record: TrialRecord, outcome: TrialOutcome, running: bool
+    ctx: WorkerContext,
+    job_id: str,
+    spec: JobSpec,
+    oracle: Any,
+    record: TrialRecord,
+    outcome: TrialOutcome,
+    running: bool,
 ) -> None:
     # The best so far is the job's: a trial that beats it (a tie does not) is the oracle's new best, found
     # without sorting every ended trial.
@@ -274,7 +280,7 @@ def _keep_if_best(
         and outcome.status is TrialStatus.COMPLETED
         and kt_trial.status == KtStatus.COMPLETED
         and kt_trial.score is not None
-        and could_be_best(load_spec(ctx.store, job_id), float(kt_trial.score), current_best(ctx, job_id))
+        and could_be_best(spec, float(kt_trial.score), current_best(ctx, job_id))
     )
     if is_best and outcome.candidate is not None and outcome.candidate.exists():
         ctx.artifacts.promote(job_id, outcome.candidate)

@@ -457,8 +457,9 @@ class JobStore:
         for i, job_id in enumerate(job_ids):
             record = self._record(job_id, replies[i])
             at = len(job_ids) + 2 * i
-            counts = self._counts(job_id, *replies[at : at + 2])
-            views.append(None if record is None else JobView(record, counts))
+            views.append(
+                None if record is None else JobView(record, self._counts(job_id, *replies[at : at + 2]))
+            )
         return views
 
     @staticmethod
@@ -742,14 +743,9 @@ class JobStore:
 
     def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
         """How many of the job's trials have each status (statuses none has are left out)."""
-        return self.trial_status_counts_of([job_id])[0]
-
-    def trial_status_counts_of(self, job_ids: list[str]) -> list[Counter[TrialStatus]]:
-        """`trial_status_counts` of each job, read in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        self._queue_counts(pipe, job_ids)
-        replies = pipe.execute()
-        return [self._counts(job_id, *replies[2 * i : 2 * i + 2]) for i, job_id in enumerate(job_ids)]
+        self._queue_counts(pipe, [job_id])
+        return self._counts(job_id, *pipe.execute())
 
     def _queue_counts(self, pipe: Any, job_ids: list[str]) -> None:
         for job_id in job_ids:
