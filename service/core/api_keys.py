@@ -88,18 +88,9 @@ class ApiKeyStore:
     def __init__(self, jobs: JobStore) -> None:
         self.redis: Any = jobs.redis
         self.prefix = jobs.prefix
+        self.keys = jobs.keys
         self._create = self.redis.register_script(_CREATE)
         self._touch = self.redis.register_script(_TOUCH)
-
-    def _key(self, key_id: str) -> str:
-        return f"{self.prefix}:apikey:{key_id}"
-
-    @property
-    def _index(self) -> str:
-        return f"{self.prefix}:apikeys"
-
-    def _quotas(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{check_tenant(tenant)}:quotas"
 
     def create(self, tenant: str) -> tuple[str, ApiKey]:
         """A new key for `tenant`: the key itself (shown once, never stored) and its record.
@@ -112,7 +103,7 @@ class ApiKeyStore:
             token = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
             created_at = utcnow()
             stored = self._create(
-                keys=[self._key(key_id), self._index],
+                keys=[self.keys.api_key(key_id), self.keys.api_keys],
                 args=[tenant, _digest(token), created_at.isoformat(), created_at.timestamp(), key_id],
             )
             if stored:
@@ -123,28 +114,28 @@ class ApiKeyStore:
         match = _TOKEN.fullmatch(token)
         if match is None:
             return None
-        fields: dict[str, str] = self.redis.hgetall(self._key(match["key_id"]))
+        fields: dict[str, str] = self.redis.hgetall(self.keys.api_key(match["key_id"]))
         stored = fields.get("sha256")
         if stored is None or not hmac.compare_digest(stored, _digest(token)):
             return None
         key = _api_key(match["key_id"], fields)
         now = utcnow()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= LAST_USE_INTERVAL_SECONDS:
-            self._touch(keys=[self._key(key.key_id)], args=[now.isoformat()])
+            self._touch(keys=[self.keys.api_key(key.key_id)], args=[now.isoformat()])
         return key
 
     def get(self, key_id: str) -> ApiKey | None:
         if not _KEY_ID.fullmatch(key_id):
             return None
-        fields: dict[str, str] = self.redis.hgetall(self._key(key_id))
+        fields: dict[str, str] = self.redis.hgetall(self.keys.api_key(key_id))
         return _api_key(key_id, fields) if fields.get("sha256") else None
 
     def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
         """Every key (or every key of `tenant`), oldest first."""
-        key_ids: list[str] = self.redis.zrange(self._index, 0, -1)
+        key_ids: list[str] = self.redis.zrange(self.keys.api_keys, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for key_id in key_ids:
-            pipe.hgetall(self._key(key_id))
+            pipe.hgetall(self.keys.api_key(key_id))
         keys = [
             _api_key(key_id, fields)
             for key_id, fields in zip(key_ids, pipe.execute(), strict=True)
@@ -158,14 +149,14 @@ class ApiKeyStore:
         if key is None:
             return None
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._key(key_id))
-        pipe.zrem(self._index, key_id)
+        pipe.delete(self.keys.api_key(key_id))
+        pipe.zrem(self.keys.api_keys, key_id)
         deleted, _ = pipe.execute()
         return key if deleted else None
 
     def quota_overrides(self, tenant: str) -> dict[str, int]:
         """The quotas set for `tenant` alone (by QUOTA_NAMES); the service-wide values apply to the rest."""
-        stored: dict[str, str] = self.redis.hgetall(self._quotas(tenant))
+        stored: dict[str, str] = self.redis.hgetall(self.keys.tenant_quotas(check_tenant(tenant)))
         return {name: int(stored[name]) for name in QUOTA_NAMES if name in stored}
 
     def set_quota_overrides(self, tenant: str, values: Mapping[str, int]) -> None:
@@ -176,11 +167,11 @@ class ApiKeyStore:
             if value < 0:
                 raise InvalidQuota(f"quota {name} must be 0 or more, not {value}")
         if values:
-            self.redis.hset(self._quotas(tenant), mapping=dict(values))
+            self.redis.hset(self.keys.tenant_quotas(check_tenant(tenant)), mapping=dict(values))
 
     def clear_quota_overrides(self, tenant: str) -> None:
         """Drop every override of `tenant`: the service-wide quotas apply again."""
-        self.redis.delete(self._quotas(tenant))
+        self.redis.delete(self.keys.tenant_quotas(check_tenant(tenant)))
 
 
 def _api_key(key_id: str, fields: dict[str, str]) -> ApiKey:

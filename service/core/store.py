@@ -1,47 +1,6 @@
-"""The Redis job store: the only module that knows Redis key names.
+"""The Redis job store: jobs, trials, search state, leases and worker records.
 
-Layout (prefix `ktune` by default):
-- `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, start_sends, started_at,
-  finished_at, error (JSON), best (JSON)
-- `{p}:job:{id}:data` the data as compact arrays (`.npz` bytes, `service.core.data_codec`), read by workers
-- `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
-  `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:trial-counts` status -> how many trials have it
-  (kept with trial-status, so a job's progress is one small read however many trials it has);
-  `{p}:job:{id}:history:{trial}` list of the trial's epochs (JSON `[execution, {metric: value}]`), appended
-  as the trial trains
-- `{p}:job:{id}:search-log` list of the search algorithm's state: a whole state (JSON), then each step's
-  changes (`worker.oracles`); `{p}:job:{id}:oracle` the whole state as a single value, as ktune stored it
-  before the log (read once, for a job that was running then)
-- `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs);
-  `{p}:job:{id}:lease:{trial}` a trial's owner;
-  `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
-  `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
-  `{p}:job:{id}:nudged` marks a stalled job the sweeper has just nudged
-- `{p}:queue:{queue}:served-at` when a worker was last seen consuming a Celery queue
-- `{p}:worker:{node}:draining` marks a worker node in warm shutdown
-- `{p}:worker:{node}:heartbeat` a worker node's latest heartbeat (JSON), gone unless renewed; `{p}:workers`
-  the set of nodes that wrote one
-- the broker's own lists (kombu's layout, read only): `{queue}` holds a Celery queue's waiting messages, and
-  `{queue}\x06\x16{n}` those of priority step n
-- `{p}:jobs` and `{p}:jobs:status:{status}` sorted sets of `{created_us:020d}:{id}`, for listing; the same
-  per tenant: `{p}:tenant:{tenant}:jobs` and `{p}:tenant:{tenant}:jobs:status:{status}` (what a tenant lists,
-  and counts against its quotas of queued and running jobs)
-- `{p}:tenant:{tenant}:trials:{yyyy-mm-dd}` the trials the tenant's jobs reserved that UTC day (a job
-  reserves its max_trials when submitted and gives back those it never started when it ends)
-- `{p}:tenant:{tenant}:usage` hash `job:{id}` / `dataset:{id}` -> bytes the tenant stores in artifacts
-- `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
-  `{p}:cleanup:cursor` where its pass over leftover job keys has got to
-- `{p}:rate-limit:...` the windows of the job-creation rate limit (`service.api.rate_limit`; the `limits`
-  package names the keys under this prefix)
-
-- `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
-  (`service.core.dataset_store`, which names them from this store's prefix)
-- `{p}:apikey:{key_id}`, `{p}:apikeys` and `{p}:tenant:{tenant}:quotas`: API keys (a hash of each, never the
-  key) and tenants' quota overrides (`service.core.api_keys`, named from this store's prefix too)
-- `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
-  created, expiring (`service.core.idempotency`, which names them from this store's prefix)
-
-Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
+Its key names, and the layout they make, are in `service.core.store_keys`.
 """
 
 from __future__ import annotations
@@ -56,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-from kombu.transport.redis import Channel as BrokerChannel
 
 from service.core.data_plan import DataPlan
 from service.core.heartbeats import WorkerHeartbeat
@@ -70,6 +28,16 @@ from service.core.records import (
     utcnow,
 )
 from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
+from service.core.store_keys import (
+    TENANT_JOBS,
+    TENANT_STATUS,
+    TENANT_TRIALS,
+    TENANT_USAGE,
+    JobPart,
+    StoreKeys,
+    TrialPart,
+    broker_lists,
+)
 
 cursor_pattern = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
 
@@ -95,11 +63,11 @@ return {1}
 
 # Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes (its
 # tenant's too) in step. A move to running waits (returns 2) while the tenant runs ARGV[6] jobs already.
-_TRANSITION = """
+_TRANSITION = f"""
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then return 0 end
-local own = ARGV[5] .. (redis.call('HGET', KEYS[1], 'tenant') or 'local') .. ':jobs:status:'
+local own = ARGV[5] .. (redis.call('HGET', KEYS[1], 'tenant') or {LEGACY_TENANT!r}) .. {TENANT_STATUS!r}
 if ARGV[6] ~= '' and ARGV[2] == 'running' and redis.call('ZCARD', own .. 'running') >= tonumber(ARGV[6]) then
   return 2
 end
@@ -113,24 +81,24 @@ return 1
 """
 
 # Notes the bytes of a job's artifacts in its tenant's usage, while the job exists.
-_SET_JOB_USAGE = """
+_SET_JOB_USAGE = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'local'
-redis.call('HSET', ARGV[1] .. tenant .. ':usage', 'job:' .. ARGV[2], ARGV[3])
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or {LEGACY_TENANT!r}
+redis.call('HSET', ARGV[1] .. tenant .. {TENANT_USAGE!r}, 'job:' .. ARGV[2], ARGV[3])
 return 1
 """
 
 # Gives back the trials a finished job reserved but never created, to the day it reserved them on (if that
 # day's count is still kept), once: the job's reservation becomes what it used.
-_RELEASE_TRIALS = """
+_RELEASE_TRIALS = f"""
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_trials') or '0')
 local used = redis.call('HLEN', KEYS[2])
 if reserved <= used then return 0 end
 redis.call('HSET', KEYS[1], 'reserved_trials', used)
 local day = redis.call('HGET', KEYS[1], 'reserved_day')
-local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'local'
+local tenant = redis.call('HGET', KEYS[1], 'tenant') or {LEGACY_TENANT!r}
 if not day then return 0 end
-local counter = ARGV[1] .. tenant .. ':trials:' .. day
+local counter = ARGV[1] .. tenant .. {TENANT_TRIALS!r} .. day
 if redis.call('EXISTS', counter) == 0 then return 0 end
 local left = redis.call('DECRBY', counter, reserved - used)
 if left < 0 then redis.call('SET', counter, 0, 'KEEPTTL') end
@@ -202,37 +170,32 @@ return 0
 """
 
 
-# Every key of a job besides its hash: `{job}:{suffix}`, and `{job}:{family}:{trial}` for each trial. A new
-# key of a job belongs here (tests/integration/test_retention.py scans the whole keyspace after a delete);
-# one that is missing is still removed later by `delete_leftover_keys`, the cleanup's slow net.
-_JOB_SUFFIXES = ("data", "trials", "trial-status", "trial-counts", "search-log", "oracle", "lock", "nudged")
-_TRIAL_FAMILIES = ("lease", "requeued", "losses", "history")
-
 # Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
-# in one step: a reader finds either the whole job or none of it. Keys are named here from the trial ids,
-# so a key written a moment before is not missed. -1: no such job, 0: not finished, 2: a trial is held.
-_DELETE = """
+# in one step: a reader finds either the whole job or none of it. KEYS: the job's hash, its trial statuses,
+# its trial records, then its other keys (every `JobPart`); ARGV[7] on: the names of its trial keys without
+# the trial id (every `TrialPart`, the lease first), completed here from the trial ids so that a key written
+# a moment before is not missed. -1: no such job, 0: not finished, 2: a trial is held.
+_DELETE = f"""
 local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
 if not status then return -1 end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-local tenant = ARGV[7] .. (redis.call('HGET', job, 'tenant') or 'local')
-local trials = redis.call('HKEYS', job .. ':trial-status')
-for _, trial in ipairs(redis.call('HKEYS', job .. ':trials')) do table.insert(trials, trial) end
+local tenant = ARGV[5] .. (redis.call('HGET', job, 'tenant') or {LEGACY_TENANT!r})
+local trials = redis.call('HKEYS', KEYS[2])
+for _, trial in ipairs(redis.call('HKEYS', KEYS[3])) do table.insert(trials, trial) end
 for _, trial in ipairs(trials) do
-  if redis.call('EXISTS', job .. ':lease:' .. trial) == 1 then return 2 end
+  if redis.call('EXISTS', ARGV[7] .. trial) == 1 then return 2 end
 end
-local keys = {job}
-for suffix in string.gmatch(ARGV[5], '[^,]+') do table.insert(keys, job .. ':' .. suffix) end
-for family in string.gmatch(ARGV[6], '[^,]+') do
-  for _, trial in ipairs(trials) do table.insert(keys, job .. ':' .. family .. ':' .. trial) end
+local keys = {{unpack(KEYS)}}
+for i = 7, #ARGV do
+  for _, trial in ipairs(trials) do table.insert(keys, ARGV[i] .. trial) end
 end
 for i = 1, #keys, 1000 do redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys))) end
 redis.call('ZREM', ARGV[2], ARGV[4])
 redis.call('ZREM', ARGV[3] .. status, ARGV[4])
-redis.call('ZREM', tenant .. ':jobs', ARGV[4])
-redis.call('ZREM', tenant .. ':jobs:status:' .. status, ARGV[4])
-redis.call('HDEL', tenant .. ':usage', 'job:' .. ARGV[8])
+redis.call('ZREM', tenant .. {TENANT_JOBS!r}, ARGV[4])
+redis.call('ZREM', tenant .. {TENANT_STATUS!r} .. status, ARGV[4])
+redis.call('HDEL', tenant .. {TENANT_USAGE!r}, 'job:' .. ARGV[6])
 return 1
 """
 
@@ -300,6 +263,7 @@ class JobStore:
         # Replies as bytes, for the job's data; made from `client`'s settings on first use when not given.
         self._binary: Any = binary
         self.prefix = prefix
+        self.keys = StoreKeys(prefix)
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._release_trials = client.register_script(_RELEASE_TRIALS)
@@ -336,26 +300,9 @@ class JobStore:
         return self._binary
 
     # keys
-    def _job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
     def rate_limit_prefix(self) -> str:
         """The prefix under which the `limits` package keeps the job-creation rate limit's windows."""
-        return f"{self.prefix}:rate-limit"
-
-    def job_key(self, job_id: str) -> str:
-        """The key of a job's hash (for `dataset_store`'s script, which reads job statuses)."""
-        return self._job(job_id)
-
-    def _index(self, status: JobStatus | None = None) -> str:
-        return f"{self.prefix}:jobs" if status is None else f"{self.prefix}:jobs:status:{status.value}"
-
-    def _tenant(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}"
-
-    def _tenant_index(self, tenant: str, status: JobStatus | None = None) -> str:
-        base = f"{self._tenant(tenant)}:jobs"
-        return base if status is None else f"{base}:status:{status.value}"
+        return self.keys.rate_limit_prefix
 
     @staticmethod
     def _member(created_at: datetime, job_id: str) -> str:
@@ -375,13 +322,13 @@ class JobStore:
         fields.update(reserved_trials=str(admission.trials), reserved_day=day)
         tenant = record.tenant
         keys = [
-            self._job(record.id),
-            f"{self._job(record.id)}:data",
-            self._index(),
-            self._index(record.status),
-            self._tenant_index(tenant),
-            self._tenant_index(tenant, record.status),
-            f"{self._tenant(tenant)}:trials:{day}",
+            self.keys.job(record.id),
+            self.keys.job_data(record.id),
+            self.keys.jobs(),
+            self.keys.jobs(record.status),
+            self.keys.tenant_jobs(tenant),
+            self.keys.tenant_jobs(tenant, record.status),
+            self.keys.tenant_trials(tenant, day),
         ]
         args: list[Any] = [
             self._member(record.created_at, record.id),
@@ -399,58 +346,58 @@ class JobStore:
 
     def release_trials(self, job_id: str) -> int:
         """Give the trials a finished job reserved and never created back to its day; returns how many."""
-        keys = [self._job(job_id), f"{self._job(job_id)}:trial-status"]
-        return int(self._release_trials(keys=keys, args=[f"{self.prefix}:tenant:"]))
+        keys = [self.keys.job(job_id), self.keys.trial_status(job_id)]
+        return int(self._release_trials(keys=keys, args=[self.keys.tenant_prefix]))
 
     def trials_reserved(self, tenant: str, day: str) -> int:
         """The trials the tenant's jobs reserved on a UTC day (YYYY-MM-DD)."""
-        return int(self.redis.get(f"{self._tenant(tenant)}:trials:{day}") or 0)
+        return int(self.redis.get(self.keys.tenant_trials(tenant, day)) or 0)
 
     def tenant_job_counts(self, tenant: str) -> dict[JobStatus, int]:
         """The tenant's queued and running jobs."""
         pipe = self.redis.pipeline(transaction=False)
         active = (JobStatus.QUEUED, JobStatus.RUNNING)
         for status in active:
-            pipe.zcard(self._tenant_index(tenant, status))
+            pipe.zcard(self.keys.tenant_jobs(tenant, status))
         return dict(zip(active, (int(n) for n in pipe.execute()), strict=True))
 
     def jobs_ahead(self, tenant: str, job_id: str) -> int:
         """The tenant's jobs ahead of this one: those running (besides it) and those queued before it."""
         member = self._member_of(job_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(self._tenant_index(tenant, JobStatus.RUNNING))
-        pipe.zscore(self._tenant_index(tenant, JobStatus.RUNNING), member or "")
-        pipe.zlexcount(self._tenant_index(tenant, JobStatus.QUEUED), "-", f"({member}" if member else "+")
+        pipe.zcard(self.keys.tenant_jobs(tenant, JobStatus.RUNNING))
+        pipe.zscore(self.keys.tenant_jobs(tenant, JobStatus.RUNNING), member or "")
+        pipe.zlexcount(self.keys.tenant_jobs(tenant, JobStatus.QUEUED), "-", f"({member}" if member else "+")
         running, itself, queued_before = pipe.execute()
         return int(running) - (itself is not None) + int(queued_before)
 
     def oldest_jobs(self, tenant: str, status: JobStatus, count: int) -> list[str]:
         """Ids of the tenant's `count` oldest jobs with `status`."""
-        members = self.redis.zrangebylex(self._tenant_index(tenant, status), "-", "+", start=0, num=count)
+        members = self.redis.zrangebylex(self.keys.tenant_jobs(tenant, status), "-", "+", start=0, num=count)
         return [m.split(":", 1)[1] for m in members]
 
     def get_tenant(self, job_id: str) -> str | None:
-        value = self.redis.hget(self._job(job_id), "tenant")
-        return str(value) if value else (LEGACY_TENANT if self.redis.exists(self._job(job_id)) else None)
+        value = self.redis.hget(self.keys.job(job_id), "tenant")
+        return str(value) if value else (LEGACY_TENANT if self.redis.exists(self.keys.job(job_id)) else None)
 
     # artifact bytes per tenant
     def set_job_usage(self, job_id: str, size: int) -> None:
         """Note the bytes of a job's artifacts against its tenant, unless the job is gone (deleting it
         removed its entry)."""
-        self._set_job_usage(keys=[self._job(job_id)], args=[f"{self.prefix}:tenant:", job_id, size])
+        self._set_job_usage(keys=[self.keys.job(job_id)], args=[self.keys.tenant_prefix, job_id, size])
 
     def usage(self, tenant: str) -> int:
         """The bytes the tenant stores in artifacts (models, checkpoints, data sets)."""
-        return sum(int(v) for v in self.redis.hvals(f"{self._tenant(tenant)}:usage"))
+        return sum(int(v) for v in self.redis.hvals(self.keys.tenant_usage(tenant)))
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        return self._record(job_id, self.redis.hgetall(self._job(job_id)))
+        return self._record(job_id, self.redis.hgetall(self.keys.job(job_id)))
 
     def job_views(self, job_ids: list[str]) -> list[JobView | None]:
         """Each job with its trial counts (None for a job that does not exist), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hgetall(self._job(job_id))
+            pipe.hgetall(self.keys.job(job_id))
         self._queue_counts(pipe, job_ids)
         replies = pipe.execute()
         views: list[JobView | None] = []
@@ -485,12 +432,12 @@ class JobStore:
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:
-        value = self.redis.hget(self._job(job_id), "status")
+        value = self.redis.hget(self.keys.job(job_id), "status")
         return JobStatus(value) if value else None
 
     def get_data(self, job_id: str) -> bytes:
         """The job's stored data (`data_codec.decode` reads it). Raises KeyError."""
-        raw = self._bytes.get(f"{self._job(job_id)}:data")
+        raw = self._bytes.get(self.keys.job_data(job_id))
         if raw is None:
             raise KeyError(job_id)
         return bytes(raw)
@@ -524,17 +471,17 @@ class JobStore:
         args: list[str] = [
             ",".join(s.value for s in allowed_from),
             to.value,
-            f"{self._index()}:status:",
+            self.keys.jobs_status_prefix,
             record_member,
-            f"{self.prefix}:tenant:",
+            self.keys.tenant_prefix,
             "" if max_running is None else str(max_running),
         ]
         for name, value in _encode(fields).items():
             args += [name, value]
-        return int(self._transition(keys=[self._job(job_id)], args=args))
+        return int(self._transition(keys=[self.keys.job(job_id)], args=args))
 
     def _member_of(self, job_id: str) -> str | None:
-        created = self.redis.hget(self._job(job_id), "created_at")
+        created = self.redis.hget(self.keys.job(job_id), "created_at")
         if created is None:
             return None
         return self._member(datetime.fromisoformat(created), job_id)
@@ -544,12 +491,12 @@ class JobStore:
         args: list[str] = []
         for name, value in _encode(fields).items():
             args += [name, value]
-        self._set_if_exists(keys=[self._job(job_id)], args=args)
+        self._set_if_exists(keys=[self.keys.job(job_id)], args=args)
 
     def set_waiting(self, job_id: str, waiting: ErrorInfo | None) -> None:
         """Say why a job waits (no worker serves its queue), or clear that."""
         if waiting is None:
-            self.redis.hdel(self._job(job_id), "waiting")
+            self.redis.hdel(self.keys.job(job_id), "waiting")
         else:
             self.set_job_fields(job_id, waiting=waiting)
 
@@ -557,11 +504,11 @@ class JobStore:
         """Note the job's start as sent once more, now, if it is still queued and sent `sends` times (the
         count the caller read): True for exactly one of several callers that read the same count."""
         args = [str(sends), str(sends + 1), utcnow().isoformat()]
-        return int(self._claim_resend(keys=[self._job(job_id)], args=args)) == 1
+        return int(self._claim_resend(keys=[self.keys.job(job_id)], args=args)) == 1
 
     def claim_nudge(self, job_id: str, seconds: float) -> bool:
         """True at most once per `seconds` for a job, across API replicas: the right to nudge its search."""
-        return bool(self.redis.set(f"{self._job(job_id)}:nudged", "1", nx=True, px=int(seconds * 1000)))
+        return bool(self.redis.set(self.keys.nudged(job_id), "1", nx=True, px=int(seconds * 1000)))
 
     def list_jobs(
         self, tenant: str, status: JobStatus | None, limit: int, cursor: str | None
@@ -571,14 +518,14 @@ class JobStore:
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
-        index = self._tenant_index(tenant, status)
+        index = self.keys.tenant_jobs(tenant, status)
         members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
         page = members[:limit]
         views = self.job_views([member.split(":", 1)[1] for member in page])
         return [view for view in views if view is not None], (page[-1] if len(members) > limit else None)
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
-        return [m.split(":", 1)[1] for m in self.redis.zrange(self._index(status), 0, -1)]
+        return [m.split(":", 1)[1] for m in self.redis.zrange(self.keys.jobs(status), 0, -1)]
 
     # deletion and retention
     def delete_job(self, job_id: str) -> JobDeletion:
@@ -587,17 +534,20 @@ class JobStore:
         member = self._member_of(job_id)
         if member is None:
             return JobDeletion.NOT_FOUND
+        first = (JobPart.TRIAL_STATUS, JobPart.TRIALS)
+        keys = [self.keys.job(job_id), *(self.keys.job_part(job_id, part) for part in first)]
+        keys += [self.keys.job_part(job_id, part) for part in JobPart if part not in first]
+        lease_first = (TrialPart.LEASE, *(part for part in TrialPart if part is not TrialPart.LEASE))
         args = [
             ",".join(s.value for s in TERMINAL_JOB_STATES),
-            self._index(),
-            f"{self._index()}:status:",
+            self.keys.jobs(),
+            self.keys.jobs_status_prefix,
             member,
-            ",".join(_JOB_SUFFIXES),
-            ",".join(_TRIAL_FAMILIES),
-            f"{self.prefix}:tenant:",
+            self.keys.tenant_prefix,
             job_id,
+            *(self.keys.trial_part(job_id, part, "") for part in lease_first),
         ]
-        return _DELETION_REPLIES[int(self._delete(keys=[self._job(job_id)], args=args))]
+        return _DELETION_REPLIES[int(self._delete(keys=keys, args=args))]
 
     def delete_leftover_keys(self, count: int, min_idle_seconds: float = 60) -> list[str]:
         """Look at about `count` more job keys and delete those whose job is gone; returns them.
@@ -607,17 +557,17 @@ class JobStore:
         piece per call (its cursor is kept in Redis), so a call costs the same however many keys there are.
         A key touched in the last `min_idle_seconds` stays, in case its job is being created right now.
         """
-        cursor_key = f"{self.prefix}:cleanup:cursor"
+        cursor_key = self.keys.cleanup_cursor
         cursor = int(self.redis.get(cursor_key) or 0)
-        pattern = _GLOB_SPECIAL.sub(r"\\\1", f"{self.prefix}:job:") + "*"
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", self.keys.job("")) + "*"
         cursor, keys = self.redis.scan(cursor, match=pattern, count=count)
         self.redis.set(cursor_key, cursor)
-        start = len(f"{self.prefix}:job:")
+        start = len(self.keys.job(""))
         owners = {key: key[start:].split(":", 1)[0] for key in keys}
         jobs = sorted(set(owners.values()))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in jobs:
-            pipe.exists(self._job(job_id))
+            pipe.exists(self.keys.job(job_id))
         gone = {job_id for job_id, exists in zip(jobs, pipe.execute(), strict=True) if not exists}
         orphans = sorted(key for key, owner in owners.items() if owner in gone)
         pipe = self.redis.pipeline(transaction=False)
@@ -642,7 +592,7 @@ class JobStore:
         for status in sorted(TERMINAL_JOB_STATES):
             start = 0
             while True:
-                members = self.redis.zrangebylex(self._index(status), "-", bound, start=start, num=500)
+                members = self.redis.zrangebylex(self.keys.jobs(status), "-", bound, start=start, num=500)
                 if not members:
                     break
                 ids = [m.split(":", 1)[1] for m in members]
@@ -653,7 +603,7 @@ class JobStore:
         """(status, finished_at) of each of these jobs, (None, None) for an unknown one; one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(self._job(job_id), ["status", "finished_at"])
+            pipe.hmget(self.keys.job(job_id), ["status", "finished_at"])
         return [
             (JobStatus(status) if status else None, _optional_time(finished))
             for status, finished in pipe.execute()
@@ -661,19 +611,19 @@ class JobStore:
 
     def holds_trials(self, job_id: str) -> bool:
         """Whether a worker holds a lease on any trial of the job (it may still be writing files)."""
-        trials = self.redis.hkeys(f"{self._job(job_id)}:trial-status")
+        trials = self.redis.hkeys(self.keys.trial_status(job_id))
         if not trials:
             return False
-        return bool(self.redis.exists(*(f"{self._job(job_id)}:lease:{trial}" for trial in trials)))
+        return bool(self.redis.exists(*(self.keys.trial_lease(job_id, trial) for trial in trials)))
 
     def claim_cleanup(self, owner: str, seconds: float) -> bool:
         """Claim the cleanup for `seconds` (False: another API replica holds it), so replicas take turns."""
-        key = f"{self.prefix}:cleanup:claim"
+        key = self.keys.cleanup_claim
         return bool(self.redis.set(key, owner, nx=True, px=max(1, int(seconds * 1000))))
 
     def extend_cleanup_claim(self, owner: str, seconds: float) -> None:
         """Let the owner's claim lapse `seconds` from now instead (spacing cleanup rounds)."""
-        self._renew(keys=[f"{self.prefix}:cleanup:claim"], args=[owner, max(1, int(seconds * 1000))])
+        self._renew(keys=[self.keys.cleanup_claim], args=[owner, max(1, int(seconds * 1000))])
 
     # trials
     def transition_trial(
@@ -699,11 +649,11 @@ class JobStore:
         if replace_history:
             args += history_entries(trial.executions)
         keys = [
-            f"{self._job(job_id)}:trials",
-            f"{self._job(job_id)}:trial-status",
-            self._history(job_id, trial.id),
-            self._job(job_id),
-            f"{self._job(job_id)}:trial-counts",
+            self.keys.job_trials(job_id),
+            self.keys.trial_status(job_id),
+            self.keys.trial_history(job_id, trial.id),
+            self.keys.job(job_id),
+            self.keys.trial_counts(job_id),
         ]
         return int(self._trial_transition(keys=keys, args=args)) == 1
 
@@ -711,25 +661,22 @@ class JobStore:
         """Append epochs (from `history_entries`) to a running trial's history; False if it is not running."""
         if not entries:
             return True
-        keys = [f"{self._job(job_id)}:trial-status", self._history(job_id, trial_id)]
+        keys = [self.keys.trial_status(job_id), self.keys.trial_history(job_id, trial_id)]
         return int(self._append_history(keys=keys, args=[trial_id, *entries])) == 1
-
-    def _history(self, job_id: str, trial_id: str) -> str:
-        return f"{self._job(job_id)}:history:{trial_id}"
 
     def get_trial(self, job_id: str, trial_id: str) -> TrialRecord | None:
         """A trial without its per-epoch history."""
-        raw = self.redis.hget(f"{self._job(job_id)}:trials", trial_id)
+        raw = self.redis.hget(self.keys.job_trials(job_id), trial_id)
         return TrialRecord.model_validate_json(raw) if raw else None
 
     def get_trials(self, job_id: str, history: bool = True) -> list[TrialRecord]:
         """Every trial of a job by id, with its per-epoch history unless `history` is False."""
-        raw = self.redis.hgetall(f"{self._job(job_id)}:trials")
+        raw = self.redis.hgetall(self.keys.job_trials(job_id))
         trials = sorted((TrialRecord.model_validate_json(v) for v in raw.values()), key=lambda t: t.id)
         if history and trials:
             pipe = self.redis.pipeline(transaction=False)
             for trial in trials:
-                pipe.lrange(self._history(job_id, trial.id), 0, -1)
+                pipe.lrange(self.keys.trial_history(job_id, trial.id), 0, -1)
             for trial, entries in zip(trials, pipe.execute(), strict=True):
                 _fill_history(trial, entries)
         return trials
@@ -738,7 +685,7 @@ class JobStore:
         """Whether each trial has a record, in one round trip."""
         if not trial_ids:
             return {}
-        statuses = self.redis.hmget(f"{self._job(job_id)}:trial-status", trial_ids)
+        statuses = self.redis.hmget(self.keys.trial_status(job_id), trial_ids)
         return {trial_id: status is not None for trial_id, status in zip(trial_ids, statuses, strict=True)}
 
     def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
@@ -749,22 +696,22 @@ class JobStore:
 
     def _queue_counts(self, pipe: Any, job_ids: list[str]) -> None:
         for job_id in job_ids:
-            pipe.hgetall(f"{self._job(job_id)}:trial-counts")
-            pipe.hlen(f"{self._job(job_id)}:trial-status")
+            pipe.hgetall(self.keys.trial_counts(job_id))
+            pipe.hlen(self.keys.trial_status(job_id))
 
     def _counts(self, job_id: str, stored: dict[str, str], trials: int) -> Counter[TrialStatus]:
         counts = Counter({TrialStatus(s): int(n) for s, n in stored.items() if int(n) > 0})
         if counts.total() == trials:
             return counts
         # A job whose trials were stored before the counts were kept: count them one by one.
-        return Counter(TrialStatus(s) for s in self.redis.hvals(f"{self._job(job_id)}:trial-status"))
+        return Counter(TrialStatus(s) for s in self.redis.hvals(self.keys.trial_status(job_id)))
 
     # search state
     def search_log(self, job_id: str, start: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """How many entries the job's search log holds, and those from position `start` on."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(f"{self._job(job_id)}:search-log")
-        pipe.lrange(f"{self._job(job_id)}:search-log", start, -1)
+        pipe.llen(self.keys.search_log(job_id))
+        pipe.lrange(self.keys.search_log(job_id), start, -1)
         length, entries = pipe.execute()
         return int(length), [json.loads(entry) for entry in entries]
 
@@ -772,24 +719,24 @@ class JobStore:
         """Append `entry` (None: nothing, the step changed nothing) to the job's search log and note the time
         of the step, if `owner` still holds the job's step lock and the log holds `logged` entries (the step
         started from all of them); False, writing nothing, otherwise."""
-        keys = [f"{self._job(job_id)}:lock", f"{self._job(job_id)}:search-log", self._job(job_id)]
+        keys = [self.keys.step_lock(job_id), self.keys.search_log(job_id), self.keys.job(job_id)]
         args = [owner, str(logged), utcnow().isoformat(), json.dumps(entry) if entry is not None else ""]
         return int(self._append_search_log(keys=keys, args=args)) == 1
 
     def legacy_oracle_state(self, job_id: str) -> dict[str, Any] | None:
         """The whole search state of a job whose search began before the log was kept, if any."""
-        raw = self.redis.get(f"{self._job(job_id)}:oracle")
+        raw = self.redis.get(self.keys.legacy_oracle(job_id))
         return json.loads(raw) if raw else None
 
     def acquire_step_lock(self, job_id: str, owner: str, seconds: float) -> bool:
         """Take the job's search-step lock for `seconds` unless another owner holds it."""
-        return self._acquire(f"{self._job(job_id)}:lock", owner, seconds)
+        return self._acquire(self.keys.step_lock(job_id), owner, seconds)
 
     def renew_step_lock(self, job_id: str, owner: str, seconds: float) -> bool:
-        return self._renew_key(f"{self._job(job_id)}:lock", owner, seconds)
+        return self._renew_key(self.keys.step_lock(job_id), owner, seconds)
 
     def release_step_lock(self, job_id: str, owner: str) -> None:
-        self._release(keys=[f"{self._job(job_id)}:lock"], args=[owner])
+        self._release(keys=[self.keys.step_lock(job_id)], args=[owner])
 
     def _acquire(self, key: str, owner: str, seconds: float) -> bool:
         return bool(self.redis.set(key, owner, nx=True, px=int(seconds * 1000)))
@@ -799,55 +746,55 @@ class JobStore:
 
     # leases
     def acquire_lease(self, job_id: str, trial_id: str, owner: str, seconds: float) -> bool:
-        return self._acquire(f"{self._job(job_id)}:lease:{trial_id}", owner, seconds)
+        return self._acquire(self.keys.trial_lease(job_id, trial_id), owner, seconds)
 
     def renew_lease(self, job_id: str, trial_id: str, owner: str, seconds: float) -> bool:
-        return self._renew_key(f"{self._job(job_id)}:lease:{trial_id}", owner, seconds)
+        return self._renew_key(self.keys.trial_lease(job_id, trial_id), owner, seconds)
 
     def release_lease(self, job_id: str, trial_id: str, owner: str) -> None:
-        self._release(keys=[f"{self._job(job_id)}:lease:{trial_id}"], args=[owner])
+        self._release(keys=[self.keys.trial_lease(job_id, trial_id)], args=[owner])
 
     def claim_requeue(self, job_id: str, trial_id: str, seconds: float) -> bool:
         """True at most once per `seconds` for a trial, so a sweep does not re-send it again and again."""
-        key = f"{self._job(job_id)}:requeued:{trial_id}"
+        key = self.keys.trial_requeued(job_id, trial_id)
         return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
 
     def count_trial_loss(self, job_id: str, trial_id: str) -> int:
         """Note that a running trial's worker was lost; returns how many times that has happened."""
-        return int(self.redis.incr(f"{self._job(job_id)}:losses:{trial_id}"))
+        return int(self.redis.incr(self.keys.trial_losses(job_id, trial_id)))
 
     def trial_losses(self, job_id: str, trial_id: str) -> int:
-        return int(self.redis.get(f"{self._job(job_id)}:losses:{trial_id}") or 0)
+        return int(self.redis.get(self.keys.trial_losses(job_id, trial_id)) or 0)
 
     # worker nodes
     def set_draining(self, node: str, draining: bool) -> None:
         """Mark a worker node as shutting down (its trials hand themselves back), or clear the mark."""
-        key = f"{self.prefix}:worker:{node}:draining"
+        key = self.keys.worker_draining(node)
         if draining:
             self.redis.set(key, "1", ex=24 * 3600)
         else:
             self.redis.delete(key)
 
     def is_draining(self, node: str) -> bool:
-        return bool(self.redis.exists(f"{self.prefix}:worker:{node}:draining"))
+        return bool(self.redis.exists(self.keys.worker_draining(node)))
 
     def put_worker_heartbeat(self, node: str, heartbeat: WorkerHeartbeat, ttl: float) -> None:
         """Store a node's latest heartbeat; it disappears after `ttl` seconds unless written again."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(f"{self.prefix}:worker:{node}:heartbeat", heartbeat.model_dump_json(), px=int(ttl * 1000))
-        pipe.sadd(f"{self.prefix}:workers", node)
+        pipe.set(self.keys.worker_heartbeat(node), heartbeat.model_dump_json(), px=int(ttl * 1000))
+        pipe.sadd(self.keys.workers, node)
         pipe.execute()
 
     def worker_heartbeats(self) -> dict[str, WorkerHeartbeat]:
         """The latest heartbeat of every node whose heartbeat has not expired, by node name."""
-        nodes = sorted(self.redis.smembers(f"{self.prefix}:workers"))
+        nodes = sorted(self.redis.smembers(self.keys.workers))
         if not nodes:
             return {}
-        values = self.redis.mget([f"{self.prefix}:worker:{node}:heartbeat" for node in nodes])
+        values = self.redis.mget([self.keys.worker_heartbeat(node) for node in nodes])
         gone = [node for node, value in zip(nodes, values, strict=True) if value is None]
         if gone:
             # A node whose heartbeat expired is gone; it is added again by its next heartbeat.
-            self.redis.srem(f"{self.prefix}:workers", *gone)
+            self.redis.srem(self.keys.workers, *gone)
         return {
             node: WorkerHeartbeat.model_validate_json(value)
             for node, value in zip(nodes, values, strict=True)
@@ -869,15 +816,15 @@ class JobStore:
         now = utcnow().isoformat()
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
-            pipe.set(f"{self.prefix}:queue:{queue}:served-at", now)
+            pipe.set(self.keys.queue_served_at(queue), now)
         pipe.execute()
 
     def queue_served_at(self, queue: str) -> datetime | None:
         """When a worker was last seen consuming `queue`; None if never."""
-        return _optional_time(self.redis.get(f"{self.prefix}:queue:{queue}:served-at"))
+        return _optional_time(self.redis.get(self.keys.queue_served_at(queue)))
 
     def lease_holder(self, job_id: str, trial_id: str) -> str | None:
-        value = self.redis.get(f"{self._job(job_id)}:lease:{trial_id}")
+        value = self.redis.get(self.keys.trial_lease(job_id, trial_id))
         return str(value) if value is not None else None
 
 
@@ -907,11 +854,6 @@ def _stored_trial(trial: TrialRecord) -> str:
     """A trial record as stored: its history lives in its own list."""
     executions = [e.model_copy(update={"history": {}}) for e in trial.executions]
     return trial.model_copy(update={"executions": executions}).model_dump_json()
-
-
-def broker_lists(queue: str) -> list[str]:
-    """kombu's Redis lists of a Celery queue, one per priority step; the first is named after the queue."""
-    return [f"{queue}{BrokerChannel.sep}{step}" if step else queue for step in BrokerChannel.priority_steps]
 
 
 def index_member(created_at: datetime, record_id: str) -> str:
