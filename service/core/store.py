@@ -17,7 +17,6 @@ from typing import Any
 import redis
 
 from service.core.data_plan import DataPlan
-from service.core.heartbeats import WorkerHeartbeat
 from service.core.records import (
     LEGACY_TENANT,
     BestTrial,
@@ -28,18 +27,36 @@ from service.core.records import (
     utcnow,
 )
 from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
+from service.core.store_base import (
+    InvalidCursor,
+    cursor_pattern,
+    encode_fields,
+    index_member,
+    optional_time,
+)
 from service.core.store_keys import (
     TENANT_JOBS,
     TENANT_STATUS,
     TENANT_TRIALS,
     TENANT_USAGE,
     JobPart,
-    StoreKeys,
     TrialPart,
     broker_lists,
 )
+from service.core.store_workers import WorkerRecords
 
-cursor_pattern = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
+__all__ = [
+    "Admission",
+    "InvalidCursor",
+    "JobDeletion",
+    "JobStore",
+    "JobView",
+    "OverQuota",
+    "broker_lists",
+    "cursor_pattern",
+    "history_entries",
+    "index_member",
+]
 
 # Stores a new, queued job with its data and index entries, if its tenant's quotas admit it: fewer than
 # ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit). Returns {1},
@@ -220,10 +237,6 @@ _DELETION_REPLIES = {
 }
 
 
-class InvalidCursor(ValueError):
-    """A listing cursor that this store did not hand out."""
-
-
 @dataclass(frozen=True)
 class JobView:
     """A job as clients read it: its record and how many of its trials have each status."""
@@ -254,16 +267,11 @@ class OverQuota(Exception):
 _DAY_COUNT_SECONDS = 3 * 24 * 3600  # a day's trial count outlives the day, for jobs that end the next one
 
 
-class JobStore:
+class JobStore(WorkerRecords):
     """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
 
     def __init__(self, client: redis.Redis, prefix: str = "ktune", binary: redis.Redis | None = None) -> None:
-        # redis-py types every reply as "T | Awaitable[T]" (sync and async share stubs); this client is sync.
-        self.redis: Any = client
-        # Replies as bytes, for the job's data; made from `client`'s settings on first use when not given.
-        self._binary: Any = binary
-        self.prefix = prefix
-        self.keys = StoreKeys(prefix)
+        super().__init__(client, prefix, binary)
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._release_trials = client.register_script(_RELEASE_TRIALS)
@@ -289,24 +297,10 @@ class JobStore:
         client = redis.Redis.from_url(url, decode_responses=True, **options)
         return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **options))
 
-    @property
-    def _bytes(self) -> Any:
-        if self._binary is None:
-            pool = self.redis.connection_pool
-            kwargs = {**pool.connection_kwargs, "decode_responses": False}
-            self._binary = redis.Redis(
-                connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-            )
-        return self._binary
-
     # keys
     def rate_limit_prefix(self) -> str:
         """The prefix under which the `limits` package keeps the job-creation rate limit's windows."""
         return self.keys.rate_limit_prefix
-
-    @staticmethod
-    def _member(created_at: datetime, job_id: str) -> str:
-        return index_member(created_at, job_id)
 
     # jobs
     def ping(self) -> bool:
@@ -331,7 +325,7 @@ class JobStore:
             self.keys.tenant_trials(tenant, day),
         ]
         args: list[Any] = [
-            self._member(record.created_at, record.id),
+            index_member(record.created_at, record.id),
             data,
             "" if admission.max_queued is None else admission.max_queued,
             admission.trials,
@@ -419,13 +413,13 @@ class JobStore:
             status=JobStatus(fields["status"]),
             spec=json.loads(fields["spec"]),
             created_at=datetime.fromisoformat(fields["created_at"]),
-            enqueued_at=_optional_time(fields.get("enqueued_at")),
+            enqueued_at=optional_time(fields.get("enqueued_at")),
             start_sends=int(fields.get("start_sends", 0)),
-            started_at=_optional_time(fields.get("started_at")),
-            finished_at=_optional_time(fields.get("finished_at")),
+            started_at=optional_time(fields.get("started_at")),
+            finished_at=optional_time(fields.get("finished_at")),
             error=ErrorInfo.model_validate_json(fields["error"]) if fields.get("error") else None,
             best=BestTrial.model_validate_json(fields["best"]) if fields.get("best") else None,
-            last_step_at=_optional_time(fields.get("last_step_at")),
+            last_step_at=optional_time(fields.get("last_step_at")),
             nudges=int(fields.get("nudges", 0)),
             waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
             data=DataPlan.model_validate_json(fields["data"]) if fields.get("data") else None,
@@ -476,20 +470,14 @@ class JobStore:
             self.keys.tenant_prefix,
             "" if max_running is None else str(max_running),
         ]
-        for name, value in _encode(fields).items():
+        for name, value in encode_fields(fields).items():
             args += [name, value]
         return int(self._transition(keys=[self.keys.job(job_id)], args=args))
-
-    def _member_of(self, job_id: str) -> str | None:
-        created = self.redis.hget(self.keys.job(job_id), "created_at")
-        if created is None:
-            return None
-        return self._member(datetime.fromisoformat(created), job_id)
 
     def set_job_fields(self, job_id: str, **fields: Any) -> None:
         """Update non-status fields (enqueued_at, best) of a job that exists; a deleted job stays deleted."""
         args: list[str] = []
-        for name, value in _encode(fields).items():
+        for name, value in encode_fields(fields).items():
             args += [name, value]
         self._set_if_exists(keys=[self.keys.job(job_id)], args=args)
 
@@ -605,7 +593,7 @@ class JobStore:
         for job_id in job_ids:
             pipe.hmget(self.keys.job(job_id), ["status", "finished_at"])
         return [
-            (JobStatus(status) if status else None, _optional_time(finished))
+            (JobStatus(status) if status else None, optional_time(finished))
             for status, finished in pipe.execute()
         ]
 
@@ -767,61 +755,6 @@ class JobStore:
         return int(self.redis.get(self.keys.trial_losses(job_id, trial_id)) or 0)
 
     # worker nodes
-    def set_draining(self, node: str, draining: bool) -> None:
-        """Mark a worker node as shutting down (its trials hand themselves back), or clear the mark."""
-        key = self.keys.worker_draining(node)
-        if draining:
-            self.redis.set(key, "1", ex=24 * 3600)
-        else:
-            self.redis.delete(key)
-
-    def is_draining(self, node: str) -> bool:
-        return bool(self.redis.exists(self.keys.worker_draining(node)))
-
-    def put_worker_heartbeat(self, node: str, heartbeat: WorkerHeartbeat, ttl: float) -> None:
-        """Store a node's latest heartbeat; it disappears after `ttl` seconds unless written again."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.worker_heartbeat(node), heartbeat.model_dump_json(), px=int(ttl * 1000))
-        pipe.sadd(self.keys.workers, node)
-        pipe.execute()
-
-    def worker_heartbeats(self) -> dict[str, WorkerHeartbeat]:
-        """The latest heartbeat of every node whose heartbeat has not expired, by node name."""
-        nodes = sorted(self.redis.smembers(self.keys.workers))
-        if not nodes:
-            return {}
-        values = self.redis.mget([self.keys.worker_heartbeat(node) for node in nodes])
-        gone = [node for node, value in zip(nodes, values, strict=True) if value is None]
-        if gone:
-            # A node whose heartbeat expired is gone; it is added again by its next heartbeat.
-            self.redis.srem(self.keys.workers, *gone)
-        return {
-            node: WorkerHeartbeat.model_validate_json(value)
-            for node, value in zip(nodes, values, strict=True)
-            if value is not None
-        }
-
-    def queue_lengths(self, queues: Iterable[str]) -> dict[str, int]:
-        """Messages waiting in the broker in each of these Celery queues, all priorities counted."""
-        lists = {queue: broker_lists(queue) for queue in queues}
-        pipe = self.redis.pipeline(transaction=False)
-        for keys in lists.values():
-            for key in keys:
-                pipe.llen(key)
-        lengths = iter(pipe.execute())
-        return {queue: sum(next(lengths) for _ in keys) for queue, keys in lists.items()}
-
-    def mark_queues_served(self, queues: Iterable[str]) -> None:
-        """Note that a worker consumes each of these queues now."""
-        now = utcnow().isoformat()
-        pipe = self.redis.pipeline(transaction=False)
-        for queue in queues:
-            pipe.set(self.keys.queue_served_at(queue), now)
-        pipe.execute()
-
-    def queue_served_at(self, queue: str) -> datetime | None:
-        """When a worker was last seen consuming `queue`; None if never."""
-        return _optional_time(self.redis.get(self.keys.queue_served_at(queue)))
 
     def lease_holder(self, job_id: str, trial_id: str) -> str | None:
         value = self.redis.get(self.keys.trial_lease(job_id, trial_id))
@@ -856,27 +789,6 @@ def _stored_trial(trial: TrialRecord) -> str:
     return trial.model_copy(update={"executions": executions}).model_dump_json()
 
 
-def index_member(created_at: datetime, record_id: str) -> str:
-    """A record's entry in a listing index: sorting entries sorts records by creation time."""
-    return f"{int(created_at.timestamp() * 1_000_000):020d}:{record_id}"
-
-
-def _optional_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    encoded: dict[str, str] = {}
-    for name, value in fields.items():
-        if isinstance(value, datetime):
-            encoded[name] = value.isoformat()
-        elif hasattr(value, "model_dump_json"):
-            encoded[name] = value.model_dump_json()
-        else:
-            encoded[name] = str(value)
-    return encoded
-
-
 def _job_fields(record: JobRecord) -> dict[str, str]:
     fields: dict[str, Any] = {
         "tenant": record.tenant,
@@ -886,4 +798,4 @@ def _job_fields(record: JobRecord) -> dict[str, str]:
     }
     if record.data is not None:
         fields["data"] = record.data
-    return _encode(fields)
+    return encode_fields(fields)
