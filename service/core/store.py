@@ -6,12 +6,10 @@ Its key names, and the layout they make, are in `service.core.store_keys`.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import redis
@@ -23,7 +21,7 @@ from service.core.records import (
     ErrorInfo,
     JobRecord,
 )
-from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
+from service.core.states import JobStatus, TrialStatus
 from service.core.store_base import (
     InvalidCursor,
     cursor_pattern,
@@ -33,14 +31,11 @@ from service.core.store_base import (
 )
 from service.core.store_coordination import Coordination
 from service.core.store_keys import (
-    TENANT_JOBS,
     TENANT_STATUS,
-    TENANT_TRIALS,
-    TENANT_USAGE,
-    JobPart,
-    TrialPart,
     broker_lists,
 )
+from service.core.store_retention import JobDeletion, JobRetention
+from service.core.store_tenants import Admission, OverQuota, TenantRecords
 from service.core.store_trials import TrialRecords, history_entries, queue_trial_counts, trial_counts
 from service.core.store_workers import WorkerRecords
 
@@ -96,31 +91,6 @@ redis.call('ZADD', own .. ARGV[2], 0, ARGV[4])
 return 1
 """
 
-# Notes the bytes of a job's artifacts in its tenant's usage, while the job exists.
-_SET_JOB_USAGE = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local tenant = redis.call('HGET', KEYS[1], 'tenant') or {LEGACY_TENANT!r}
-redis.call('HSET', ARGV[1] .. tenant .. {TENANT_USAGE!r}, 'job:' .. ARGV[2], ARGV[3])
-return 1
-"""
-
-# Gives back the trials a finished job reserved but never created, to the day it reserved them on (if that
-# day's count is still kept), once: the job's reservation becomes what it used.
-_RELEASE_TRIALS = f"""
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_trials') or '0')
-local used = redis.call('HLEN', KEYS[2])
-if reserved <= used then return 0 end
-redis.call('HSET', KEYS[1], 'reserved_trials', used)
-local day = redis.call('HGET', KEYS[1], 'reserved_day')
-local tenant = redis.call('HGET', KEYS[1], 'tenant') or {LEGACY_TENANT!r}
-if not day then return 0 end
-local counter = ARGV[1] .. tenant .. {TENANT_TRIALS!r} .. day
-if redis.call('EXISTS', counter) == 0 then return 0 end
-local left = redis.call('DECRBY', counter, reserved - used)
-if left < 0 then redis.call('SET', counter, 0, 'KEEPTTL') end
-return reserved - used
-"""
-
 
 # Sets fields of a job hash only while the job exists: a late writer must not bring back a deleted job.
 _SET_IF_EXISTS = """
@@ -128,56 +98,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
-
-
-# Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
-# in one step: a reader finds either the whole job or none of it. KEYS: the job's hash, its trial statuses,
-# its trial records, then its other keys (every `JobPart`); ARGV[7] on: the names of its trial keys without
-# the trial id (every `TrialPart`, the lease first), completed here from the trial ids so that a key written
-# a moment before is not missed. -1: no such job, 0: not finished, 2: a trial is held.
-_DELETE = f"""
-local job = KEYS[1]
-local status = redis.call('HGET', job, 'status')
-if not status then return -1 end
-if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-local tenant = ARGV[5] .. (redis.call('HGET', job, 'tenant') or {LEGACY_TENANT!r})
-local trials = redis.call('HKEYS', KEYS[2])
-for _, trial in ipairs(redis.call('HKEYS', KEYS[3])) do table.insert(trials, trial) end
-for _, trial in ipairs(trials) do
-  if redis.call('EXISTS', ARGV[7] .. trial) == 1 then return 2 end
-end
-local keys = {{unpack(KEYS)}}
-for i = 7, #ARGV do
-  for _, trial in ipairs(trials) do table.insert(keys, ARGV[i] .. trial) end
-end
-for i = 1, #keys, 1000 do redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys))) end
-redis.call('ZREM', ARGV[2], ARGV[4])
-redis.call('ZREM', ARGV[3] .. status, ARGV[4])
-redis.call('ZREM', tenant .. {TENANT_JOBS!r}, ARGV[4])
-redis.call('ZREM', tenant .. {TENANT_STATUS!r} .. status, ARGV[4])
-redis.call('HDEL', tenant .. {TENANT_USAGE!r}, 'job:' .. ARGV[6])
-return 1
-"""
-
-
-_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
-
-
-class JobDeletion(StrEnum):
-    """What `JobStore.delete_job` did."""
-
-    DELETED = "deleted"
-    NOT_FOUND = "not_found"
-    NOT_FINISHED = "not_finished"  # queued or running: cancel it first
-    TRIALS_HELD = "trials_held"  # finished, but a worker still holds one of its trials (stopping)
-
-
-_DELETION_REPLIES = {
-    1: JobDeletion.DELETED,
-    -1: JobDeletion.NOT_FOUND,
-    0: JobDeletion.NOT_FINISHED,
-    2: JobDeletion.TRIALS_HELD,
-}
 
 
 @dataclass(frozen=True)
@@ -188,39 +108,17 @@ class JobView:
     trial_counts: Counter[TrialStatus]
 
 
-@dataclass(frozen=True)
-class Admission:
-    """The quotas a new job must fit: its tenant's queued jobs (`max_queued`), and its trials reserved from
-    the UTC day's `max_trials_per_day` (None: no limit). Trials are reserved (counted) either way."""
-
-    trials: int
-    max_queued: int | None = None
-    max_trials_per_day: int | None = None
-
-
-class OverQuota(Exception):
-    """A tenant's quota does not admit the job: `quota` is its name, `used` what the tenant uses of it."""
-
-    def __init__(self, quota: str, used: int) -> None:
-        super().__init__(quota, used)
-        self.quota = quota
-        self.used = used
-
-
 _DAY_COUNT_SECONDS = 3 * 24 * 3600  # a day's trial count outlives the day, for jobs that end the next one
 
 
-class JobStore(TrialRecords, Coordination, WorkerRecords):
+class JobStore(TenantRecords, JobRetention, TrialRecords, Coordination, WorkerRecords):
     """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
 
     def __init__(self, client: redis.Redis, prefix: str = "ktune", binary: redis.Redis | None = None) -> None:
         super().__init__(client, prefix, binary)
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
-        self._release_trials = client.register_script(_RELEASE_TRIALS)
-        self._set_job_usage = client.register_script(_SET_JOB_USAGE)
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
-        self._delete = client.register_script(_DELETE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
@@ -275,51 +173,11 @@ class JobStore(TrialRecords, Coordination, WorkerRecords):
         if int(reply[0]) == 0:
             raise OverQuota(str(reply[1]), int(reply[2]))
 
-    def release_trials(self, job_id: str) -> int:
-        """Give the trials a finished job reserved and never created back to its day; returns how many."""
-        keys = [self.keys.job(job_id), self.keys.trial_status(job_id)]
-        return int(self._release_trials(keys=keys, args=[self.keys.tenant_prefix]))
-
-    def trials_reserved(self, tenant: str, day: str) -> int:
-        """The trials the tenant's jobs reserved on a UTC day (YYYY-MM-DD)."""
-        return int(self.redis.get(self.keys.tenant_trials(tenant, day)) or 0)
-
-    def tenant_job_counts(self, tenant: str) -> dict[JobStatus, int]:
-        """The tenant's queued and running jobs."""
-        pipe = self.redis.pipeline(transaction=False)
-        active = (JobStatus.QUEUED, JobStatus.RUNNING)
-        for status in active:
-            pipe.zcard(self.keys.tenant_jobs(tenant, status))
-        return dict(zip(active, (int(n) for n in pipe.execute()), strict=True))
-
-    def jobs_ahead(self, tenant: str, job_id: str) -> int:
-        """The tenant's jobs ahead of this one: those running (besides it) and those queued before it."""
-        member = self._member_of(job_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(self.keys.tenant_jobs(tenant, JobStatus.RUNNING))
-        pipe.zscore(self.keys.tenant_jobs(tenant, JobStatus.RUNNING), member or "")
-        pipe.zlexcount(self.keys.tenant_jobs(tenant, JobStatus.QUEUED), "-", f"({member}" if member else "+")
-        running, itself, queued_before = pipe.execute()
-        return int(running) - (itself is not None) + int(queued_before)
-
-    def oldest_jobs(self, tenant: str, status: JobStatus, count: int) -> list[str]:
-        """Ids of the tenant's `count` oldest jobs with `status`."""
-        members = self.redis.zrangebylex(self.keys.tenant_jobs(tenant, status), "-", "+", start=0, num=count)
-        return [m.split(":", 1)[1] for m in members]
-
     def get_tenant(self, job_id: str) -> str | None:
         value = self.redis.hget(self.keys.job(job_id), "tenant")
         return str(value) if value else (LEGACY_TENANT if self.redis.exists(self.keys.job(job_id)) else None)
 
     # artifact bytes per tenant
-    def set_job_usage(self, job_id: str, size: int) -> None:
-        """Note the bytes of a job's artifacts against its tenant, unless the job is gone (deleting it
-        removed its entry)."""
-        self._set_job_usage(keys=[self.keys.job(job_id)], args=[self.keys.tenant_prefix, job_id, size])
-
-    def usage(self, tenant: str) -> int:
-        """The bytes the tenant stores in artifacts (models, checkpoints, data sets)."""
-        return sum(int(v) for v in self.redis.hvals(self.keys.tenant_usage(tenant)))
 
     def get_job(self, job_id: str) -> JobRecord | None:
         return self._record(job_id, self.redis.hgetall(self.keys.job(job_id)))
@@ -445,86 +303,6 @@ class JobStore(TrialRecords, Coordination, WorkerRecords):
         return [m.split(":", 1)[1] for m in self.redis.zrange(self.keys.jobs(status), 0, -1)]
 
     # deletion and retention
-    def delete_job(self, job_id: str) -> JobDeletion:
-        """Remove a finished job's keys and its index entries at once, unless a worker holds one of its
-        trials (a cancelled job's trial still stopping)."""
-        member = self._member_of(job_id)
-        if member is None:
-            return JobDeletion.NOT_FOUND
-        first = (JobPart.TRIAL_STATUS, JobPart.TRIALS)
-        keys = [self.keys.job(job_id), *(self.keys.job_part(job_id, part) for part in first)]
-        keys += [self.keys.job_part(job_id, part) for part in JobPart if part not in first]
-        lease_first = (TrialPart.LEASE, *(part for part in TrialPart if part is not TrialPart.LEASE))
-        args = [
-            ",".join(s.value for s in TERMINAL_JOB_STATES),
-            self.keys.jobs(),
-            self.keys.jobs_status_prefix,
-            member,
-            self.keys.tenant_prefix,
-            job_id,
-            *(self.keys.trial_part(job_id, part, "") for part in lease_first),
-        ]
-        return _DELETION_REPLIES[int(self._delete(keys=keys, args=args))]
-
-    def delete_leftover_keys(self, count: int, min_idle_seconds: float = 60) -> list[str]:
-        """Look at about `count` more job keys and delete those whose job is gone; returns them.
-
-        A worker still busy with a job may write a key after the job was deleted, and a key the layout
-        above does not list survives `delete_job`: this pass finds both. It goes round the keyspace a
-        piece per call (its cursor is kept in Redis), so a call costs the same however many keys there are.
-        A key touched in the last `min_idle_seconds` stays, in case its job is being created right now.
-        """
-        cursor_key = self.keys.cleanup_cursor
-        cursor = int(self.redis.get(cursor_key) or 0)
-        pattern = _GLOB_SPECIAL.sub(r"\\\1", self.keys.job("")) + "*"
-        cursor, keys = self.redis.scan(cursor, match=pattern, count=count)
-        self.redis.set(cursor_key, cursor)
-        start = len(self.keys.job(""))
-        owners = {key: key[start:].split(":", 1)[0] for key in keys}
-        jobs = sorted(set(owners.values()))
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in jobs:
-            pipe.exists(self.keys.job(job_id))
-        gone = {job_id for job_id, exists in zip(jobs, pipe.execute(), strict=True) if not exists}
-        orphans = sorted(key for key, owner in owners.items() if owner in gone)
-        pipe = self.redis.pipeline(transaction=False)
-        for key in orphans:
-            pipe.object("idletime", key)
-        idle = pipe.execute(raise_on_error=False)  # an error (a key gone since, an LFU policy): keep it
-        leftovers = [
-            key
-            for key, seconds in zip(orphans, idle, strict=True)
-            if isinstance(seconds, int) and seconds >= min_idle_seconds
-        ]
-        if leftovers:
-            self.redis.unlink(*leftovers)
-        return leftovers
-
-    def finished_jobs_created_before(self, cutoff: datetime) -> Iterator[tuple[str, datetime | None]]:
-        """(id, finished_at) of finished jobs created before `cutoff`, oldest first within each status.
-
-        A job ends after it was created, so only these can have ended before `cutoff`.
-        """
-        bound = f"({int(cutoff.timestamp() * 1_000_000):020d}"
-        for status in sorted(TERMINAL_JOB_STATES):
-            start = 0
-            while True:
-                members = self.redis.zrangebylex(self.keys.jobs(status), "-", bound, start=start, num=500)
-                if not members:
-                    break
-                ids = [m.split(":", 1)[1] for m in members]
-                yield from ((job_id, end) for job_id, (_, end) in zip(ids, self.job_ends(ids), strict=True))
-                start += len(members)
-
-    def job_ends(self, job_ids: list[str]) -> list[tuple[JobStatus | None, datetime | None]]:
-        """(status, finished_at) of each of these jobs, (None, None) for an unknown one; one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), ["status", "finished_at"])
-        return [
-            (JobStatus(status) if status else None, optional_time(finished))
-            for status, finished in pipe.execute()
-        ]
 
     # trials
 
