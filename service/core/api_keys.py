@@ -1,5 +1,5 @@
-"""API keys and tenants' quota overrides in Redis, beside the job store (whose module documents the whole
-key layout).
+"""API keys and tenants' quota overrides in Redis, beside the job store (`store_keys` names every
+key and documents the whole layout).
 
 - `{p}:apikey:{key_id}` hash: tenant, sha256 (hex digest of the whole key), created_at, last_used_at
 - `{p}:apikeys` sorted set of key ids, scored by creation time, for listing

@@ -1,4 +1,4 @@
-"""Idempotency keys in Redis, beside the job store (whose module documents the whole key layout).
+"""Idempotency keys in Redis, beside the job store (`store_keys` names every key).
 
 - `{p}:idempotency:{scope}:{tenant}:{sha256 hex of the key}` what a tenant's `Idempotency-Key` names on one
   kind of request (`scope`, such as `jobs`), as JSON. While the first request with the key runs:
