@@ -47,7 +47,6 @@ for i = 3, 6 do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
 return {1}
 """
 
-
 # Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes (its
 # tenant's too) in step. A move to running waits (returns 2) while the tenant runs ARGV[6] jobs already.
 _TRANSITION = f"""
@@ -66,7 +65,6 @@ redis.call('ZREM', own .. current, ARGV[4])
 redis.call('ZADD', own .. ARGV[2], 0, ARGV[4])
 return 1
 """
-
 
 # Sets fields of a job hash only while the job exists: a late writer must not bring back a deleted job.
 _SET_IF_EXISTS = """

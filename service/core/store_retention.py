@@ -44,7 +44,6 @@ redis.call('HDEL', tenant .. {TENANT_USAGE!r}, 'job:' .. ARGV[6])
 return 1
 """
 
-
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
 

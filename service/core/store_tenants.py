@@ -20,7 +20,6 @@ redis.call('HSET', ARGV[1] .. tenant .. {TENANT_USAGE!r}, 'job:' .. ARGV[2], ARG
 return 1
 """
 
-
 # Gives back the trials a finished job reserved but never created, to the day it reserved them on (if that
 # day's count is still kept), once: the job's reservation becomes what it used.
 _RELEASE_TRIALS = f"""

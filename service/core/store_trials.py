@@ -34,14 +34,12 @@ end
 return 1
 """
 
-
 # Appends epochs to a trial's history while the trial is running.
 _APPEND_HISTORY = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'running' then return 0 end
 for i = 2, #ARGV, 1000 do redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
 return 1
 """
-
 
 # Appends a step's entry to the search log only for the holder of the job's step lock, and only onto the
 # entries the step started from: a step whose lock lapsed cannot add to a log a later step wrote. Notes
