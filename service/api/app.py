@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # is read.
     app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
     errors.install(app)
+    app.include_router(routes_jobs.hot_reads)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)
     app.include_router(routes_health.router)

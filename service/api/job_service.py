@@ -120,12 +120,11 @@ def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
     return record
 
 
-def get_public(store: JobStore, job_id: str, tenant: str) -> JobPublic:
-    """The tenant's job as clients see it, read in one round trip; NotFound as `get`."""
-    [view] = store.job_views([job_id])
+def owned(view: JobView | None, job_id: str, tenant: str) -> JobView:
+    """The view, if it is of the tenant's job; NotFound as `get`."""
     if view is None or view.record.tenant != tenant:
         raise _not_found(job_id)
-    return view_to_public(view)
+    return view
 
 
 def _not_found(job_id: str) -> NotFound:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
@@ -9,9 +10,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from service.api import idempotency, job_service
-from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
+from service.api.auth import (
+    LOCAL_TENANT,
+    UNAUTHORIZED,
+    CallerDep,
+    PresentedKeyDep,
+    authenticate,
+    authenticate_with,
+)
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
@@ -19,8 +28,11 @@ from service.api.deps import (
     IdempotencyDep,
     JobBodiesDep,
     JobIdDep,
+    JobIdPath,
     SettingsDep,
     StoreDep,
+    get_job_id,
+    is_uuid,
 )
 from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
@@ -36,7 +48,7 @@ from service.core.quotas import Quotas
 from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
-from service.core.store import JobStore
+from service.core.store import InvalidCursor, JobStore, cursor_pattern
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
@@ -166,25 +178,56 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
     return None if record is None or record.tenant != tenant else job_service.to_public(store, record)
 
 
-@router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
+# The two reads clients poll check the key in the same round trip as their read (`authenticate_with`), so
+# their router has no `authenticate` of its own; every route on it must call `authenticate_with`.
+hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
+
+
+@hot_reads.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
 def list_jobs(
+    request: Request,
     store: StoreDep,
-    caller: CallerDep,
+    key: PresentedKeyDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
-) -> JobList:
+) -> Response:
     """List jobs, newest first, a page at a time, optionally only those with one status."""
-    views, next_cursor = store.list_jobs(
-        caller.tenant, status_filter, limit, cursor
-    )  # a bad cursor: errors' 422
-    return JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
+    if cursor is not None and not cursor_pattern.match(cursor):
+        authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
+        raise InvalidCursor(cursor)  # errors' 422
+    keys: ApiKeyStore = request.app.state.api_keys
+    # The page is read for the tenant the key had when last seen (one round trip), and read again in the
+    # rare case the key turns out to be another tenant's now.
+    guess = LOCAL_TENANT if key is None else keys.tenant_seen(key)
+    if guess is None:
+        guess = authenticate(request, key).tenant
+
+    def page_of(tenant: str) -> Callable[[Any], object]:
+        return lambda pipe: store.queue_job_page(pipe, tenant, status_filter, limit, cursor)
+
+    caller, [reply] = authenticate_with(request, key, page_of(guess))
+    if caller.tenant != guess:
+        [reply] = store.read(page_of(caller.tenant))
+    views, next_cursor = store.job_page_from(reply, limit)
+    page = JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
+    return _json(page)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
+@hot_reads.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
+def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
-    return job_service.get_public(store, job_id, caller.tenant)
+    if not is_uuid(job_id):
+        authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
+        get_job_id(job_id)  # raises NotFound
+    caller, replies = authenticate_with(request, key, lambda pipe: store.queue_job_views(pipe, [job_id]))
+    [view] = store.job_views_from([job_id], replies)
+    return _json(job_service.view_to_public(job_service.owned(view, job_id, caller.tenant)))
+
+
+def _json(body: BaseModel) -> Response:
+    """`body` as the JSON FastAPI would send for it, without validating a model built here once more."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{job_id}/trials", response_model=TrialList, responses=_NOT_FOUND)

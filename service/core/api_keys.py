@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,6 +89,10 @@ class ApiKeyStore:
         self.redis: Any = jobs.redis
         self.prefix = jobs.prefix
         self.keys = jobs.keys
+        self._jobs = jobs
+        # The tenant of each key this process has verified: a key's tenant never changes, so a read of the
+        # tenant's data can go in the same round trip as the check of the key (which still decides).
+        self._tenants: dict[str, str] = {}
         self._create = self.redis.register_script(_CREATE)
         self._touch = self.redis.register_script(_TOUCH)
 
@@ -111,14 +115,34 @@ class ApiKeyStore:
 
     def verify(self, token: str) -> ApiKey | None:
         """The key `token` is, or None when it is malformed, unknown or revoked; notes its use."""
+        key, _ = self.verify_with(token, lambda pipe: None)
+        return key
+
+    def verify_with(self, token: str, reads: Callable[[Any], object]) -> tuple[ApiKey | None, list[Any]]:
+        """`verify`, in the same round trip as the reads `reads` queues on a pipeline, and their replies (none
+        for a malformed token: nothing is read for it). The replies are the caller's to drop when the key is
+        None."""
         match = _TOKEN.fullmatch(token)
         if match is None:
-            return None
-        fields: dict[str, str] = self.redis.hgetall(self.keys.api_key(match["key_id"]))
+            return None, []
+        key_id = match["key_id"]
+        fields, *replies = self._jobs.read(
+            lambda pipe: (pipe.hgetall(self.keys.api_key(key_id)), reads(pipe))
+        )
+        return self._checked(token, match["key_id"], fields), replies
+
+    def tenant_seen(self, token: str) -> str | None:
+        """The tenant `token`'s key had when this process last verified it, if it did: a guess to read with,
+        which only `verify` confirms."""
+        match = _TOKEN.fullmatch(token)
+        return None if match is None else self._tenants.get(match["key_id"])
+
+    def _checked(self, token: str, key_id: str, fields: dict[str, str]) -> ApiKey | None:
         stored = fields.get("sha256")
         if stored is None or not hmac.compare_digest(stored, _digest(token)):
             return None
-        key = _api_key(match["key_id"], fields)
+        key = _api_key(key_id, fields)
+        self._tenants[key_id] = key.tenant
         now = utcnow()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= LAST_USE_INTERVAL_SECONDS:
             self._touch(keys=[self.keys.api_key(key.key_id)], args=[now.isoformat()])

@@ -7,6 +7,7 @@ The parts (`store_jobs`, `store_tenants`, `store_retention`, `store_trials`, `st
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,25 @@ class StoreBase:
         self._binary: Any = binary
         self.prefix = prefix
         self.keys = StoreKeys(prefix)
+        # The scripts reads call with EVALSHA on a pipeline (`read`), loaded again when Redis has lost them.
+        self._read_scripts: list[Any] = []
+
+    def read(self, queue: Callable[[Any], object]) -> list[Any]:
+        """The replies of the reads `queue` puts on a pipeline, in one round trip. A read script that Redis
+        has lost (a restart, SCRIPT FLUSH) is loaded again and the reads retried once."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            queue(pipe)
+            try:
+                replies: list[Any] = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self._read_scripts:
+                    self.redis.script_load(script.script)
+            else:
+                return replies
+        raise AssertionError("unreachable")
 
     @property
     def _bytes(self) -> Any:

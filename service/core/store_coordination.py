@@ -33,6 +33,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Releases the step lock (KEYS[1]) only for its owner, leaving one token in its wake list (KEYS[2]) that
+# one waiting step takes (BLPOP) to try the lock at once rather than at its next poll.
+_RELEASE_STEP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], -1, -1)
+redis.call('PEXPIRE', KEYS[2], 60000)
+return 1
+"""
+
 
 class Coordination(StoreBase):
     """Locks, leases and claims: each held by one owner at a time, and lapsing unless renewed."""
@@ -42,6 +53,7 @@ class Coordination(StoreBase):
         self._claim_resend = client.register_script(_CLAIM_RESEND)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._release_step = client.register_script(_RELEASE_STEP)
 
     # the job's search step
     def acquire_step_lock(self, job_id: str, owner: str, seconds: float) -> bool:
@@ -52,7 +64,12 @@ class Coordination(StoreBase):
         return self._renew_key(self.keys.step_lock(job_id), owner, seconds)
 
     def release_step_lock(self, job_id: str, owner: str) -> None:
-        self._release(keys=[self.keys.step_lock(job_id)], args=[owner])
+        """Release the lock if `owner` holds it, and wake one step waiting for it (`wait_step_lock`)."""
+        self._release_step(keys=[self.keys.step_lock(job_id), self.keys.step_lock_wake(job_id)], args=[owner])
+
+    def wait_step_lock(self, job_id: str, seconds: float) -> None:
+        """Wait until the job's step lock is released (or `seconds` pass): then it is worth trying again."""
+        self.redis.blpop([self.keys.step_lock_wake(job_id)], timeout=seconds)
 
     def _acquire(self, key: str, owner: str, seconds: float) -> bool:
         return bool(self.redis.set(key, owner, nx=True, px=int(seconds * 1000)))

@@ -23,7 +23,7 @@ from service.core.store_base import (
     index_member,
     optional_time,
 )
-from service.core.store_keys import TENANT_STATUS
+from service.core.store_keys import TENANT_STATUS, JobPart
 from service.core.store_tenants import Admission, OverQuota
 from service.core.store_trials import queue_trial_counts, trial_counts
 
@@ -73,6 +73,22 @@ for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# A page of a listing index, newest first, with what job_views reads of each job on it: KEYS[1] the index;
+# ARGV upper bound (exclusive "(member" or "+"), page size, job key prefix. Returns the page's members (one
+# more than the page size when there is a next page), then each job's hash, trial counts and trial total.
+_PAGE = f"""
+local size = tonumber(ARGV[2])
+local members = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[1], '-', 'LIMIT', 0, size + 1)
+local reply = {{members}}
+for i = 1, math.min(#members, size) do
+    local job = ARGV[3] .. string.sub(members[i], string.find(members[i], ':', 1, true) + 1)
+    reply[#reply + 1] = redis.call('HGETALL', job)
+    reply[#reply + 1] = redis.call('HGETALL', job .. ':{JobPart.TRIAL_COUNTS}')
+    reply[#reply + 1] = redis.call('HLEN', job .. ':{JobPart.TRIAL_STATUS}')
+end
+return reply
+"""
+
 
 @dataclass(frozen=True)
 class JobView:
@@ -93,6 +109,8 @@ class JobRecords(StoreBase):
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
+        self._page = client.register_script(_PAGE)
+        self._read_scripts.append(self._page)
 
     def create_job(self, record: JobRecord, data: bytes, admission: Admission | None = None) -> None:
         """Store a new queued job and its data (`data_codec.encode`'s bytes) and index it; readers see it at
@@ -131,19 +149,25 @@ class JobRecords(StoreBase):
 
     def job_views(self, job_ids: list[str]) -> list[JobView | None]:
         """Each job with its trial counts (None for a job that does not exist), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
+        return self.job_views_from(job_ids, self.read(lambda pipe: self.queue_job_views(pipe, job_ids)))
+
+    def queue_job_views(self, pipe: Any, job_ids: list[str]) -> None:
+        """Queue on `pipe` the reads `job_views_from` turns into views (three replies a job), so that they can
+        share a round trip."""
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
-        queue_trial_counts(pipe, self.keys, job_ids)
-        replies = pipe.execute()
+            queue_trial_counts(pipe, self.keys, [job_id])
+
+    def job_views_from(self, job_ids: list[str], replies: list[Any]) -> list[JobView | None]:
+        """The views of `job_ids` from the replies of the reads `queue_job_views` queued, in that order."""
         views: list[JobView | None] = []
         for i, job_id in enumerate(job_ids):
-            record = self._record(job_id, replies[i])
-            at = len(job_ids) + 2 * i
+            fields, counts, trials = replies[3 * i : 3 * i + 3]
+            record = self._record(job_id, fields)
             views.append(
                 None
                 if record is None
-                else JobView(record, trial_counts(self.redis, self.keys, job_id, *replies[at : at + 2]))
+                else JobView(record, trial_counts(self.redis, self.keys, job_id, counts, trials))
             )
         return views
 
@@ -241,19 +265,39 @@ class JobRecords(StoreBase):
     def list_jobs(
         self, tenant: str, status: JobStatus | None, limit: int, cursor: str | None
     ) -> tuple[list[JobView], str | None]:
-        """The tenant's jobs newest first, with their trial counts, in two round trips; the cursor is the last
-        member of the previous page."""
+        """The tenant's jobs newest first, with their trial counts, in one round trip; the cursor is the last
+        member of the previous page. Raises InvalidCursor."""
+        [reply] = self.read(lambda pipe: self.queue_job_page(pipe, tenant, status, limit, cursor))
+        return self.job_page_from(reply, limit)
+
+    def queue_job_page(
+        self, pipe: Any, tenant: str, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> None:
+        """Queue on `pipe` the one script call `job_page_from` reads a page from. Raises InvalidCursor."""
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
-        index = self.keys.tenant_jobs(tenant, status)
-        members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
+        # EVALSHA itself: a script called on a pipeline costs redis-py a SCRIPT EXISTS round trip first.
+        pipe.evalsha(
+            self._page.sha, 1, self.keys.tenant_jobs(tenant, status), upper, limit, self.keys.job("")
+        )
+
+    def job_page_from(self, reply: list[Any], limit: int) -> tuple[list[JobView], str | None]:
+        """The page and its cursor from the reply of the script `queue_job_page` queued."""
+        members, *reads = reply
         page = members[:limit]
-        views = self.job_views([member.split(":", 1)[1] for member in page])
+        # The script's HGETALLs come back as flat lists (field, value, ...).
+        replies = [_pairs(read) if i % 3 < 2 else read for i, read in enumerate(reads)]
+        views = self.job_views_from([member.split(":", 1)[1] for member in page], replies)
         return [view for view in views if view is not None], (page[-1] if len(members) > limit else None)
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self.keys.jobs(status), 0, -1)]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a Lua script returns HGETALL's reply (field, value, field, value ...), as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _job_fields(record: JobRecord) -> dict[str, str]:

@@ -12,7 +12,8 @@ Layout (prefix `ktune` by default):
 - `{p}:job:{id}:search-log` list of the search algorithm's state: a whole state (JSON), then each step's
   changes (`worker.oracles`); `{p}:job:{id}:oracle` the whole state as a single value, as ktune stored it
   before the log (read once, for a job that was running then)
-- `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs);
+- `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs); `{p}:job:{id}:lock-wake`
+  a token its release leaves for one waiting step;
   `{p}:job:{id}:lease:{trial}` a trial's owner;
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
   `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
@@ -68,6 +69,7 @@ class JobPart(StrEnum):
     SEARCH_LOG = "search-log"
     ORACLE = "oracle"
     LOCK = "lock"
+    LOCK_WAKE = "lock-wake"
     NUDGED = "nudged"
 
 
@@ -124,6 +126,9 @@ class StoreKeys:
 
     def step_lock(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.LOCK)
+
+    def step_lock_wake(self, job_id: str) -> str:
+        return self.job_part(job_id, JobPart.LOCK_WAKE)
 
     def nudged(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.NUDGED)
