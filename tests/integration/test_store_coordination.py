@@ -3,6 +3,7 @@ one owner at a time, renewed and released only by it, lapsing on time. A fresh k
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -29,6 +30,28 @@ def test_the_step_lock_has_one_owner_who_alone_renews_and_releases_it(scratch_st
     scratch_store.release_step_lock("job", "me")
     assert not scratch_store.renew_step_lock("job", "me", 10), "released: nothing to renew"
     assert scratch_store.acquire_step_lock("job", "other", 10)
+
+
+def test_a_step_waiting_for_the_lock_is_woken_by_its_release(scratch_store: JobStore) -> None:
+    assert scratch_store.acquire_step_lock("job", "me", 10)
+    started = time.monotonic()
+    scratch_store.wait_step_lock("job", SHORT)
+    assert time.monotonic() - started >= SHORT * 0.9, "held: the wait runs to its timeout"
+    scratch_store.release_step_lock("job", "other")  # not its owner: no release, no wake
+    started = time.monotonic()
+    scratch_store.wait_step_lock("job", SHORT)
+    assert time.monotonic() - started >= SHORT * 0.9
+    releaser = threading.Timer(SHORT, scratch_store.release_step_lock, ("job", "me"))
+    releaser.start()
+    started = time.monotonic()
+    scratch_store.wait_step_lock("job", 30)
+    assert time.monotonic() - started < 10, "woken by the release, long before the timeout"
+    releaser.join()
+    assert scratch_store.acquire_step_lock("job", "other", 10)
+    scratch_store.release_step_lock("job", "other")
+    started = time.monotonic()
+    scratch_store.wait_step_lock("job", 30)  # the token a release left while no one waited
+    assert time.monotonic() - started < 10
 
 
 def test_the_step_lock_lapses_unless_renewed(scratch_store: JobStore) -> None:

@@ -31,6 +31,8 @@ def every_key_of(store: JobStore, tenant: str) -> str:
     running = trial_record("01", TrialStatus.RUNNING, epochs=2)
     assert store.transition_trial(job_id, running, [TrialStatus.QUEUED], replace_history=True)
     assert store.append_history(job_id, "01", history_entries([ExecutionRecord(history={"loss": [0.1]})]))
+    assert store.acquire_step_lock(job_id, "earlier", 30)
+    store.release_step_lock(job_id, "earlier")  # leaves its wake token
     assert store.acquire_step_lock(job_id, "worker", 30)  # still held when the job is deleted
     assert store.append_search_log(job_id, {"state": {}}, "worker", 0)
     store.redis.set(store.keys.legacy_oracle(job_id), "{}")  # as a job from before the search log
