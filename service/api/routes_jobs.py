@@ -64,6 +64,7 @@ def request_schemas() -> dict[str, Any]:
 
 @router.post(
     "",
+    summary="Submit a tuning job",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses={
@@ -166,7 +167,7 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
     return None if record is None or record.tenant != tenant else job_service.to_public(store, record)
 
 
-@router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
+@router.get("", summary="List jobs", response_model=JobList, responses={422: {"model": ErrorBody}})
 def list_jobs(
     store: StoreDep,
     caller: CallerDep,
@@ -181,13 +182,13 @@ def list_jobs(
     return JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
+@router.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
 def get_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Status, progress, best trial so far, timestamps and error of one job."""
     return job_service.get_public(store, job_id, caller.tenant)
 
 
-@router.get("/{job_id}/trials", response_model=TrialList, responses=_NOT_FOUND)
+@router.get("/{job_id}/trials", summary="List a job's trials", response_model=TrialList, responses=_NOT_FOUND)
 def list_trials(
     job_id: JobIdDep,
     store: StoreDep,
@@ -202,7 +203,7 @@ def list_trials(
     return TrialList(job_id=job_id, items=trials)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS)
+@router.post("/{job_id}/cancel", summary="Cancel a job", response_model=JobPublic, responses=_ERRORS)
 def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Cancel a queued or running job; running trials stop within an epoch, finished ones are kept."""
     return job_service.to_public(store, job_service.cancel(store, job_id, caller.tenant))
@@ -210,6 +211,7 @@ def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPubli
 
 @router.delete(
     "/{job_id}",
+    summary="Delete a finished job",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={
@@ -228,6 +230,7 @@ def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, calle
 
 @router.get(
     "/{job_id}/artifacts/best-model",
+    summary="Download the best model",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}},
@@ -262,7 +265,9 @@ def best_model(
     )
 
 
-@router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
+@router.get(
+    "/{job_id}/artifacts/best-hyperparameters", summary="Get the best hyperparameters", responses=_ERRORS
+)
 def best_hyperparameters(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
     """The best trial's hyperparameters as JSON."""
     record = job_service.get(store, job_id, caller.tenant)
