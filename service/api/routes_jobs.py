@@ -199,7 +199,7 @@ def list_trials(
 ) -> TrialList:
     """Every trial of a job with hyperparameters, per-epoch history, result, duration and worker."""
     job_service.get(store, job_id, caller.tenant)
-    trials = [job_service.trial_to_public(t) for t in store.get_trials(job_id, history=history)]
+    trials = [job_service.trial_to_public(t, history) for t in store.get_trials(job_id, history=history)]
     return TrialList(job_id=job_id, items=trials)
 
 
