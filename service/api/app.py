@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service.api import (
     docs_pages,
     errors,
+    metrics,
     openapi,
     openapi_examples,
     routes_datasets,
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so it runs first: a request for a host this service is not is refused before its body
     # is read.
     app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
+    # Outermost: times every request, refused ones too.
+    metrics.install(app, app.state.store)
     errors.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_datasets.router)

@@ -31,6 +31,8 @@ Layout (prefix `ktune` by default):
 - `{p}:tenant:{tenant}:usage` hash `job:{id}` / `dataset:{id}` -> bytes the tenant stores in artifacts
 - `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
   `{p}:cleanup:cursor` where its pass over leftover job keys has got to
+- `{p}:metrics:trials` hash of trial counters and the trial-duration histogram's buckets, across every
+  worker (`service.core.trial_metrics`, which names it from this store's prefix)
 - `{p}:rate-limit:...` the windows of the job-creation rate limit (`service.api.rate_limit`; the `limits`
   package names the keys under this prefix)
 
@@ -413,6 +415,13 @@ class JobStore:
         for status in active:
             pipe.zcard(self._tenant_index(tenant, status))
         return dict(zip(active, (int(n) for n in pipe.execute()), strict=True))
+
+    def job_counts(self) -> dict[JobStatus, int]:
+        """How many jobs (every tenant's) have each status, from the status indexes: one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in JobStatus:
+            pipe.zcard(self._index(status))
+        return dict(zip(JobStatus, (int(n) for n in pipe.execute()), strict=True))
 
     def jobs_ahead(self, tenant: str, job_id: str) -> int:
         """The tenant's jobs ahead of this one: those running (besides it) and those queued before it."""
