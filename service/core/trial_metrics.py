@@ -10,8 +10,11 @@ makes them cumulative, as Prometheus' buckets are).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+import redis
 
 from service.core.states import TrialStatus
 from service.core.store import JobStore
@@ -19,6 +22,8 @@ from service.core.store import JobStore
 # Upper bounds of the duration buckets in seconds: trials of tiny jobs take about a second, large ones hours.
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 ENDED = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CANCELLED)
+
+log = logging.getLogger(__name__)
 
 
 def _key(store: JobStore) -> str:
@@ -33,7 +38,10 @@ def _bucket(seconds: float) -> str:
 
 def record_started(store: JobStore) -> None:
     """A trial started running (a trial taken over from a lost worker starts again)."""
-    store.redis.hincrby(_key(store), "started", 1)
+    try:
+        store.redis.hincrby(_key(store), "started", 1)
+    except redis.RedisError as exc:
+        _lost(exc)
 
 
 def record_ended(store: JobStore, status: TrialStatus, duration_seconds: float | None) -> None:
@@ -44,7 +52,16 @@ def record_ended(store: JobStore, status: TrialStatus, duration_seconds: float |
         pipe.hincrby(_key(store), _bucket(duration_seconds), 1)
         pipe.hincrby(_key(store), "duration:count", 1)
         pipe.hincrbyfloat(_key(store), "duration:sum", duration_seconds)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        _lost(exc)
+
+
+def _lost(exc: redis.RedisError) -> None:
+    # The trial's change of status is stored already: a count missed is better than a caller that takes
+    # the stored change for a failed one.
+    log.warning("a trial metric was not counted: %s", exc)
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,9 @@ def _queues(command: list[str]) -> set[str]:
 REDIS_NAME = next(name for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("redis"))
 REDIS = SERVICES[REDIS_NAME]
 # The services that run ktune's own images (not Redis, nor the optional Flower).
-KTUNE_SERVICES = {name: svc for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("ktune")}
+KTUNE_SERVICES = {
+    name: svc for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("ktune")
+}
 FLOWER = SERVICES["flower"]
 WORKERS = {name: svc for name, svc in SERVICES.items() if _command(svc)[:3] == ["python", "-m", "worker"]}
 

@@ -8,6 +8,7 @@ import pytest
 
 from service.core import trial_metrics
 from service.core.states import TrialStatus
+from service.core.store import JobStore
 
 
 @pytest.mark.parametrize(
@@ -43,3 +44,9 @@ def test_an_empty_hash_reads_as_zeros() -> None:
     assert counts.started == 0 and counts.duration_count == 0
     assert all(count == 0 for _, count in counts.duration_buckets)
     assert len(counts.duration_buckets) == len(trial_metrics.DURATION_BUCKETS) + 1
+
+
+def test_a_store_that_cannot_be_reached_loses_the_count_not_the_trial() -> None:
+    store = JobStore.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    trial_metrics.record_started(store)
+    trial_metrics.record_ended(store, TrialStatus.COMPLETED, 1.5)
