@@ -12,7 +12,7 @@ from service.api import dataset_service
 from service.api.admission import job_admission, refused
 from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
-from service.api.schemas import JobPublic, ObjectivePublic, Progress, TrialPublic
+from service.api.schemas import BestTrialPublic, JobPublic, ObjectivePublic, Progress, TrialPublic
 from service.core import data_codec, fair_share, lifecycle
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
@@ -194,7 +194,7 @@ def view_to_public(view: JobView) -> JobPublic:
             failed=counts[TrialStatus.FAILED],
             cancelled=counts[TrialStatus.CANCELLED],
         ),
-        best_trial=record.best,
+        best_trial=BestTrialPublic.of(record.best) if record.best else None,
         error=record.error,
         waiting=record.waiting,
         classes=record.data.classes if record.data else None,
@@ -206,6 +206,10 @@ def view_to_public(view: JobView) -> JobPublic:
     )
 
 
-def trial_to_public(trial: TrialRecord) -> TrialPublic:
-    """The trial as clients see it (with the history the store returned, if any)."""
-    return TrialPublic.model_validate(trial.model_dump())
+def trial_to_public(trial: TrialRecord, history: bool = True) -> TrialPublic:
+    """The trial as clients see it; without `history`, its executions leave their histories out."""
+    public = TrialPublic.model_validate(trial.model_dump())
+    if not history:
+        for execution in public.executions:
+            execution.history = None
+    return public

@@ -76,6 +76,7 @@ def request_schemas() -> dict[str, Any]:
 
 @router.post(
     "",
+    summary="Submit a tuning job",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses={
@@ -183,7 +184,7 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
 hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
 
-@hot_reads.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
+@hot_reads.get("", summary="List jobs", response_model=JobList, responses={422: {"model": ErrorBody}})
 def list_jobs(
     request: Request,
     store: StoreDep,
@@ -214,7 +215,7 @@ def list_jobs(
     return _json(page)
 
 
-@hot_reads.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
+@hot_reads.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
 def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
     if not is_uuid(job_id):
@@ -230,7 +231,7 @@ def _json(body: BaseModel) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-@router.get("/{job_id}/trials", response_model=TrialList, responses=_NOT_FOUND)
+@router.get("/{job_id}/trials", summary="List a job's trials", response_model=TrialList, responses=_NOT_FOUND)
 def list_trials(
     job_id: JobIdDep,
     store: StoreDep,
@@ -241,11 +242,11 @@ def list_trials(
 ) -> TrialList:
     """Every trial of a job with hyperparameters, per-epoch history, result, duration and worker."""
     job_service.get(store, job_id, caller.tenant)
-    trials = [job_service.trial_to_public(t) for t in store.get_trials(job_id, history=history)]
+    trials = [job_service.trial_to_public(t, history) for t in store.get_trials(job_id, history=history)]
     return TrialList(job_id=job_id, items=trials)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS)
+@router.post("/{job_id}/cancel", summary="Cancel a job", response_model=JobPublic, responses=_ERRORS)
 def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Cancel a queued or running job; running trials stop within an epoch, finished ones are kept."""
     return job_service.to_public(store, job_service.cancel(store, job_id, caller.tenant))
@@ -253,6 +254,7 @@ def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPubli
 
 @router.delete(
     "/{job_id}",
+    summary="Delete a finished job",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={
@@ -271,6 +273,7 @@ def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, calle
 
 @router.get(
     "/{job_id}/artifacts/best-model",
+    summary="Download the best model",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}},
@@ -305,7 +308,9 @@ def best_model(
     )
 
 
-@router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
+@router.get(
+    "/{job_id}/artifacts/best-hyperparameters", summary="Get the best hyperparameters", responses=_ERRORS
+)
 def best_hyperparameters(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
     """The best trial's hyperparameters as JSON."""
     record = job_service.get(store, job_id, caller.tenant)

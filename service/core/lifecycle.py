@@ -7,7 +7,7 @@ import logging
 import redis
 from kombu.exceptions import OperationalError
 
-from service.core import fair_share
+from service.core import fair_share, trial_metrics
 from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
 from service.core.store import JobStore
@@ -103,7 +103,10 @@ def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued (or running, when a lost worker's trial is taken over) -> running; its history is reset to
     the one `trial` brings (a checkpoint's, or none)."""
     running = trial.model_copy(update={"status": TrialStatus.RUNNING})
-    return store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
+    moved = store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
+    if moved:
+        trial_metrics.record_started(store)
+    return moved
 
 
 def report_progress(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
@@ -121,14 +124,23 @@ def end_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> completed or failed, as `trial.status` says."""
     if not trial.status.is_final() or trial.status is TrialStatus.CANCELLED:
         raise ValueError(f"end_trial needs a completed or failed trial, not {trial.status.value}")
-    return store.transition_trial(job_id, trial, _trial_sources(trial.status))
+    moved = store.transition_trial(job_id, trial, _trial_sources(trial.status))
+    if moved:
+        trial_metrics.record_ended(store, trial.status, trial.duration_seconds)
+    return moved
 
 
 def cancel_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> cancelled (its job was cancelled or ran out of time)."""
-    return store.transition_trial(job_id, trial.cancelled(), _trial_sources(TrialStatus.CANCELLED))
+    moved = store.transition_trial(job_id, trial.cancelled(), _trial_sources(TrialStatus.CANCELLED))
+    if moved:
+        trial_metrics.record_ended(store, TrialStatus.CANCELLED, None)
+    return moved
 
 
 def cancel_queued_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued -> cancelled, for a trial no worker has started (its job was cancelled)."""
-    return store.transition_trial(job_id, trial.cancelled(), [TrialStatus.QUEUED])
+    moved = store.transition_trial(job_id, trial.cancelled(), [TrialStatus.QUEUED])
+    if moved:
+        trial_metrics.record_ended(store, TrialStatus.CANCELLED, None)
+    return moved

@@ -32,6 +32,8 @@ Layout (prefix `ktune` by default):
 - `{p}:tenant:{tenant}:usage` hash `job:{id}` / `dataset:{id}` -> bytes the tenant stores in artifacts
 - `{p}:cleanup:claim` held by the API replica that runs the periodic cleanup (retention, scratch files);
   `{p}:cleanup:cursor` where its pass over leftover job keys has got to
+- `{p}:metrics:trials` hash of trial counters and the trial-duration histogram's buckets, across every
+  worker (`service.core.trial_metrics`)
 - `{p}:rate-limit:...` the windows of the job-creation rate limit (`service.api.rate_limit`; the `limits`
   package names the keys under this prefix)
 - `{p}:dataset:{id}` an uploaded data set's record, `{p}:dataset:{id}:jobs` the jobs that use it (scored by
@@ -188,6 +190,10 @@ class StoreKeys:
     @property
     def cleanup_cursor(self) -> str:
         return f"{self.prefix}:cleanup:cursor"
+
+    @property
+    def metrics_trials(self) -> str:
+        return f"{self.prefix}:metrics:trials"
 
     @property
     def rate_limit_prefix(self) -> str:
