@@ -25,12 +25,13 @@ from service.api.deps import (
 from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
-from service.api.rate_limit import limit_job_creation
+from service.api.rate_limit import limit_job_creation, limit_job_validation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.blobs import BlobNotFound
 from service.core.dataset_store import DatasetStore
+from service.core.dry_run import JobValidation
 from service.core.errors import Conflict
 from service.core.quotas import Quotas
 from service.core.settings import Limits
@@ -164,6 +165,39 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
     """The job as it is now, for the retry of the submit that created it; None once it is deleted."""
     record = store.get_job(job_id)
     return None if record is None or record.tenant != tenant else job_service.to_public(store, record)
+
+
+@router.post(
+    "/validate",
+    response_model=JobValidation,
+    responses={
+        400: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        408: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        415: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        422: {"model": ErrorBody, "description": "the same body POST /v1/jobs answers this request with"},
+        429: {
+            "model": ErrorBody,
+            "description": "this API key has sent KTUNE_JOB_RATE_LIMIT dry runs already (`rate_limited`, "
+            "with Retry-After; counted apart from job creation)",
+        },
+        503: {"model": ErrorBody, "description": "as POST /v1/jobs (`busy`, `parse_failed`)"},
+    },
+    openapi_extra=OPENAPI_REQUEST_BODY,
+    dependencies=[Depends(limit_job_validation)],
+)
+async def validate_job(
+    request: Request,
+    datasets: DatasetsDep,
+    artifacts: ArtifactsDep,
+    bodies: JobBodiesDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+) -> JobValidation:
+    """Check a job as POST /v1/jobs would, without queueing it: its metric names, search space and size."""
+    job = await bodies.read(request)
+    check = partial(job_service.validate, datasets, artifacts, job, settings.limits, caller.tenant)
+    return await run_in_threadpool(check)
 
 
 @router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
