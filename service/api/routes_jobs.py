@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
 
-from service.api import idempotency, job_service
+from service.api import idempotency, job_service, prediction_service
 from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
 from service.api.deps import (
     ApiKeysDep,
@@ -33,6 +33,7 @@ from service.core.blobs import BlobNotFound
 from service.core.dataset_store import DatasetStore
 from service.core.dry_run import JobValidation
 from service.core.errors import Conflict
+from service.core.predictions import PredictionList, PredictRequest
 from service.core.quotas import Quotas
 from service.core.settings import Limits
 from service.core.spec import JobCreate
@@ -294,6 +295,30 @@ def best_model(
             "Content-Disposition": f'attachment; filename="{job_id}-best-model.keras"',
         },
     )
+
+
+@router.post(
+    "/{job_id}/predict",
+    response_model=PredictionList,
+    responses={
+        **_NOT_FOUND,
+        409: {"model": ErrorBody, "description": "no trial has completed yet (`no_best_model`)"},
+        422: {
+            "model": ErrorBody,
+            "description": "`rows` or a row `rows[i]` is not what the job's model takes",
+        },
+        503: {
+            "model": ErrorBody,
+            "description": "no worker answered within KTUNE_PREDICT_TIMEOUT_SECONDS "
+            "(`prediction_unavailable`, with Retry-After), or the queue is unreachable",
+        },
+    },
+)
+def predict(
+    job_id: JobIdDep, body: PredictRequest, store: StoreDep, settings: SettingsDep, caller: CallerDep
+) -> PredictionList:
+    """Predict rows with the job's best model (served by a worker): a label and probabilities, or a value."""
+    return prediction_service.predict(store, settings, job_id, caller.tenant, body)
 
 
 @router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)

@@ -40,6 +40,8 @@ Layout (prefix `ktune` by default):
   key) and tenants' quota overrides (`service.core.api_keys`, named from this store's prefix too)
 - `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
   created, expiring (`service.core.idempotency`, which names them from this store's prefix)
+- `{p}:reply:{uuid}`: a worker's answer to one request that waits for it, such as a prediction, expiring
+  (`service.core.replies`, named from this store's prefix)
 
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name).
 """
