@@ -6,6 +6,7 @@ The API process never loads TensorFlow: a worker predicts and hands the answer b
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,20 @@ import httpx
 import numpy as np
 import pytest
 
+from service.core.job_data import stored_inline
+from service.core.records import BestTrial, JobRecord, utcnow
 from service.core.replies import Replies
+from service.core.spec import JobCreate
+from service.core.states import JobStatus
 from service.core.store import JobStore
-from tests.integration.conftest import ROOT, Deployment, long_job, wait_job
+from tests.integration.conftest import (
+    ROOT,
+    TEST_TENANT,
+    Deployment,
+    long_job,
+    service_env_for,
+    wait_job,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +201,35 @@ def test_a_job_without_a_best_model_is_a_409(api: httpx.Client, workers: list[st
     finally:
         assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     wait_job(api, job_id, {"cancelled"})
+
+
+def test_no_worker_answering_is_a_503_naming_the_retry(
+    redis_url: str, tmp_path: Path, logs_dir: Path
+) -> None:
+    # An API alone on Redis db 13 (its own broker too: the session's workers never see its messages), and a
+    # job stored as if a trial had completed.
+    url = redis_url.rsplit("/", 1)[0] + "/13"
+    env = service_env_for(url, tmp_path / "artifacts", KTUNE_PREDICT_TIMEOUT_SECONDS="1.5")
+    with Deployment.api_only(env, logs_dir) as deployment:
+        spec = JobCreate.model_validate(tiny_xor([0, 1, 1, 0])).resolved()
+        plan, data = stored_inline(spec)
+        record = JobRecord(
+            id=str(uuid.uuid4()),
+            tenant=TEST_TENANT,
+            status=JobStatus.QUEUED,
+            spec=spec.without_data().model_dump(mode="json"),
+            created_at=utcnow(),
+            data=plan,
+        )
+        store = JobStore.from_url(url)
+        store.create_job(record, data)
+        best = BestTrial(trial_id="t0", hyperparameters={}, objective_value=1.0, metrics={})
+        store.set_job_fields(record.id, best=best)
+        response = predict(deployment.client, record.id, XOR_ROWS)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "prediction_unavailable"
+    assert response.headers["Retry-After"] == "2"
+    assert "retry in 2 s" in response.json()["error"]["message"]
 
 
 def test_a_reply_no_worker_sends_is_waited_for_only_so_long(redis_url: str) -> None:
