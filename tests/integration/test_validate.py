@@ -51,6 +51,20 @@ def test_a_data_set_job_is_checked_against_the_data_set(api: httpx.Client) -> No
     assert job_ids(api) == before
 
 
+def test_a_dry_run_does_not_attach_the_data_set(api: httpx.Client) -> None:
+    csv = "a,b,label\n" + "\n".join(f"{i},{i % 3},{i % 2}" for i in range(20))
+    upload = api.post("/v1/datasets", files={"file": ("tiny.csv", csv.encode())})
+    assert upload.status_code == 201, upload.text
+    dataset_id = upload.json()["id"]
+    body = {"task": "binary_classification", "data": {"dataset": dataset_id, "target": "label"}}
+    response = api.post("/v1/jobs/validate", json=body)
+    assert response.status_code == 200, response.text
+    # 2 numeric features -> 2 layers of 32 -> 1 unit.
+    assert response.json()["largest_model_parameters"] == 3 * 32 + 33 * 32 + 33
+    # No job holds it: it can be deleted at once (a submitted job would make this a 409 dataset_in_use).
+    assert api.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+
+
 @pytest.mark.parametrize(
     "body",
     [
