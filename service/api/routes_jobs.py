@@ -301,6 +301,9 @@ def best_model(
     "/{job_id}/predict",
     response_model=PredictionList,
     responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON"},
+        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+        413: {"model": ErrorBody, "description": "body too large"},
         **_NOT_FOUND,
         409: {"model": ErrorBody, "description": "no trial has completed yet (`no_best_model`)"},
         422: {
