@@ -15,7 +15,6 @@ from typing import Any
 import keras
 import numpy as np
 
-import worker.preprocess  # noqa: F401 - registers the layers a saved model may hold
 from service.core.artifacts import ArtifactStore
 from service.core.catalog import Task
 from service.core.data_plan import FeatureInfo

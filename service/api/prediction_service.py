@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 
+import anyio
+import anyio.to_thread
 import redis
 from kombu.exceptions import OperationalError
 
@@ -19,6 +22,22 @@ from service.core.spec import queue_for
 from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
+
+# Predictions waiting for a worker at once in one API process, each in a thread: more wait their turn
+# without holding a thread, so waiting predictions never take all of the threads other routes run in.
+_THREADS = 8
+_limiter: anyio.CapacityLimiter | None = None
+
+
+async def predict_in_thread(
+    store: JobStore, settings: Settings, job_id: str, tenant: str, request: PredictRequest
+) -> PredictionList:
+    """`predict` in one of _THREADS threads of its own (it blocks while a worker predicts)."""
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(_THREADS)
+    call = partial(predict, store, settings, job_id, tenant, request)
+    return await anyio.to_thread.run_sync(call, limiter=_limiter)
 
 
 def predict(

@@ -317,11 +317,11 @@ def best_model(
         },
     },
 )
-def predict(
+async def predict(
     job_id: JobIdDep, body: PredictRequest, store: StoreDep, settings: SettingsDep, caller: CallerDep
 ) -> PredictionList:
     """Predict rows with the job's best model (served by a worker): a label and probabilities, or a value."""
-    return prediction_service.predict(store, settings, job_id, caller.tenant, body)
+    return await prediction_service.predict_in_thread(store, settings, job_id, caller.tenant, body)
 
 
 @router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
