@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.queue import RUN_TRIAL, START_JOB, get_celery
+from service.core.queue import PREDICT, RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
 from worker.runtime import warm_up
 from worker.transient import TRANSIENT_ERRORS
@@ -49,3 +49,14 @@ def run_trial(self: Any, job_id: str, trial_id: str) -> None:
     from worker import runner
 
     runner.run_trial(get_context(), job_id, trial_id, node=self.request.hostname or "")
+
+
+# Acknowledged on receipt and never retried: the API waits only KTUNE_PREDICT_TIMEOUT_SECONDS for the answer
+# (the message expires then too), and a client retries a 503 itself.
+@app.task(name=PREDICT, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
+def predict(job_id: str, reply_id: str, rows: list[list[float | str]]) -> None:
+    """Predict rows with the job's best model and hand the answer to the API waiting on `reply_id`."""
+    warm_up()
+    from worker import predictions
+
+    predictions.answer(get_context(), job_id, reply_id, rows)

@@ -1,4 +1,4 @@
-"""What the job endpoints do, apart from HTTP: submit, read, list, cancel, delete."""
+"""What the job endpoints do, apart from HTTP: submit (or only validate), read, list, cancel, delete."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.data_plan import DataPlan
 from service.core.dataset_store import DatasetStore
+from service.core.dry_run import JobValidation, validation_of
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
-from service.core.job_data import prepare_dataset
+from service.core.job_data import DatasetSource, PreparedDataset, prepare_dataset
+from service.core.labels import output_units
 from service.core.quotas import Quotas, tenant_quotas
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
-from service.core.spec import SpecError
+from service.core.spec import DataShape, JobCreate, SpecError
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore, JobView, OverQuota
 
@@ -94,22 +96,51 @@ def _data_of(
     if job.dataset_request is None:
         assert job.plan is not None and job.data is not None
         return job.plan, job.data
-    request = job.dataset_request
+    prepared, sources = _resolve_datasets(datasets, artifacts, job.dataset_request, limits, tenant)
+    for field, used in sources.items():
+        if not used.builtin and not datasets.attach_job(used.ref, job_id):
+            raise InvalidRequest([FieldProblem(field, f"data set '{used.ref}' was deleted just now")])
+    return prepared.plan, data_codec.encode(prepared.plan, None)
+
+
+def _resolve_datasets(
+    datasets: DatasetStore, artifacts: ArtifactStore, request: JobCreate, limits: Limits, tenant: str
+) -> tuple[PreparedDataset, dict[str, DatasetSource]]:
+    """A data-set job checked against its data sets (InvalidRequest), and those it uses by field."""
     assert request.data.dataset is not None
     source = dataset_service.source(datasets, artifacts, request.data.dataset, "data.dataset", tenant)
+    sources = {"data.dataset": source}
     validation = None
     if request.data.validation_dataset is not None:
         validation = dataset_service.source(
             datasets, artifacts, request.data.validation_dataset, "data.validation_dataset", tenant
         )
+        sources["data.validation_dataset"] = validation
     try:
         prepared = prepare_dataset(request, source, validation, limits)
     except SpecError as exc:
         raise InvalidRequest([FieldProblem(exc.field, exc.message)]) from exc
-    for field, used in (("data.dataset", source), ("data.validation_dataset", validation)):
-        if used is not None and not used.builtin and not datasets.attach_job(used.ref, job_id):
-            raise InvalidRequest([FieldProblem(field, f"data set '{used.ref}' was deleted just now")])
-    return prepared.plan, data_codec.encode(prepared.plan, None)
+    return prepared, sources
+
+
+def validate(
+    datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits, tenant: str
+) -> JobValidation:
+    """What `submit` would accept `job` as, checked the same way, with nothing stored, attached or queued
+    and no quota counted. Raises InvalidRequest as `submit` does for its data set."""
+    spec = job.spec
+    if job.dataset_request is None:
+        assert job.plan is not None
+        plan = job.plan
+        shape = DataShape(
+            rows=plan.split.train_rows + plan.split.validation_rows,
+            features=len(plan.features),
+            outputs=output_units(spec.task, plan.classes),
+        )
+    else:
+        prepared, _ = _resolve_datasets(datasets, artifacts, job.dataset_request, limits, tenant)
+        plan, shape = prepared.plan, prepared.shape
+    return validation_of(spec, shape, plan.warnings)
 
 
 def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:

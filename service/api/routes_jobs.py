@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from service.api import idempotency, job_service
+from service.api import idempotency, job_service, prediction_service
 from service.api.auth import (
     LOCAL_TENANT,
     UNAUTHORIZED,
@@ -37,13 +37,15 @@ from service.api.deps import (
 from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
-from service.api.rate_limit import limit_job_creation
+from service.api.rate_limit import limit_job_creation, limit_job_validation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.blobs import BlobNotFound
 from service.core.dataset_store import DatasetStore
+from service.core.dry_run import JobValidation
 from service.core.errors import Conflict
+from service.core.predictions import PredictionList, PredictRequest
 from service.core.quotas import Quotas
 from service.core.settings import Limits
 from service.core.spec import JobCreate
@@ -179,6 +181,40 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
     return None if record is None or record.tenant != tenant else job_service.to_public(store, record)
 
 
+@router.post(
+    "/validate",
+    summary="Check a job without queueing it",
+    response_model=JobValidation,
+    responses={
+        400: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        408: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        415: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        422: {"model": ErrorBody, "description": "the same body POST /v1/jobs answers this request with"},
+        429: {
+            "model": ErrorBody,
+            "description": "this API key has sent KTUNE_JOB_RATE_LIMIT dry runs already (`rate_limited`, "
+            "with Retry-After; counted apart from job creation)",
+        },
+        503: {"model": ErrorBody, "description": "as POST /v1/jobs (`busy`, `parse_failed`)"},
+    },
+    openapi_extra=OPENAPI_REQUEST_BODY,
+    dependencies=[Depends(limit_job_validation)],
+)
+async def validate_job(
+    request: Request,
+    datasets: DatasetsDep,
+    artifacts: ArtifactsDep,
+    bodies: JobBodiesDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+) -> JobValidation:
+    """Check a job as POST /v1/jobs would, without queueing it: its metric names, search space and size."""
+    job = await bodies.read(request)
+    check = partial(job_service.validate, datasets, artifacts, job, settings.limits, caller.tenant)
+    return await run_in_threadpool(check)
+
+
 # The two reads clients poll check the key in the same round trip as their read (`authenticate_with`), so
 # their router has no `authenticate` of its own; every route on it must call `authenticate_with`.
 hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
@@ -306,6 +342,34 @@ def best_model(
             "Content-Disposition": f'attachment; filename="{job_id}-best-model.keras"',
         },
     )
+
+
+@router.post(
+    "/{job_id}/predict",
+    summary="Predict with the best model",
+    response_model=PredictionList,
+    responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON"},
+        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        **_NOT_FOUND,
+        409: {"model": ErrorBody, "description": "no trial has completed yet (`no_best_model`)"},
+        422: {
+            "model": ErrorBody,
+            "description": "`rows` or a row `rows[i]` is not what the job's model takes",
+        },
+        503: {
+            "model": ErrorBody,
+            "description": "no worker answered within KTUNE_PREDICT_TIMEOUT_SECONDS "
+            "(`prediction_unavailable`, with Retry-After), or the queue is unreachable",
+        },
+    },
+)
+async def predict(
+    job_id: JobIdDep, body: PredictRequest, store: StoreDep, settings: SettingsDep, caller: CallerDep
+) -> PredictionList:
+    """Predict rows with the job's best model (served by a worker): a label and probabilities, or a value."""
+    return await prediction_service.predict_in_thread(store, settings, job_id, caller.tenant, body)
 
 
 @router.get(

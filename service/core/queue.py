@@ -13,6 +13,7 @@ from service.core.settings import Settings, get_settings
 
 START_JOB = "ktune.start_job"
 RUN_TRIAL = "ktune.run_trial"
+PREDICT = "ktune.predict"
 QUEUES = ("cpu", "gpu")
 
 
@@ -61,3 +62,12 @@ def send_start_job(job_id: str, queue: str, priority: int = 0) -> None:
 def send_run_trial(job_id: str, trial_id: str, queue: str, priority: int = 0) -> None:
     """Queue one trial of a job."""
     get_celery().send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue, priority=priority)
+
+
+def send_predict(
+    job_id: str, reply_id: str, rows: list[list[float | str]], queue: str, seconds: float
+) -> None:
+    """Ask a worker of the job's queue for predictions of `rows`, answered under `reply_id`
+    (`service.core.replies`); at the highest priority, and dropped unstarted after `seconds`, when no one
+    waits any more."""
+    get_celery().send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)

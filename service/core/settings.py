@@ -169,6 +169,15 @@ class Settings(BaseSettings):
         description="an Idempotency-Key of POST /v1/jobs names its job this long after the submit (24 h); "
         "then the same key submits anew",
     )
+    predict_max_rows: int = Field(
+        1_000, ge=1, description="rows one POST /v1/jobs/{id}/predict may send (more: a 422 naming rows)"
+    )
+    predict_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="a prediction waits this long for a worker's answer, then is a 503 "
+        "prediction_unavailable (a worker busy with a trial takes it only once the trial ends)",
+    )
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
 

@@ -43,6 +43,8 @@ Layout (prefix `ktune` by default):
   key) and tenants' quota overrides (`service.core.api_keys`)
 - `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
   created, expiring (`service.core.idempotency`)
+- `{p}:reply:{uuid}`: a worker's answer to one request that waits for it, such as a prediction, expiring
+  (`service.core.replies`)
 
 Every key of a job starts with `{p}:job:{id}` (ids are uuids, so no job's keys match another's name), and
 is `{p}:job:{id}:{part}` for a `JobPart` or `{p}:job:{id}:{part}:{trial}` for a `TrialPart`: deleting a
@@ -233,6 +235,9 @@ class StoreKeys:
 
     def idempotency(self, scope: str, tenant: str, digest: str) -> str:
         return f"{self.prefix}:idempotency:{scope}:{tenant}:{digest}"
+
+    def reply(self, reply_id: str) -> str:
+        return f"{self.prefix}:reply:{reply_id}"
 
 
 def broker_lists(queue: str) -> list[str]:

@@ -69,8 +69,10 @@ def test_a_422_is_documented_only_where_a_parameter_or_body_can_be_invalid(docum
     with_422 = {label for label, operation in operations(document) if "422" in operation["responses"]}
     assert with_422 == {
         "POST /v1/jobs",
+        "POST /v1/jobs/validate",
         "GET /v1/jobs",
         "GET /v1/jobs/{job_id}/trials",  # ?history=maybe
+        "POST /v1/jobs/{job_id}/predict",
         "POST /v1/datasets",
         "GET /v1/datasets",
     }
