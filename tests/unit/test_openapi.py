@@ -190,6 +190,7 @@ def test_only_routes_that_can_conflict_document_a_409(document: dict[str, Any]) 
         "DELETE /v1/jobs/{job_id}",
         "GET /v1/jobs/{job_id}/artifacts/best-model",  # no completed trial yet
         "GET /v1/jobs/{job_id}/artifacts/best-hyperparameters",
+        "POST /v1/jobs/{job_id}/predict",  # no completed trial yet, so no model
         "DELETE /v1/datasets/{dataset_id}",
     }
 
