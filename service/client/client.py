@@ -169,14 +169,15 @@ class Client:
             read = _EVENT_READ_SECONDS if remaining is None else max(min(remaining, _EVENT_READ_SECONDS), 0.1)
             received = False
             try:
-                for event in self._event_stream(job.id, last_id, read):
+                for event in self._event_stream(
+                    job.id, last_id, read, lambda: _check(deadline, timeout, seen.last)
+                ):
                     received = True
                     last_id = event.id or last_id
                     if event.type in _REFRESHING_EVENTS:
                         job = seen.update(self.get(job.id))
                         if job.status.is_final() or _ended(event):
                             return job  # an end the job does not show yet: polling sees it shortly
-                    _check(deadline, timeout, job)
             except httpx.ReadTimeout:
                 # Quiet for a while: look at the job itself (an end whose event was lost), then reconnect.
                 job = seen.update(self.get(job.id))
@@ -204,9 +205,16 @@ class Client:
             job = seen.update(self.get(job.id))
         return job
 
-    def _event_stream(self, job_id: str, last_id: str | None, read_timeout: float | None) -> Iterator[Event]:
-        """One connection's events. Raises httpx's errors as they come, _NoEvents for an answer that is not
-        an event stream, KtuneError for an error answer."""
+    def _event_stream(
+        self,
+        job_id: str,
+        last_id: str | None,
+        read_timeout: float | None,
+        on_line: Callable[[], None] | None = None,
+    ) -> Iterator[Event]:
+        """One connection's events; `on_line` is called for each line read, keep-alives included. Raises
+        httpx's errors as they come, _NoEvents for an answer that is not an event stream, KtuneError for an
+        error answer."""
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = last_id
@@ -220,7 +228,8 @@ class Client:
             kind = response.headers.get("content-type", "")
             if not kind.startswith("text/event-stream"):
                 raise _NoEvents(f"GET {response.url.path} answered {kind or 'no content type'}, not events")
-            yield from events_of(lines_of(response.iter_bytes()))
+            lines = lines_of(response.iter_bytes())
+            yield from events_of(lines if on_line is None else _calling(on_line, lines))
 
     # --- data sets -------------------------------------------------------------------------------------
 
@@ -265,11 +274,22 @@ class _Changes:
         self._callback = callback
         self._last: JobPublic | None = None
 
+    @property
+    def last(self) -> JobPublic:
+        assert self._last is not None, "update() is called first"
+        return self._last
+
     def update(self, job: JobPublic) -> JobPublic:
         if self._callback is not None and job != self._last:
             self._callback(job)
         self._last = job
         return job
+
+
+def _calling(function: Callable[[], None], lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        function()
+        yield line
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
