@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from service.cli.commands import ExitCode
-from tests.integration.conftest import ROOT, Deployment, free_port, wait_job
+from tests.integration.conftest import ROOT, Deployment, free_port, service_env_for, wait_job
 from tests.integration.test_client import long_job, small_job
 
 pytestmark = pytest.mark.integration
@@ -130,3 +131,22 @@ def test_no_key_unknown_job_and_no_service(deployment: Deployment) -> None:
 
     nobody = ktune(deployment, "--url", f"http://127.0.0.1:{free_port()}", "status", "x")
     assert nobody.returncode == ExitCode.UNAVAILABLE and "no answer from" in nobody.stderr
+
+
+def test_serve_and_worker_run_the_api_and_a_worker(redis_url: str, tmp_path: Path) -> None:
+    """`ktune serve` and `ktune worker -c 1 -n NAME` (options passed through to celery), on a Redis
+    database of their own so that this worker takes none of the other tests' trials."""
+    own_db = redis_url.rsplit("/", 1)[0] + "/11"
+    env = service_env_for(own_db, tmp_path / "artifacts", KTUNE_KEY_PREFIX=f"cli-{uuid.uuid4().hex[:8]}")
+    deployment = Deployment(env, tmp_path)
+    try:
+        name = "cli@ktune-test"
+        deployment.workers[name] = deployment._start(
+            ["-m", "service.cli", "worker", "-c", "1", "-n", name], "cli-worker.log"
+        )
+        deployment.api_process = deployment._start(["-m", "service.cli", "serve"], "cli-api.log")
+        deployment.wait_ready(workers=1)
+        ready = deployment.client.get("/readyz").json()
+        assert ready["checks"]["queues"]["cpu"] == [name]
+    finally:
+        deployment.stop()
