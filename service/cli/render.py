@@ -48,7 +48,9 @@ def _moment(value: datetime | None) -> str:
 
 
 def _hyperparameters(values: dict[str, Any]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in values.items())
+    return ", ".join(
+        f"{name}={number(value) if isinstance(value, float) else value}" for name, value in values.items()
+    )
 
 
 def job_summary(job: JobPublic) -> str:

@@ -44,7 +44,7 @@ def trial(trial_id: str, value: float | None, status: str = "completed") -> Tria
         {
             "id": trial_id,
             "status": status,
-            "hyperparameters": {"units": 8, "activation": "relu"},
+            "hyperparameters": {"units": 8, "activation": "relu", "learning_rate": 0.006722677777040343},
             "objective_value": value,
             "metrics": {},
             "executions": [],
@@ -99,8 +99,8 @@ def test_the_trials_table_aligns_its_columns() -> None:
     table = render.trials_table([trial("01", 0.25), trial("02", None, "failed")], "min", "val_loss")
     assert table.splitlines() == [
         "TRIAL  STATUS     VAL_LOSS  SECONDS  HYPERPARAMETERS",
-        "01     completed  0.25      1.2      units=8, activation=relu",
-        "02     failed     -         1.2      units=8, activation=relu",
+        "01     completed  0.25      1.2      units=8, activation=relu, learning_rate=0.00672268",
+        "02     failed     -         1.2      units=8, activation=relu, learning_rate=0.00672268",
     ]
 
 
