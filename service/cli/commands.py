@@ -218,7 +218,7 @@ def _finish(job: JobPublic) -> None:
     message = f"job {job.id} {job.status.value}"
     if job.best_trial is not None:
         message += f": best {job.objective.name} {render.number(job.best_trial.objective_value)}"
-        message += f" (trial {job.best_trial.trial_id})"
+        message += f" (trial {job.best_trial.id})"
     if job.error is not None:
         message += f": {job.error.code}: {job.error.message}"
     click.echo(message, err=True)

@@ -37,7 +37,7 @@ def progress_line(job: JobPublic) -> str:
     if best is None:
         parts.append(f"best {job.objective.name}: -")
     else:
-        parts.append(f"best {job.objective.name}: {number(best.objective_value)} (trial {best.trial_id})")
+        parts.append(f"best {job.objective.name}: {number(best.objective_value)} (trial {best.id})")
     if job.waiting is not None:
         parts.append(f"waiting: {job.waiting.message}")
     return "  ".join(parts)
@@ -71,7 +71,7 @@ def job_summary(job: JobPublic) -> str:
     ]
     best = job.best_trial
     if best is not None:
-        rows.append(("best", f"trial {best.trial_id}: {number(best.objective_value)}"))
+        rows.append(("best", f"trial {best.id}: {number(best.objective_value)}"))
         rows.append(("best hps", _hyperparameters(best.hyperparameters)))
     if job.error is not None:
         rows.append(("error", f"{job.error.code}: {job.error.message}"))

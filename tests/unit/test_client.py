@@ -30,7 +30,13 @@ def job_body(status: str, completed: int, best: float | None) -> dict[str, Any]:
     best_trial = (
         None
         if best is None
-        else {"trial_id": "01", "hyperparameters": {}, "objective_value": best, "metrics": {"val_loss": best}}
+        else {
+            "id": "01",
+            "trial_id": "01",
+            "hyperparameters": {},
+            "objective_value": best,
+            "metrics": {"val_loss": best},
+        }
     )
     return {
         "id": JOB_ID,

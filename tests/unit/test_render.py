@@ -59,7 +59,7 @@ def trial(trial_id: str, value: float | None, status: str = "completed") -> Tria
 
 
 def test_the_progress_line_counts_trials_done_and_shows_the_best_so_far() -> None:
-    best = {"trial_id": "03", "hyperparameters": {}, "objective_value": 0.875, "metrics": {}}
+    best = {"id": "03", "trial_id": "03", "hyperparameters": {}, "objective_value": 0.875, "metrics": {}}
     line = render.progress_line(job(best_trial=best))
     assert line.startswith("running   [##########..........] 2/4 trials")
     assert "2 running" in line and "1 failed" in line
