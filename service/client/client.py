@@ -21,6 +21,7 @@ import httpx
 from service.api.schemas import DatasetPublic, JobPublic, TrialPublic
 from service.client.errors import KtuneError, Unreachable, WaitTimeout, error_from
 from service.client.event_stream import Event, events_of, lines_of
+from service.core.predictions import PredictionList
 from service.core.spec import JobCreate
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -114,13 +115,12 @@ class Client:
                 raise
         return target
 
-    def predict(self, job_id: str, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    def predict(self, job_id: str, rows: Sequence[Any]) -> PredictionList:
         """The best model's predictions for `rows` (lists of feature values, or objects keyed by column
-        name for data sets), one per row: `{"label", "probabilities"}` for classifiers, `{"value"}` for
+        name for data sets), one per row: a label and probabilities for classifiers, a value for
         regression."""
         response = self._request("POST", _job_path(job_id, "/predict"), json={"rows": list(rows)})
-        predictions: list[dict[str, Any]] = response.json()["predictions"]
-        return predictions
+        return PredictionList.model_validate_json(response.content)
 
     # --- following a job -------------------------------------------------------------------------------
 

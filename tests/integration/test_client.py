@@ -14,6 +14,7 @@ import pytest
 
 from service.api.schemas import JobPublic
 from service.client import Client, KtuneError, Unreachable, WaitTimeout
+from service.core.predictions import ClassPrediction
 from service.core.spec import JobCreate
 from service.core.states import JobStatus, TrialStatus
 from tests.integration.conftest import ROOT, Deployment, free_port, wait_job
@@ -71,6 +72,13 @@ def test_submit_wait_trials_and_download(client: Client, tmp_path: Path) -> None
     with zipfile.ZipFile(path) as archive:
         assert "config.json" in archive.namelist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]  # no partial file left
+
+    rows = [[0, 0], [0, 1], [1, 0], [1, 1]]
+    predictions = client.predict(job.id, rows).predictions
+    assert len(predictions) == len(rows)
+    for prediction in predictions:
+        assert isinstance(prediction, ClassPrediction) and prediction.label in (done.classes or [])
+        assert abs(sum(prediction.probabilities.values()) - 1) < 1e-4
 
     with pytest.raises(KtuneError) as finished:
         client.cancel(job.id)
