@@ -4,9 +4,10 @@ second: ktune's worker steps (`worker.search`) against a real Redis, no training
 For each checkout (this one, and `--root`'s, an older commit, in the same run):
 - steps: a job's search state is filled in memory with N finished trials (N = 10, 100, 1000; the seed's
   search space, random search, and Bayesian at 100/500/1000), stored as that checkout stores it, then
-  the worker's two steps are timed one after the other (hand out a trial, take in its result), for up to
-  `--steps` trials or `--budget` seconds per size. The first step reads the stored state (a worker that
-  has not kept the oracle); the rest are what a worker that keeps it pays. Prints p50/p99 per step.
+  trials are run through the worker's steps one after the other, for up to `--steps` trials or `--budget`
+  seconds per size: a hand-out step when no trial is queued, then the take-in step (which, since one step
+  a trial, also hands out the next). The first trial reads the stored state (a worker that has not kept
+  the oracle); the rest are what a worker that keeps it pays. Prints p50/p99 per step and per trial.
 - throughput: `--processes` processes take trials of one random-search job (8 in parallel) from a Redis
   list, "train" them (nothing), and hand in the result through the worker's `finish_trial`, which also
   hands out the next trial; prints the trials finished per second over `--seconds`.
@@ -110,20 +111,28 @@ def _outcome() -> Any:
 
 
 def _run_one(ctx: Any, job_id: str, created: list[str]) -> tuple[float, float]:
-    """Hand out one trial, start it, take in its result: the two steps' seconds."""
+    """Run one trial through the worker's steps: hand out a trial if none is queued (a checkout whose take-in
+    step does not also hand out the next one: two steps a trial), start it, take in its result. Returns the
+    seconds of the hand-out step (0.0 when there was none) and of the take-in step."""
     from service.core import lifecycle
     from service.core.states import TrialStatus
     from worker import search
 
-    started = time.perf_counter()
-    search._advance(ctx, job_id)
-    handed = time.perf_counter()
-    record = next(t for t in ctx.store.get_trials(job_id, history=False) if t.status is TrialStatus.QUEUED)
+    def queued() -> Any:
+        trials = ctx.store.get_trials(job_id, history=False)
+        return next((t for t in trials if t.status is TrialStatus.QUEUED), None)
+
+    record, hand = queued(), 0.0
+    if record is None:
+        started = time.perf_counter()
+        search._advance(ctx, job_id)
+        hand = time.perf_counter() - started
+        record = queued()
     running = record.model_copy(update={"status": TrialStatus.RUNNING})
     assert lifecycle.start_trial(ctx.store, job_id, running)
     before = time.perf_counter()
     search._finish(ctx, job_id, running, _outcome())
-    return handed - started, time.perf_counter() - before
+    return hand, time.perf_counter() - before
 
 
 def child_steps(args: argparse.Namespace) -> None:
@@ -226,21 +235,18 @@ def run_child(root: Path, mode: str, redis_url: str, args: argparse.Namespace) -
 
 
 def report_steps(rows: list[dict[str, Any]]) -> None:
-    print(
-        "  algorithm  finished  trials  first step ms  hand out p50/p99 ms  take in p50/p99 ms  all p50/p99"
-    )
+    print("  algorithm  finished  trials  first trial ms  steps a trial  step p50/p99 ms  trial p50/p99 ms")
     for row in rows:
         times = row["times"]
         first = sum(times[0]) * 1000 if times else float("nan")
         warm = times[1:] or times
-        hand = [t[0] * 1000 for t in warm]
-        take = [t[1] * 1000 for t in warm]
-        both = hand + take
+        steps = [t * 1000 for pair in warm for t in pair if t > 0]
+        trials = [sum(pair) * 1000 for pair in warm]
         print(
-            f"  {row['algorithm']:9s}  {row['finished']:8d}  {len(times):6d}  {first:13.1f}  "
-            f"{statistics.median(hand):8.1f} / {percentile(hand, 0.99):7.1f}  "
-            f"{statistics.median(take):8.1f} / {percentile(take, 0.99):7.1f}  "
-            f"{statistics.median(both):6.1f} / {percentile(both, 0.99):6.1f}"
+            f"  {row['algorithm']:9s}  {row['finished']:8d}  {len(times):6d}  {first:14.1f}  "
+            f"{len(steps) / len(warm):13.1f}  "
+            f"{statistics.median(steps):6.1f} / {percentile(steps, 0.99):6.1f}  "
+            f"{statistics.median(trials):7.1f} / {percentile(trials, 0.99):6.1f}"
         )
 
 

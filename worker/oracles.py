@@ -41,6 +41,20 @@ class SharedSpace(kt.HyperParameters):  # type: ignore[misc]
         hps.values = dict(self.values)
         return hps
 
+    def _register(self, hyperparameter: Any, overwrite: bool = False) -> Any:
+        """keras-tuner's `_register`, keeping the definition itself, not a copy rebuilt from its config:
+        sampling a trial's values registers every hyperparameter of the space (about 1 ms of Keras
+        deserialization a trial for the seed's space)."""
+        hp = hyperparameter
+        self._validate_name(hp.name)
+        self._hps[hp.name].append(hp)
+        self._space.append(hp)
+        if self.is_active(hp):
+            if overwrite or hp.name not in self.values:
+                self.values[hp.name] = hp.default
+            return self.values[hp.name]
+        return None
+
 
 _SPACES: OrderedDict[str, SharedSpace] = OrderedDict()
 
@@ -75,6 +89,23 @@ class _NoFiles:
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state({**state, "hyperparameters": {"space": [], "values": {}}})  # type: ignore[misc]
         self.hyperparameters = _space(state["hyperparameters"])
+
+    def _random_values(self) -> dict[str, Any] | None:
+        """keras-tuner's `Oracle._random_values` (the same draws from the same seed state), sampling into a
+        `SharedSpace` so that no definition is rebuilt."""
+        collisions = 0
+        while True:
+            hps = SharedSpace()
+            for hp in self.hyperparameters.space:
+                hps.merge([hp])
+                if hps.is_active(hp):
+                    hps.values[hp.name] = hp.random_sample(self._seed_state)  # type: ignore[attr-defined]
+                    self._seed_state += 1  # type: ignore[attr-defined]
+            if not self._duplicate(hps.values):  # type: ignore[attr-defined]
+                return dict(hps.values)
+            collisions += 1
+            if collisions > self._max_collisions:  # type: ignore[attr-defined]
+                return None
 
     def _check_consecutive_failures(self) -> None:
         """keras-tuner's check, on the trials that ended last only (it walks every ended trial): it runs after

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from keras_tuner.src.engine.oracle import Oracle as KerasTunerOracle
 from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 
 from service.core.spec import JobCreate
@@ -265,3 +266,18 @@ def test_a_state_stored_by_an_older_version_is_refused_clearly() -> None:
     state["trials"] = {trial.trial_id: trial.get_state()}  # the old layout: keras-tuner's Trial.get_state
     with pytest.raises(ValueError, match="older ktune version"):
         load_oracle(spec, state)
+
+
+@pytest.mark.parametrize("algorithm", ["random", "bayesian", "hyperband"])
+def test_values_are_drawn_as_keras_tuner_draws_them(algorithm: str) -> None:
+    """ktune samples into a space that shares its definitions; the draws are keras-tuner's own."""
+    spec = spec_of(algorithm)
+    ours, theirs = new_oracle(spec), new_oracle(spec)
+    for _ in range(30):
+        drawn = ours._random_values()
+        assert drawn == KerasTunerOracle._random_values(theirs)
+        assert drawn is not None and ours._seed_state == theirs._seed_state
+        # What a trial made of them holds, so later draws avoid them, as create_trial does.
+        for oracle in (ours, theirs):
+            oracle._tried_so_far.add(oracle._compute_values_hash(drawn))
+    assert {name.split("_")[0] for name in drawn} >= {"units", "learning"}
