@@ -227,7 +227,8 @@ def _finish(
         if not told:
             _tell_oracle(store, job_id, oracle, kt_trial, outcome)
         outcome = _as_told(spec, kt_trial, outcome)
-        if not told:
+        if not told and outcome.status is not TrialStatus.COMPLETED:
+            # Only a failure adds to the count (the check after the last one passed): no walk otherwise.
             _check_failed_trials(store, job_id, spec, oracle, outcome)
         _save(store, job_id, state, lock, (record.id,))
         _keep_if_best(ctx, job_id, spec, oracle, record, outcome, running=not status.is_final())
