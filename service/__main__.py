@@ -7,6 +7,7 @@ import logging
 import sys
 
 from service import keys_cli
+from service.core.logs import configure_logging
 from service.core.settings import get_settings
 
 
@@ -36,13 +37,14 @@ def serve() -> None:
     from service.api.auth import UnsafeAuthSetting
 
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     try:
         app = create_app(settings)
     except UnsafeAuthSetting as exc:
         logging.getLogger("service").error("refusing to start: %s", exc)
         sys.exit(2)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # log_config=None: uvicorn's records go to the root logger, in KTUNE_LOG_FORMAT like every other.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
 
 
 if __name__ == "__main__":
