@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from service.api import idempotency, job_service
 from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
+from service.api.callbacks import check_callback
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
@@ -25,6 +26,7 @@ from service.api.deps import (
 from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
+from service.api.job_view import view_to_public
 from service.api.rate_limit import limit_job_creation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.api_keys import ApiKeyStore
@@ -118,6 +120,7 @@ async def create_job(
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request, fingerprint=key is not None)
+    await run_in_threadpool(check_callback, job.spec, settings)
     limits, quotas = settings.limits, settings.quotas
     submit = partial(_submit, store, datasets, artifacts, job, limits, caller.tenant, keys, quotas)
     if key is None:
@@ -178,7 +181,7 @@ def list_jobs(
     views, next_cursor = store.list_jobs(
         caller.tenant, status_filter, limit, cursor
     )  # a bad cursor: errors' 422
-    return JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
+    return JobList(items=[view_to_public(view) for view in views], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)

@@ -7,8 +7,9 @@ import logging
 import redis
 from kombu.exceptions import OperationalError
 
-from service.core import fair_share
+from service.core import events, fair_share, queue
 from service.core.records import ErrorInfo, TrialRecord, utcnow
+from service.core.spec import stored_queue
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
 from service.core.store import JobStore
 
@@ -83,7 +84,20 @@ def _ended(store: JobStore, job_id: str, moved: bool) -> bool:
     except (redis.RedisError, OperationalError):
         # The sweeper re-sends the start of a queued job that waits too long; the day's count is a bound.
         log.warning("after job %s ended, its tenant's queued jobs were not nudged", job_id, exc_info=True)
+    _send_webhook(store, job_id)
     return True
+
+
+def _send_webhook(store: JobStore, job_id: str) -> None:
+    """Queue the POST of an ended job to its callback_url, if it has one, on the job's own queue (the
+    workers that ran it deliver it)."""
+    try:
+        record = store.get_job(job_id)
+        if record is None or not record.spec.get("callback_url"):
+            return
+        queue.send_deliver_webhook(job_id, stored_queue(record.spec))
+    except (redis.RedisError, OperationalError):
+        log.error("the webhook of job %s could not be queued; it is not sent", job_id, exc_info=True)
 
 
 # Trials: every change of a stored trial goes through here too. Each returns False when the stored trial's
@@ -103,7 +117,11 @@ def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued (or running, when a lost worker's trial is taken over) -> running; its history is reset to
     the one `trial` brings (a checkpoint's, or none)."""
     running = trial.model_copy(update={"status": TrialStatus.RUNNING})
-    return store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
+    sources = _trial_sources(TrialStatus.RUNNING)
+    started = store.transition_trial(job_id, running, sources, replace_history=True)
+    if started:
+        events.trial_started(store, job_id, running)
+    return started
 
 
 def report_progress(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
@@ -121,14 +139,25 @@ def end_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> completed or failed, as `trial.status` says."""
     if not trial.status.is_final() or trial.status is TrialStatus.CANCELLED:
         raise ValueError(f"end_trial needs a completed or failed trial, not {trial.status.value}")
-    return store.transition_trial(job_id, trial, _trial_sources(trial.status))
+    moved = store.transition_trial(job_id, trial, _trial_sources(trial.status))
+    return _ended_trial(store, job_id, trial, moved)
 
 
 def cancel_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> cancelled (its job was cancelled or ran out of time)."""
-    return store.transition_trial(job_id, trial.cancelled(), _trial_sources(TrialStatus.CANCELLED))
+    cancelled = trial.cancelled()
+    moved = store.transition_trial(job_id, cancelled, _trial_sources(TrialStatus.CANCELLED))
+    return _ended_trial(store, job_id, cancelled, moved)
 
 
 def cancel_queued_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued -> cancelled, for a trial no worker has started (its job was cancelled)."""
-    return store.transition_trial(job_id, trial.cancelled(), [TrialStatus.QUEUED])
+    cancelled = trial.cancelled()
+    moved = store.transition_trial(job_id, cancelled, [TrialStatus.QUEUED])
+    return _ended_trial(store, job_id, cancelled, moved)
+
+
+def _ended_trial(store: JobStore, job_id: str, trial: TrialRecord, moved: bool) -> bool:
+    if moved:
+        events.trial_finished(store, job_id, trial)
+    return moved

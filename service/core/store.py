@@ -2,7 +2,7 @@
 
 Layout (prefix `ktune` by default):
 - `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, start_sends, started_at,
-  finished_at, error (JSON), best (JSON)
+  finished_at, error (JSON), best (JSON), webhook (JSON: its deliveries)
 - `{p}:job:{id}:data` the data as compact arrays (`.npz` bytes, `service.core.data_codec`), read by workers
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
   `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:trial-counts` status -> how many trials have it
@@ -17,6 +17,8 @@ Layout (prefix `ktune` by default):
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
   `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
   `{p}:job:{id}:nudged` marks a stalled job the sweeper has just nudged
+- `{p}:job:{id}:events` the job's event stream (`service.core.events`): status changes (written here, with
+  the change), trials started and finished, epochs, new bests
 - `{p}:queue:{queue}:served-at` when a worker was last seen consuming a Celery queue
 - `{p}:worker:{node}:draining` marks a worker node in warm shutdown
 - `{p}:worker:{node}:heartbeat` a worker node's latest heartbeat (JSON), gone unless renewed; `{p}:workers`
@@ -58,6 +60,7 @@ from typing import Any
 import redis
 from kombu.transport.redis import Channel as BrokerChannel
 
+from service.core import events
 from service.core.data_plan import DataPlan
 from service.core.heartbeats import WorkerHeartbeat
 from service.core.records import (
@@ -67,6 +70,7 @@ from service.core.records import (
     ExecutionRecord,
     JobRecord,
     TrialRecord,
+    WebhookStatus,
     utcnow,
 )
 from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
@@ -74,8 +78,9 @@ from service.core.states import TERMINAL_JOB_STATES, JobStatus, TrialStatus
 cursor_pattern = re.compile(r"^\d{20}:[0-9a-f-]{36}$")
 
 # Stores a new, queued job with its data and index entries, if its tenant's quotas admit it: fewer than
-# ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit). Returns {1},
-# or {0, quota, in use}.
+# ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit), and starts
+# its event stream with the queued status (ARGV[7], capped at about ARGV[8] entries). Returns {1}, or
+# {0, quota, in use}.
 _CREATE = """
 if ARGV[3] ~= '' then
   local queued = redis.call('ZCARD', KEYS[6])
@@ -88,13 +93,15 @@ end
 redis.call('INCRBY', KEYS[7], ARGV[4])
 redis.call('EXPIRE', KEYS[7], ARGV[6])
 redis.call('SET', KEYS[2], ARGV[2])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 for i = 3, 6 do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[8], '*', 'type', 'job.status', 'data', ARGV[7])
 return {1}
 """
 
 # Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes (its
 # tenant's too) in step. A move to running waits (returns 2) while the tenant runs ARGV[6] jobs already.
+# The move's job.status event (data ARGV[7]) goes to the job's stream (KEYS[2]) in the same step.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -104,7 +111,8 @@ if ARGV[6] ~= '' and ARGV[2] == 'running' and redis.call('ZCARD', own .. 'runnin
   return 2
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'job.status', 'data', ARGV[7])
 redis.call('ZREM', ARGV[3] .. current, ARGV[4])
 redis.call('ZADD', ARGV[3] .. ARGV[2], 0, ARGV[4])
 redis.call('ZREM', own .. current, ARGV[4])
@@ -205,7 +213,17 @@ return 0
 # Every key of a job besides its hash: `{job}:{suffix}`, and `{job}:{family}:{trial}` for each trial. A new
 # key of a job belongs here (tests/integration/test_retention.py scans the whole keyspace after a delete);
 # one that is missing is still removed later by `delete_leftover_keys`, the cleanup's slow net.
-_JOB_SUFFIXES = ("data", "trials", "trial-status", "trial-counts", "search-log", "oracle", "lock", "nudged")
+_JOB_SUFFIXES = (
+    "data",
+    "trials",
+    "trial-status",
+    "trial-counts",
+    "search-log",
+    "oracle",
+    "lock",
+    "nudged",
+    "events",
+)
 _TRIAL_FAMILIES = ("lease", "requeued", "losses", "history")
 
 # Deletes a finished job whose trials no worker holds, with every key of its layout and its index entries,
@@ -343,6 +361,10 @@ class JobStore:
         """The prefix under which the `limits` package keeps the job-creation rate limit's windows."""
         return f"{self.prefix}:rate-limit"
 
+    def events_key(self, job_id: str) -> str:
+        """The job's event stream (`service.core.events`)."""
+        return f"{self._job(job_id)}:events"
+
     def job_key(self, job_id: str) -> str:
         """The key of a job's hash (for `dataset_store`'s script, which reads job statuses)."""
         return self._job(job_id)
@@ -382,6 +404,7 @@ class JobStore:
             self._tenant_index(tenant),
             self._tenant_index(tenant, record.status),
             f"{self._tenant(tenant)}:trials:{day}",
+            self.events_key(record.id),
         ]
         args: list[Any] = [
             self._member(record.created_at, record.id),
@@ -390,6 +413,8 @@ class JobStore:
             admission.trials,
             "" if admission.max_trials_per_day is None else admission.max_trials_per_day,
             _DAY_COUNT_SECONDS,
+            events.event_data(record.id, status=record.status.value, error=None),
+            events.MAX_EVENTS,
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -482,6 +507,7 @@ class JobStore:
             nudges=int(fields.get("nudges", 0)),
             waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
             data=DataPlan.model_validate_json(fields["data"]) if fields.get("data") else None,
+            webhook=WebhookStatus.model_validate_json(fields["webhook"]) if fields.get("webhook") else None,
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:
@@ -528,10 +554,12 @@ class JobStore:
             record_member,
             f"{self.prefix}:tenant:",
             "" if max_running is None else str(max_running),
+            events.event_data(job_id, status=to.value, error=_error_value(fields.get("error"))),
+            str(events.MAX_EVENTS),
         ]
         for name, value in _encode(fields).items():
             args += [name, value]
-        return int(self._transition(keys=[self._job(job_id)], args=args))
+        return int(self._transition(keys=[self._job(job_id), self.events_key(job_id)], args=args))
 
     def _member_of(self, job_id: str) -> str | None:
         created = self.redis.hget(self._job(job_id), "created_at")
@@ -917,6 +945,10 @@ def broker_lists(queue: str) -> list[str]:
 def index_member(created_at: datetime, record_id: str) -> str:
     """A record's entry in a listing index: sorting entries sorts records by creation time."""
     return f"{int(created_at.timestamp() * 1_000_000):020d}:{record_id}"
+
+
+def _error_value(error: Any) -> dict[str, Any] | None:
+    return error.model_dump() if isinstance(error, ErrorInfo) else None
 
 
 def _optional_time(value: str | None) -> datetime | None:
