@@ -16,6 +16,8 @@ from service.core.states import JobStatus
 from service.core.store import JobStore
 
 _BATCH = 500
+# A blocked read lasts at most this long, so a stream notices the server shutting down within about it.
+_SLICE_SECONDS = 1.0
 
 
 class EventReader:
@@ -25,10 +27,15 @@ class EventReader:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.store = store
         self.keepalive_seconds = settings.events_keepalive_seconds
+        self.stopping = False  # set when the server shuts down: open streams end, clients reconnect elsewhere
         # Typed loosely as the store's sync client is: redis-py's stubs mix sync and async replies.
         self.redis: Any = redis.asyncio.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=5, health_check_interval=15
         )
+
+    def stop(self) -> None:
+        """End every open stream within about a second (the server is shutting down)."""
+        self.stopping = True
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -40,9 +47,11 @@ class EventReader:
         key = self.store.events_key(job_id)
         last = after or "0-0"
         block: int | None = None  # the first read answers at once: a finished job's stream just replays
-        while True:
+        idle = 0.0
+        while not self.stopping:
             reply = await self.redis.xread({key: last}, count=_BATCH, block=block)
             if reply:
+                idle = 0.0
                 for entry_id, fields in reply[0][1]:
                     last = entry_id
                     yield format_event(entry_id, fields.get("type", ""), fields.get("data", "{}"))
@@ -50,8 +59,12 @@ class EventReader:
                         return
                 continue
             if block is not None:
+                idle += _SLICE_SECONDS
+                if idle < self.keepalive_seconds:
+                    continue
+                idle = 0.0
                 yield KEEP_ALIVE
-            block = int(self.keepalive_seconds * 1000)
+            block = int(min(_SLICE_SECONDS, self.keepalive_seconds) * 1000)
             status = await self.redis.hget(self.store.job_key(job_id), "status")
             if status is None or JobStatus(status).is_final():
                 # Its terminal event was written with the status: whatever is left ends the stream.

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from tests.integration.conftest import ROOT, Deployment, wait_job
+from tests.integration.conftest import ROOT, Deployment, service_env_for, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +140,61 @@ def test_deleting_the_job_deletes_its_events(
     assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert not client.exists(key)
     assert api.get(f"/v1/jobs/{job_id}/events").status_code == 404
+
+
+# --- an API alone (Redis database 12, a key prefix of its own): a queued job whose stream stays idle ------
+
+
+@pytest.fixture
+def lone_api(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    """An API without workers, keep-alives every 2 s; its jobs stay queued (no worker on its prefix)."""
+    env = service_env_for(
+        redis_url.rsplit("/", 1)[0] + "/12",
+        tmp_path / "artifacts",
+        KTUNE_KEY_PREFIX=f"events-{uuid.uuid4().hex[:6]}",
+        KTUNE_EVENTS_KEEPALIVE_SECONDS="2",
+    )
+    with Deployment.api_only(env, tmp_path) as deployment:
+        yield deployment
+
+
+def blocked_reads(deployment: Deployment) -> int:
+    """Connections of the deployment's Redis database blocked in XREAD: the streams being followed."""
+    client = redis.Redis.from_url(deployment.env["KTUNE_REDIS_URL"], decode_responses=True)
+    return sum(1 for c in client.client_list() if c.get("cmd") == "xread" and str(c.get("db")) == "12")
+
+
+def open_stream(deployment: Deployment) -> tuple[str, Any, Iterator[str]]:
+    job_id: str = deployment.client.post("/v1/jobs", json=tiny_body()).json()["id"]
+    stream = deployment.client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(30, read=10))
+    response = stream.__enter__()
+    lines = response.iter_lines()
+    assert next(lines).startswith("id: ")  # the job's queued event
+    return job_id, stream, lines
+
+
+def test_an_idle_stream_sends_keep_alives_and_a_client_leaving_ends_its_reader(lone_api: Deployment) -> None:
+    _, stream, lines = open_stream(lone_api)
+    seen = [next(lines) for _ in range(6)]  # the rest of the queued event, then idle
+    assert "event: job.status" in seen and ": keep-alive" in seen
+    assert wait_for(lambda: blocked_reads(lone_api) == 1, 10, "the reader's blocked XREAD")
+    stream.__exit__(None, None, None)
+    wait_for(lambda: blocked_reads(lone_api) == 0, 10, "the reader to stop after the client left")
+
+
+def test_the_api_shutting_down_ends_open_streams(lone_api: Deployment) -> None:
+    """uvicorn waits for open responses before it stops: a followed job must not hold the API up."""
+    _, stream, lines = open_stream(lone_api)
+    ended = threading.Event()
+
+    def drain() -> None:
+        for _ in lines:
+            pass
+        ended.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    assert lone_api.api_process is not None
+    lone_api.api_process.send_signal(signal.SIGTERM)
+    assert ended.wait(10), "the event stream stayed open after SIGTERM"
+    lone_api.api_process.wait(15)
+    stream.__exit__(None, None, None)
