@@ -15,6 +15,7 @@ from service.api.event_reader import EventReader
 from service.api.schemas import ErrorBody
 from service.api.sse import EVENT_ID, MEDIA_TYPE
 from service.core.errors import FieldProblem, InvalidRequest, shorten
+from service.core.events import EVENT_TYPES
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
@@ -25,9 +26,23 @@ _EXAMPLE = (
     'data: {"job_id":"...","time":"2026-12-04T22:00:00+00:00","trial_id":"03","status":"completed",'
     '"objective_value":0.12}\n\n'
 )
+# One event of the stream (as OpenAPI 3.2's `itemSchema` would say it): its id, type and one-line JSON data.
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "what Last-Event-ID resumes after"},
+        "event": {"type": "string", "enum": list(EVENT_TYPES)},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "job_id, time (ISO 8601 UTC) and the type's own values (README: Live events)",
+        },
+    },
+    "required": ["id", "event", "data"],
+}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {MEDIA_TYPE: {"schema": {"type": "string"}, "example": _EXAMPLE}},
+        "content": {MEDIA_TYPE: {"schema": _EVENT, "example": _EXAMPLE}},
         "description": "events: job.status, trial.started, trial.epoch, trial.finished, job.best",
     },
     404: {"model": ErrorBody, "description": "no such job"},

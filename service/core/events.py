@@ -1,7 +1,7 @@
 """A job's events: a Redis stream per job, read by GET /v1/jobs/{id}/events on whichever API replica.
 
 Each entry has two fields: `type` (one of EVENT_TYPES) and `data` (one-line JSON with `job_id` and `time`
-besides the type's own values; /work/notes/EVENTS_FORMAT.md and the README list them). Job status events are
+besides the type's own values; the README's Live events lists them). Job status events are
 written by the store's own scripts, in the same step as the status change (`JobStore.transition`), so a
 terminal status is never without its event; trial and best-trial events are written here, by workers.
 Writing an event never fails the work that caused it: a Redis error is logged, not raised.
