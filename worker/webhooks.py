@@ -17,6 +17,7 @@ import httpx
 
 from service.api.job_view import view_to_public
 from service.core import queue
+from service.core.api_keys import ApiKeyStore
 from service.core.records import WebhookAttempt, WebhookStatus, utcnow
 from service.core.settings import Settings
 from service.core.spec import stored_queue
@@ -38,7 +39,8 @@ def deliver(store: JobStore, settings: Settings, job_id: str, attempt: int) -> N
     if state.delivered:
         return
     body = view_to_public(view).model_dump_json().encode()
-    status_code, error = _post(url, body, settings)
+    secret = ApiKeyStore(store).webhook_secret(record.tenant) or settings.webhook_secret
+    status_code, error = _post(url, body, secret, settings)
     delivered = status_code is not None and 200 <= status_code < 300
     state.attempts.append(
         WebhookAttempt(at=utcnow(), event=record.status.value, status_code=status_code, error=error)
@@ -56,10 +58,10 @@ def deliver(store: JobStore, settings: Settings, job_id: str, attempt: int) -> N
     queue.send_deliver_webhook(job_id, stored_queue(record.spec), attempt + 1, countdown=wait)
 
 
-def _post(url: str, body: bytes, settings: Settings) -> tuple[int | None, str | None]:
+def _post(url: str, body: bytes, secret: str, settings: Settings) -> tuple[int | None, str | None]:
     """The receiver's status code, or None and why there was none; never raises for the receiver's sake."""
-    if not settings.webhook_secret:
-        return None, "not sent: this service has no KTUNE_WEBHOOK_SECRET to sign it with"
+    if not secret:
+        return None, "not sent: neither KTUNE_WEBHOOK_SECRET nor the tenant's webhook secret is set"
     try:
         checked = target(url, settings.webhook_allowed_hosts)
     except CallbackRefused as exc:
@@ -71,7 +73,7 @@ def _post(url: str, body: bytes, settings: Settings) -> tuple[int | None, str | 
         "Content-Type": "application/json",
         "Host": parts.netloc,
         "User-Agent": "ktune-webhooks",
-        SIGNATURE_HEADER: sign(settings.webhook_secret, int(time.time()), body),
+        SIGNATURE_HEADER: sign(secret, int(time.time()), body),
     }
     try:
         # No proxies from the environment, no redirects: the POST goes to the checked address only.

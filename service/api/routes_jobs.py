@@ -120,7 +120,7 @@ async def create_job(
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request, fingerprint=key is not None)
-    await run_in_threadpool(check_callback, job.spec, settings)
+    await run_in_threadpool(check_callback, job.spec, settings, partial(keys.webhook_secret, caller.tenant))
     limits, quotas = settings.limits, settings.quotas
     submit = partial(_submit, store, datasets, artifacts, job, limits, caller.tenant, keys, quotas)
     if key is None:

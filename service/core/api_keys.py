@@ -4,6 +4,8 @@ key layout).
 - `{p}:apikey:{key_id}` hash: tenant, sha256 (hex digest of the whole key), created_at, last_used_at
 - `{p}:apikeys` sorted set of key ids, scored by creation time, for listing
 - `{p}:tenant:{tenant}:quotas` hash quota name -> the tenant's override of the service-wide value
+- `{p}:tenant:{tenant}:webhook-secret` the key that signs the tenant's webhooks instead of
+  KTUNE_WEBHOOK_SECRET (kept as is: signing needs it)
 
 A key reads `ktk_<key_id>_<secret>`: the id names it in `keys list` and `keys revoke`, the secret is 256
 random bits from `secrets`. Only its SHA-256 is stored; a key that long needs no slow, salted hash. Every
@@ -100,6 +102,24 @@ class ApiKeyStore:
 
     def _quotas(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{check_tenant(tenant)}:quotas"
+
+    def _webhook_secret(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{check_tenant(tenant)}:webhook-secret"
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        """The key of the tenant's own webhook signatures; None: KTUNE_WEBHOOK_SECRET signs them."""
+        value = self.redis.get(self._webhook_secret(tenant))
+        return str(value) if value else None
+
+    def new_webhook_secret(self, tenant: str) -> str:
+        """Make (or replace) the tenant's webhook secret and return it. Raises InvalidTenant."""
+        secret = f"whsec_{secrets.token_urlsafe(32)}"
+        self.redis.set(self._webhook_secret(tenant), secret)
+        return secret
+
+    def drop_webhook_secret(self, tenant: str) -> None:
+        """Sign the tenant's webhooks with KTUNE_WEBHOOK_SECRET again."""
+        self.redis.delete(self._webhook_secret(tenant))
 
     def create(self, tenant: str) -> tuple[str, ApiKey]:
         """A new key for `tenant`: the key itself (shown once, never stored) and its record.

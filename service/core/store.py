@@ -38,8 +38,9 @@ Layout (prefix `ktune` by default):
 
 - `{p}:dataset:{id}`, `{p}:dataset:{id}:jobs` and `{p}:datasets`: uploaded data sets
   (`service.core.dataset_store`, which names them from this store's prefix)
-- `{p}:apikey:{key_id}`, `{p}:apikeys` and `{p}:tenant:{tenant}:quotas`: API keys (a hash of each, never the
-  key) and tenants' quota overrides (`service.core.api_keys`, named from this store's prefix too)
+- `{p}:apikey:{key_id}`, `{p}:apikeys`, `{p}:tenant:{tenant}:quotas` and `{p}:tenant:{tenant}:webhook-secret`:
+  API keys (a hash of each, never the key), tenants' quota overrides and webhook secrets
+  (`service.core.api_keys`, named from this store's prefix too)
 - `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
   created, expiring (`service.core.idempotency`, which names them from this store's prefix)
 

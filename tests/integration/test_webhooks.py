@@ -5,8 +5,11 @@ non-public receivers refused. This deployment logs JSON: its worker's lines name
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -155,3 +158,28 @@ def test_worker_logs_are_json_naming_job_and_trial(hooked: Deployment, jobs: dic
     assert entries and all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
     about_trials = [e for e in entries if e["job_id"] == jobs["/ok"] and e["trial_id"]]
     assert about_trials, "no worker line named a trial of the job"
+
+
+def test_a_tenants_own_secret_signs_its_webhooks(hooked: Deployment, receiver: Receiver) -> None:
+    tenant = f"own-{uuid.uuid4().hex[:6]}"
+    made = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "webhook-secret", tenant],
+        cwd=ROOT,
+        env=hooked.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    secret = made.stdout.strip()
+    assert secret.startswith("whsec_") and "shown only once" in made.stderr
+    client = hooked.client_for(tenant)
+    response = client.post("/v1/jobs", json=tiny_body(receiver.url("/own")))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    wait_job(client, job_id, {"succeeded"}, timeout=300)
+    delivered(client, job_id)
+    [(headers, body)] = receiver.calls["/own"]
+    now = int(time.time())
+    assert verify(secret, headers[SIGNATURE_HEADER], body, now)
+    assert not verify(SECRET, headers[SIGNATURE_HEADER], body, now)  # not the service-wide one

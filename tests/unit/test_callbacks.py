@@ -24,7 +24,7 @@ def spec(**fields: Any) -> JobCreate:
 
 def refusal(url: str, **settings: Any) -> str:
     with pytest.raises(InvalidRequest) as caught:
-        check_callback(spec(callback_url=url), Settings(**{"webhook_secret": "k", **settings}))
+        check_callback(spec(callback_url=url), Settings(**{"webhook_secret": "k", **settings}), lambda: None)
     [problem] = caught.value.fields
     assert problem.field == "callback_url"
     return problem.message
@@ -36,15 +36,21 @@ def test_a_loopback_or_private_receiver_is_refused_unless_its_host_is_allowed() 
     check_callback(
         spec(callback_url="http://127.0.0.1:9000/hook"),
         Settings(webhook_secret="k", webhook_allowed_hosts="127.0.0.1"),  # type: ignore[arg-type]
+        lambda: None,
     )
 
 
 def test_without_a_signing_secret_no_callback_is_accepted() -> None:
     assert "KTUNE_WEBHOOK_SECRET" in refusal("https://93.184.215.14/hook", webhook_secret="")
+    # The tenant's own secret signs its webhooks, with or without the service's.
+    check_callback(spec(callback_url="https://93.184.215.14/hook"), Settings(webhook_secret=""), lambda: "t")
 
 
 def test_no_callback_url_needs_nothing() -> None:
-    check_callback(spec(), Settings(webhook_secret=""))
+    def never() -> str:
+        raise AssertionError("a job without callback_url reads no secret")
+
+    check_callback(spec(), Settings(webhook_secret=""), never)
 
 
 def test_the_request_itself_refuses_other_schemes() -> None:
