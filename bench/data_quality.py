@@ -267,7 +267,7 @@ def classification_figures(finished: Finished) -> dict[str, Any]:
         "median_val_accuracy": statistics.median(accuracies),
         "best_trial_accuracy": best["metrics"]["accuracy"],
         "best_trial_val_accuracy": best["metrics"]["val_accuracy"],
-        "best_trial_id": best["trial_id"],
+        "best_trial_id": best["id"],
     }
 
 

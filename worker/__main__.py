@@ -21,10 +21,12 @@ def worker_argv(args: list[str], concurrency: int) -> list[str]:
     return argv
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """Run the worker; `args` are celery worker options (the command line's by default)."""
     from worker.app import app
 
-    app.worker_main(worker_argv(sys.argv[1:], get_settings().worker_concurrency))
+    given = sys.argv[1:] if args is None else args
+    app.worker_main(worker_argv(given, get_settings().worker_concurrency))
 
 
 if __name__ == "__main__":

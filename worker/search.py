@@ -26,6 +26,8 @@ from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
 
 log = logging.getLogger(__name__)
 
+_LOCK_POLL_SECONDS = 0.05
+
 
 def public_values(values: dict[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameters without keras-tuner's bookkeeping entries (tuner/epochs ...)."""
@@ -41,12 +43,12 @@ def search_step(ctx: WorkerContext, job_id: str) -> Iterator[Keeper]:
     store, settings = ctx.store, ctx.settings
     owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + settings.step_wait_seconds
-    pause = 0.001
     while not store.acquire_step_lock(job_id, owner, settings.step_lock_seconds):
         if time.monotonic() > deadline:
             raise SearchBusy(f"the search of job {job_id} stayed busy for {settings.step_wait_seconds} s")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.02)
+        # A release wakes one waiting step at once; the timeout covers a holder that died holding the lock
+        # (it lapses) and a wake another step took.
+        store.wait_step_lock(job_id, _LOCK_POLL_SECONDS)
     with step_lock(store, job_id, owner, settings.step_lock_seconds) as lock:
         yield lock
 
@@ -85,45 +87,53 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
 
 
 def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
-    store = ctx.store
     with search_step(ctx, job_id) as lock:
-        status = store.get_status(job_id)
-        if status is None or status.is_final():
-            return [], ""
-        spec = load_spec(store, job_id)
-        state = search_state.checkout(store, spec, job_id)
-        oracle = state.oracle
-        if runtime_left(ctx, job_id, spec) <= 0:
-            # SageMaker's MaxRuntimeInSeconds: no new trial; the job ends with what it found.
-            _save(store, job_id, state, lock)
-            if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
-                _end_search(ctx, job_id, oracle)
-            return [], spec.queue
-        stopped = False
-        while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
-            trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
-            if trial.status != KtStatus.RUNNING:
-                stopped = trial.status == KtStatus.STOPPED
-                break
+        return _hand_out(ctx, job_id, lock)
+
+
+def _hand_out(
+    ctx: WorkerContext, job_id: str, lock: Keeper, state: SearchState | None = None
+) -> tuple[list[str], str]:
+    """`advance`'s step, in a step that holds the lock (and has checked out `state`, if given): the trials
+    it recorded, and the queue to send them to."""
+    store = ctx.store
+    status = store.get_status(job_id)
+    if status is None or status.is_final():
+        return [], ""
+    spec = load_spec(store, job_id)
+    state = state or search_state.checkout(store, spec, job_id)
+    oracle = state.oracle
+    if runtime_left(ctx, job_id, spec) <= 0:
+        # SageMaker's MaxRuntimeInSeconds: no new trial; the job ends with what it found.
         _save(store, job_id, state, lock)
-        ongoing = list(oracle.ongoing_trials.values())
-        recorded = store.trials_recorded(job_id, [trial.trial_id for trial in ongoing])
-        created = [
-            trial.trial_id
-            for trial in ongoing
-            if not recorded[trial.trial_id]
-            and lifecycle.queue_trial(
-                store,
-                job_id,
-                TrialRecord(
-                    id=trial.trial_id,
-                    status=TrialStatus.QUEUED,
-                    hyperparameters=dict(trial.hyperparameters.values),
-                ),
-            )
-        ]
-        if stopped and not oracle.ongoing_trials:
+        if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
             _end_search(ctx, job_id, oracle)
+        return [], spec.queue
+    stopped = False
+    while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
+        trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
+        if trial.status != KtStatus.RUNNING:
+            stopped = trial.status == KtStatus.STOPPED
+            break
+    _save(store, job_id, state, lock)
+    ongoing = list(oracle.ongoing_trials.values())
+    recorded = store.trials_recorded(job_id, [trial.trial_id for trial in ongoing])
+    created = [
+        trial.trial_id
+        for trial in ongoing
+        if not recorded[trial.trial_id]
+        and lifecycle.queue_trial(
+            store,
+            job_id,
+            TrialRecord(
+                id=trial.trial_id,
+                status=TrialStatus.QUEUED,
+                hyperparameters=dict(trial.hyperparameters.values),
+            ),
+        )
+    ]
+    if stopped and not oracle.ongoing_trials:
+        _end_search(ctx, job_id, oracle)
     return created, spec.queue
 
 
@@ -183,7 +193,7 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
     step that fails otherwise fails the job with `search_error`, and the trial keeps its own result.
     """
     try:
-        _finish(ctx, job_id, record, outcome)
+        created, queue_name = _finish(ctx, job_id, record, outcome)
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
@@ -194,16 +204,21 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
         return
     # What the job now stores counts against its tenant's artifact_bytes quota.
     ctx.store.set_job_usage(job_id, ctx.artifacts.job_bytes(job_id))
-    advance(ctx, job_id)
+    fair_share.send_trials(ctx.store, job_id, created, queue_name)
 
 
-def _finish(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome) -> None:
+def _finish(
+    ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome
+) -> tuple[list[str], str]:
+    """Take in the trial's result, then hand out the next trials in the same hold of the lock (one step, as
+    `advance`'s would be after it: each part logs its own changes, so a step cut short between them is a
+    taken-in result whose next trials the next step hands out)."""
     store = ctx.store
     with search_step(ctx, job_id) as lock:
         spec = load_spec(store, job_id)
         status = store.get_status(job_id)
         if status is None:
-            return  # the job was deleted
+            return [], ""  # the job was deleted
         state = search_state.checkout(store, spec, job_id)
         oracle = state.oracle
         kt_trial = oracle.trials[record.id]
@@ -217,6 +232,7 @@ def _finish(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: Trial
         _save(store, job_id, state, lock, (record.id,))
         _keep_if_best(ctx, job_id, spec, oracle, record, outcome, running=not status.is_final())
         lifecycle.end_trial(store, job_id, _finished(record, outcome))
+        return _hand_out(ctx, job_id, lock, search_state.resume(store, job_id))
 
 
 def _tell_oracle(store: JobStore, job_id: str, oracle: Any, kt_trial: Any, outcome: TrialOutcome) -> None:

@@ -66,6 +66,13 @@ def commit(
         _KEPT.popitem(last=False)
 
 
+def resume(store: JobStore, job_id: str) -> SearchState | None:
+    """The oracle this process just committed, for more changes in the same step (which still holds the lock,
+    so nothing else has logged since: the next commit checks it); None if it is not kept."""
+    kept = _KEPT.pop((store.prefix, job_id), None)
+    return None if kept is None else SearchState(*kept)
+
+
 def forget(store: JobStore, job_id: str) -> None:
     """Drop the job's kept oracle, if any (its next step reads the whole log)."""
     _KEPT.pop((store.prefix, job_id), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.queue import DELIVER_WEBHOOK, RUN_TRIAL, START_JOB, get_celery
+from service.core.queue import DELIVER_WEBHOOK, PREDICT, RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
 from worker.runtime import warm_up
 from worker.transient import TRANSIENT_ERRORS
@@ -59,3 +59,14 @@ def deliver_webhook(job_id: str, attempt: int = 1) -> None:
 
     ctx = get_context()
     webhooks.deliver(ctx.store, ctx.settings, job_id, attempt)
+
+
+# Acknowledged on receipt and never retried: the API waits only KTUNE_PREDICT_TIMEOUT_SECONDS for the answer
+# (the message expires then too), and a client retries a 503 itself.
+@app.task(name=PREDICT, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
+def predict(job_id: str, reply_id: str, rows: list[list[float | str]]) -> None:
+    """Predict rows with the job's best model and hand the answer to the API waiting on `reply_id`."""
+    warm_up()
+    from worker import predictions
+
+    predictions.answer(get_context(), job_id, reply_id, rows)

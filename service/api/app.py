@@ -10,7 +10,17 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api import errors, openapi, routes_datasets, routes_events, routes_health, routes_jobs
+from service.api import (
+    docs_pages,
+    errors,
+    metrics,
+    openapi,
+    openapi_examples,
+    routes_datasets,
+    routes_events,
+    routes_health,
+    routes_jobs,
+)
 from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
@@ -56,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Hyperparameter tuning of Keras models: POST a job, poll it, download the best model.",
         lifespan=lifespan,
+        # Served by docs_pages with their assets, which FastAPI's own pages fetch from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # Redis clients connect on first use, so building the store here costs nothing at start-up.
@@ -80,22 +93,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so it runs first: a request for a host this service is not is refused before its body
     # is read.
     app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
+    # Outermost: times every request, refused ones too.
+    metrics.install(app, app.state.store)
     errors.install(app)
+    app.include_router(routes_jobs.hot_reads)
     app.include_router(routes_jobs.router)
     app.include_router(routes_events.router)
     app.include_router(routes_datasets.router)
     app.include_router(routes_health.router)
+    docs_pages.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema plus the request models of routes that read their own bodies, with the error
-    answers and headers clients get (`openapi.document_answers`)."""
+    answers and headers clients get (`openapi.document_answers`) and examples of the contract's requests."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
         known = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, model_schema in routes_jobs.request_schemas().items():
             known.setdefault(name, model_schema)
         openapi.document_answers(schema)
+        openapi_examples.document_examples(schema, openapi_examples.load_requests())
     return app.openapi_schema  # type: ignore[return-value]

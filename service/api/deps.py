@@ -57,7 +57,11 @@ def is_uuid(text: str) -> bool:
         return False
 
 
-def get_job_id(job_id: Annotated[str, Path(description="the job's id, as POST /v1/jobs returned it")]) -> str:
+JobIdPath = Annotated[str, Path(description="the job's id, as POST /v1/jobs returned it")]
+"""A `{job_id}` as the path has it, not yet checked: `get_job_id` checks it."""
+
+
+def get_job_id(job_id: JobIdPath) -> str:
     """The `{job_id}` of a path; raises NotFound for anything that is not a job id, before any lookup.
 
     So a path such as `/v1/jobs/<id>:trials` can never reach a store key other than a job's.

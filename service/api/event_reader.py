@@ -44,7 +44,7 @@ class EventReader:
         """SSE text of the job's events after the entry `after` (None: from the first), a keep-alive
         comment after each idle `keepalive_seconds`; ends after the terminal job.status event, or when the
         job has ended or is gone and no event is left to send."""
-        key = self.store.events_key(job_id)
+        key = self.store.keys.job_events(job_id)
         last = after or "0-0"
         block: int | None = None  # the first read answers at once: a finished job's stream just replays
         idle = 0.0
@@ -65,7 +65,7 @@ class EventReader:
                 idle = 0.0
                 yield KEEP_ALIVE
             block = int(min(_SLICE_SECONDS, self.keepalive_seconds) * 1000)
-            status = await self.redis.hget(self.store.job_key(job_id), "status")
+            status = await self.redis.hget(self.store.keys.job(job_id), "status")
             if status is None or JobStatus(status).is_final():
                 # Its terminal event was written with the status: whatever is left ends the stream.
                 reply = await self.redis.xread({key: last}, count=_BATCH)

@@ -1,4 +1,4 @@
-"""What the job endpoints do, apart from HTTP: submit, read, list, cancel, delete."""
+"""What the job endpoints do, apart from HTTP: submit (or only validate), read, list, cancel, delete."""
 
 from __future__ import annotations
 
@@ -12,19 +12,21 @@ from service.api import dataset_service
 from service.api.admission import job_admission, refused
 from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
-from service.api.job_view import view_to_public
+from service.api.job_view import view_to_public as view_to_public  # re-exported: routes use it here
 from service.api.schemas import JobPublic, TrialPublic
 from service.core import data_codec, fair_share, lifecycle
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.data_plan import DataPlan
 from service.core.dataset_store import DatasetStore
+from service.core.dry_run import JobValidation, validation_of
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
-from service.core.job_data import prepare_dataset
+from service.core.job_data import DatasetSource, PreparedDataset, prepare_dataset
+from service.core.labels import output_units
 from service.core.quotas import Quotas, tenant_quotas
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
-from service.core.spec import SpecError
+from service.core.spec import DataShape, JobCreate, SpecError
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore, JobView, OverQuota
 
@@ -95,22 +97,51 @@ def _data_of(
     if job.dataset_request is None:
         assert job.plan is not None and job.data is not None
         return job.plan, job.data
-    request = job.dataset_request
+    prepared, sources = _resolve_datasets(datasets, artifacts, job.dataset_request, limits, tenant)
+    for field, used in sources.items():
+        if not used.builtin and not datasets.attach_job(used.ref, job_id):
+            raise InvalidRequest([FieldProblem(field, f"data set '{used.ref}' was deleted just now")])
+    return prepared.plan, data_codec.encode(prepared.plan, None)
+
+
+def _resolve_datasets(
+    datasets: DatasetStore, artifacts: ArtifactStore, request: JobCreate, limits: Limits, tenant: str
+) -> tuple[PreparedDataset, dict[str, DatasetSource]]:
+    """A data-set job checked against its data sets (InvalidRequest), and those it uses by field."""
     assert request.data.dataset is not None
     source = dataset_service.source(datasets, artifacts, request.data.dataset, "data.dataset", tenant)
+    sources = {"data.dataset": source}
     validation = None
     if request.data.validation_dataset is not None:
         validation = dataset_service.source(
             datasets, artifacts, request.data.validation_dataset, "data.validation_dataset", tenant
         )
+        sources["data.validation_dataset"] = validation
     try:
         prepared = prepare_dataset(request, source, validation, limits)
     except SpecError as exc:
         raise InvalidRequest([FieldProblem(exc.field, exc.message)]) from exc
-    for field, used in (("data.dataset", source), ("data.validation_dataset", validation)):
-        if used is not None and not used.builtin and not datasets.attach_job(used.ref, job_id):
-            raise InvalidRequest([FieldProblem(field, f"data set '{used.ref}' was deleted just now")])
-    return prepared.plan, data_codec.encode(prepared.plan, None)
+    return prepared, sources
+
+
+def validate(
+    datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits, tenant: str
+) -> JobValidation:
+    """What `submit` would accept `job` as, checked the same way, with nothing stored, attached or queued
+    and no quota counted. Raises InvalidRequest as `submit` does for its data set."""
+    spec = job.spec
+    if job.dataset_request is None:
+        assert job.plan is not None
+        plan = job.plan
+        shape = DataShape(
+            rows=plan.split.train_rows + plan.split.validation_rows,
+            features=len(plan.features),
+            outputs=output_units(spec.task, plan.classes),
+        )
+    else:
+        prepared, _ = _resolve_datasets(datasets, artifacts, job.dataset_request, limits, tenant)
+        plan, shape = prepared.plan, prepared.shape
+    return validation_of(spec, shape, plan.warnings)
 
 
 def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
@@ -121,12 +152,11 @@ def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
     return record
 
 
-def get_public(store: JobStore, job_id: str, tenant: str) -> JobPublic:
-    """The tenant's job as clients see it, read in one round trip; NotFound as `get`."""
-    [view] = store.job_views([job_id])
+def owned(view: JobView | None, job_id: str, tenant: str) -> JobView:
+    """The view, if it is of the tenant's job; NotFound as `get`."""
     if view is None or view.record.tenant != tenant:
         raise _not_found(job_id)
-    return view_to_public(view)
+    return view
 
 
 def _not_found(job_id: str) -> NotFound:
@@ -178,6 +208,10 @@ def to_public(store: JobStore, record: JobRecord) -> JobPublic:
     return view_to_public(JobView(record, store.trial_status_counts(record.id)))
 
 
-def trial_to_public(trial: TrialRecord) -> TrialPublic:
-    """The trial as clients see it (with the history the store returned, if any)."""
-    return TrialPublic.model_validate(trial.model_dump())
+def trial_to_public(trial: TrialRecord, history: bool = True) -> TrialPublic:
+    """The trial as clients see it; without `history`, its executions leave their histories out."""
+    public = TrialPublic.model_validate(trial.model_dump())
+    if not history:
+        for execution in public.executions:
+            execution.history = None
+    return public

@@ -5,7 +5,7 @@ Free of FastAPI, so a worker renders a webhook's body exactly as GET /v1/jobs/{i
 
 from __future__ import annotations
 
-from service.api.schemas import JobPublic, ObjectivePublic, Progress
+from service.api.schemas import BestTrialPublic, JobPublic, ObjectivePublic, Progress
 from service.core.states import TrialStatus
 from service.core.store import JobView
 
@@ -28,7 +28,7 @@ def view_to_public(view: JobView) -> JobPublic:
             failed=counts[TrialStatus.FAILED],
             cancelled=counts[TrialStatus.CANCELLED],
         ),
-        best_trial=record.best,
+        best_trial=BestTrialPublic.of(record.best) if record.best else None,
         error=record.error,
         waiting=record.waiting,
         classes=record.data.classes if record.data else None,

@@ -2,7 +2,8 @@
 
 FastAPI documents a 422 with its own `HTTPValidationError` body on every operation that has a parameter,
 but ktune answers every error with `ErrorBody` ({"error": {code, message, fields}}), and a 422 only where a
-parameter can fail validation. What every route may answer (the job store unreachable) and the headers
+parameter can fail validation; and Pydantic leaves some constraints under its own names (`ge`, `lt`), which
+are not JSON Schema. What every route may answer (the job store unreachable) and the headers
 every answer of a kind carries are documented here once, so no route has to repeat them.
 """
 
@@ -39,12 +40,28 @@ _RETRY_AFTER = {
     "schema": {"type": "integer", "minimum": 0},
 }
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# Pydantic writes a constraint under its own name (`ge`, `lt`, ...) instead of JSON Schema's where it
+# follows a validator inside a union: `Int | None = Field(None, ge=1)`, as service.core.params' Int and
+# Float carry a BeforeValidator. These are JSON Schema's words for them.
+_CONSTRAINT_KEYWORDS = {
+    "ge": "minimum",
+    "gt": "exclusiveMinimum",
+    "le": "maximum",
+    "lt": "exclusiveMaximum",
+    "multiple_of": "multipleOf",
+    "min_length": "minLength",
+    "max_length": "maxLength",
+}
+# Keys whose values are data or names, not schemas: never rewritten.
+_NOT_SCHEMAS = frozenset({"properties", "example", "examples", "default", "enum", "const", "value"})
 
 
 def document_answers(schema: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite `schema` (FastAPI's document) in place so its error answers are the ones clients get."""
+    """Rewrite `schema` (FastAPI's document) in place so its error answers are the ones clients get and its
+    schemas are JSON Schema."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     _add_error_body(components)
+    _use_json_schema_keywords(schema)
     for path, item in schema.get("paths", {}).items():
         for method in _METHODS:
             if (operation := item.get(method)) is None:
@@ -58,6 +75,23 @@ def document_answers(schema: dict[str, Any]) -> dict[str, Any]:
         for name in _FASTAPI_ONLY:
             components.pop(name, None)
     return schema
+
+
+def _use_json_schema_keywords(node: Any) -> None:
+    """Rename Pydantic's constraint names (`_CONSTRAINT_KEYWORDS`) to JSON Schema's, in place."""
+    if isinstance(node, list):
+        for item in node:
+            _use_json_schema_keywords(item)
+    elif isinstance(node, dict):
+        for name, keyword in _CONSTRAINT_KEYWORDS.items():
+            if name in node and keyword not in node and "type" in node:
+                node[keyword] = node.pop(name)
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for definition in value.values():
+                    _use_json_schema_keywords(definition)
+            elif key not in _NOT_SCHEMAS:
+                _use_json_schema_keywords(value)
 
 
 def _add_error_body(components: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 Every POST /v1/jobs counts, accepted or not: the limit also bounds the body parsing a caller can make the API
 do. The windows are moving (the `limits` package's moving-window strategy): no burst of twice the limit
-across the edge of a fixed window.
+across the edge of a fixed window. POST /v1/jobs/validate (a dry run) is limited by the same numbers in
+windows of its own: it parses bodies too, but a dry run does not use up a caller's job creations.
 """
 
 from __future__ import annotations
@@ -38,20 +39,24 @@ class JobRateLimit:
         )
         self._limiter = MovingWindowRateLimiter(storage)
 
-    def hit(self, caller: str) -> None:
-        """Count one job creation by `caller`; raises RateLimited (429, Retry-After) over a limit.
+    def hit(self, caller: str, scope: str = "jobs") -> None:
+        """Count one job creation (`scope` "jobs") or dry run ("validations") by `caller`; raises
+        RateLimited (429, Retry-After) over a limit. Each scope has its own windows.
 
         Redis errors are not raised: see `limit_job_creation`.
         """
         for item in self.items:
-            if not self._limiter.hit(item, "jobs", caller):
-                reset_time, _ = self._limiter.get_window_stats(item, "jobs", caller)
+            if not self._limiter.hit(item, scope, caller):
+                reset_time, _ = self._limiter.get_window_stats(item, scope, caller)
                 wait = max(1, math.ceil(reset_time - time.time()))
                 raise RateLimited(
-                    f"too many jobs: at most {item.amount} per {_window(item)} for each API key "
+                    f"too many {_NOUNS[scope]}: at most {item.amount} per {_window(item)} for each API key "
                     f"(KTUNE_JOB_RATE_LIMIT); try again in {wait} s",
                     wait,
                 )
+
+
+_NOUNS = {"jobs": "jobs", "validations": "job validations"}
 
 
 def _window(item: RateLimitItem) -> str:
@@ -62,12 +67,22 @@ def _window(item: RateLimitItem) -> str:
 def limit_job_creation(request: Request, caller: CallerDep) -> None:
     """FastAPI dependency of POST /v1/jobs: 429 once the caller's API key (its tenant with auth off) is over
     KTUNE_JOB_RATE_LIMIT."""
+    _limit(request, caller, "jobs")
+
+
+def limit_job_validation(request: Request, caller: CallerDep) -> None:
+    """FastAPI dependency of POST /v1/jobs/validate: KTUNE_JOB_RATE_LIMIT again, counted apart from job
+    creation, so dry runs neither use up a caller's jobs nor parse bodies without a bound."""
+    _limit(request, caller, "validations")
+
+
+def _limit(request: Request, caller: CallerDep, scope: str) -> None:
     limit: JobRateLimit = request.app.state.job_rate_limit
     if not limit.items:
         return
     identity = f"key:{caller.key_id}" if caller.key_id is not None else f"tenant:{caller.tenant}"
     try:
-        limit.hit(identity)
+        limit.hit(identity, scope)
     except (redis.RedisError, StorageError) as exc:
         # Fails open: a Redis the limiter cannot reach cannot store the job either, so the request ends
         # in the store's 503 anyway; a 503 here would only hide the body's validation errors.

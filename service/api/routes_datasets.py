@@ -54,6 +54,7 @@ _NAME_CHARS = 200  # as a job's name
 
 @router.post(
     "",
+    summary="Upload a data set",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
     responses={
@@ -136,7 +137,7 @@ def ingest_limiter(concurrency: int) -> anyio.CapacityLimiter:
     return anyio.CapacityLimiter(concurrency)
 
 
-@router.get("", response_model=DatasetList, responses={422: {"model": ErrorBody}})
+@router.get("", summary="List data sets", response_model=DatasetList, responses={422: {"model": ErrorBody}})
 def list_datasets(
     store: DatasetsDep,
     caller: CallerDep,
@@ -154,7 +155,7 @@ def list_datasets(
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no such data set"}}
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, responses=_ERRORS)
+@router.get("/{dataset_id}", summary="Get a data set", response_model=DatasetPublic, responses=_ERRORS)
 def get_dataset(dataset_id: str, store: DatasetsDep, caller: CallerDep) -> DatasetPublic:
     """One data set: an upload by id, or a built-in set by name."""
     return dataset_service.get(store, dataset_id, caller.tenant)
@@ -162,6 +163,7 @@ def get_dataset(dataset_id: str, store: DatasetsDep, caller: CallerDep) -> Datas
 
 @router.delete(
     "/{dataset_id}",
+    summary="Delete an uploaded data set",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={

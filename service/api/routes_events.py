@@ -50,7 +50,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses=_RESPONSES)
+@router.get(
+    "/{job_id}/events",
+    summary="Follow a job's events",
+    response_class=StreamingResponse,
+    responses=_RESPONSES,
+)
 async def job_events(
     request: Request,
     job_id: JobIdDep,

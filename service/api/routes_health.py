@@ -17,13 +17,13 @@ router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", summary="Liveness", response_model=Health)
 def healthz() -> Health:
     """The API process is up."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+@router.get("/readyz", summary="Readiness", response_model=Health, responses={503: {"model": Health}})
 def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     """Ready when Redis answers and at least one worker is consuming a queue."""
     checks: dict[str, object] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
@@ -9,9 +10,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
-from service.api import idempotency, job_service
-from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
+from service.api import idempotency, job_service, prediction_service
+from service.api.auth import (
+    LOCAL_TENANT,
+    UNAUTHORIZED,
+    CallerDep,
+    PresentedKeyDep,
+    authenticate,
+    authenticate_with,
+)
 from service.api.callbacks import check_callback
 from service.api.deps import (
     ApiKeysDep,
@@ -20,25 +29,29 @@ from service.api.deps import (
     IdempotencyDep,
     JobBodiesDep,
     JobIdDep,
+    JobIdPath,
     SettingsDep,
     StoreDep,
+    get_job_id,
+    is_uuid,
 )
 from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
-from service.api.job_view import view_to_public
-from service.api.rate_limit import limit_job_creation
+from service.api.rate_limit import limit_job_creation, limit_job_validation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
 from service.core.blobs import BlobNotFound
 from service.core.dataset_store import DatasetStore
+from service.core.dry_run import JobValidation
 from service.core.errors import Conflict
+from service.core.predictions import PredictionList, PredictRequest
 from service.core.quotas import Quotas
 from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
-from service.core.store import JobStore
+from service.core.store import InvalidCursor, JobStore, cursor_pattern
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authenticate)], responses=UNAUTHORIZED
@@ -66,6 +79,7 @@ def request_schemas() -> dict[str, Any]:
 
 @router.post(
     "",
+    summary="Submit a tuning job",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses={
@@ -169,28 +183,95 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
     return None if record is None or record.tenant != tenant else job_service.to_public(store, record)
 
 
-@router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
-def list_jobs(
-    store: StoreDep,
+@router.post(
+    "/validate",
+    summary="Check a job without queueing it",
+    response_model=JobValidation,
+    responses={
+        400: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        408: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        415: {"model": ErrorBody, "description": "as POST /v1/jobs"},
+        422: {"model": ErrorBody, "description": "the same body POST /v1/jobs answers this request with"},
+        429: {
+            "model": ErrorBody,
+            "description": "this API key has sent KTUNE_JOB_RATE_LIMIT dry runs already (`rate_limited`, "
+            "with Retry-After; counted apart from job creation)",
+        },
+        503: {"model": ErrorBody, "description": "as POST /v1/jobs (`busy`, `parse_failed`)"},
+    },
+    openapi_extra=OPENAPI_REQUEST_BODY,
+    dependencies=[Depends(limit_job_validation)],
+)
+async def validate_job(
+    request: Request,
+    datasets: DatasetsDep,
+    artifacts: ArtifactsDep,
+    bodies: JobBodiesDep,
+    settings: SettingsDep,
+    keys: ApiKeysDep,
     caller: CallerDep,
+) -> JobValidation:
+    """Check a job as POST /v1/jobs would, without queueing it: its metric names, search space and size."""
+    job = await bodies.read(request)
+    await run_in_threadpool(check_callback, job.spec, settings, partial(keys.webhook_secret, caller.tenant))
+    check = partial(job_service.validate, datasets, artifacts, job, settings.limits, caller.tenant)
+    return await run_in_threadpool(check)
+
+
+# The two reads clients poll check the key in the same round trip as their read (`authenticate_with`), so
+# their router has no `authenticate` of its own; every route on it must call `authenticate_with`.
+hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
+
+
+@hot_reads.get("", summary="List jobs", response_model=JobList, responses={422: {"model": ErrorBody}})
+def list_jobs(
+    request: Request,
+    store: StoreDep,
+    key: PresentedKeyDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
-) -> JobList:
+) -> Response:
     """List jobs, newest first, a page at a time, optionally only those with one status."""
-    views, next_cursor = store.list_jobs(
-        caller.tenant, status_filter, limit, cursor
-    )  # a bad cursor: errors' 422
-    return JobList(items=[view_to_public(view) for view in views], next_cursor=next_cursor)
+    if cursor is not None and not cursor_pattern.match(cursor):
+        authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
+        raise InvalidCursor(cursor)  # errors' 422
+    keys: ApiKeyStore = request.app.state.api_keys
+    # The page is read for the tenant the key had when last seen (one round trip), and read again in the
+    # rare case the key turns out to be another tenant's now.
+    guess = LOCAL_TENANT if key is None else keys.tenant_seen(key)
+    if guess is None:
+        guess = authenticate(request, key).tenant
+
+    def page_of(tenant: str) -> Callable[[Any], object]:
+        return lambda pipe: store.queue_job_page(pipe, tenant, status_filter, limit, cursor)
+
+    caller, [reply] = authenticate_with(request, key, page_of(guess))
+    if caller.tenant != guess:
+        [reply] = store.read(page_of(caller.tenant))
+    views, next_cursor = store.job_page_from(reply, limit)
+    page = JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
+    return _json(page)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
+@hot_reads.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
+def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
-    return job_service.get_public(store, job_id, caller.tenant)
+    if not is_uuid(job_id):
+        authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
+        get_job_id(job_id)  # raises NotFound
+    caller, replies = authenticate_with(request, key, lambda pipe: store.queue_job_views(pipe, [job_id]))
+    [view] = store.job_views_from([job_id], replies)
+    return _json(job_service.view_to_public(job_service.owned(view, job_id, caller.tenant)))
 
 
-@router.get("/{job_id}/trials", response_model=TrialList, responses=_NOT_FOUND)
+def _json(body: BaseModel) -> Response:
+    """`body` as the JSON FastAPI would send for it, without validating a model built here once more."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+@router.get("/{job_id}/trials", summary="List a job's trials", response_model=TrialList, responses=_NOT_FOUND)
 def list_trials(
     job_id: JobIdDep,
     store: StoreDep,
@@ -201,11 +282,11 @@ def list_trials(
 ) -> TrialList:
     """Every trial of a job with hyperparameters, per-epoch history, result, duration and worker."""
     job_service.get(store, job_id, caller.tenant)
-    trials = [job_service.trial_to_public(t) for t in store.get_trials(job_id, history=history)]
+    trials = [job_service.trial_to_public(t, history) for t in store.get_trials(job_id, history=history)]
     return TrialList(job_id=job_id, items=trials)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, responses=_ERRORS)
+@router.post("/{job_id}/cancel", summary="Cancel a job", response_model=JobPublic, responses=_ERRORS)
 def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPublic:
     """Cancel a queued or running job; running trials stop within an epoch, finished ones are kept."""
     return job_service.to_public(store, job_service.cancel(store, job_id, caller.tenant))
@@ -213,6 +294,7 @@ def cancel_job(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> JobPubli
 
 @router.delete(
     "/{job_id}",
+    summary="Delete a finished job",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={
@@ -231,6 +313,7 @@ def delete_job(job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, calle
 
 @router.get(
     "/{job_id}/artifacts/best-model",
+    summary="Download the best model",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}},
@@ -265,7 +348,37 @@ def best_model(
     )
 
 
-@router.get("/{job_id}/artifacts/best-hyperparameters", responses=_ERRORS)
+@router.post(
+    "/{job_id}/predict",
+    summary="Predict with the best model",
+    response_model=PredictionList,
+    responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON"},
+        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        **_NOT_FOUND,
+        409: {"model": ErrorBody, "description": "no trial has completed yet (`no_best_model`)"},
+        422: {
+            "model": ErrorBody,
+            "description": "`rows` or a row `rows[i]` is not what the job's model takes",
+        },
+        503: {
+            "model": ErrorBody,
+            "description": "no worker answered within KTUNE_PREDICT_TIMEOUT_SECONDS "
+            "(`prediction_unavailable`, with Retry-After), or the queue is unreachable",
+        },
+    },
+)
+async def predict(
+    job_id: JobIdDep, body: PredictRequest, store: StoreDep, settings: SettingsDep, caller: CallerDep
+) -> PredictionList:
+    """Predict rows with the job's best model (served by a worker): a label and probabilities, or a value."""
+    return await prediction_service.predict_in_thread(store, settings, job_id, caller.tenant, body)
+
+
+@router.get(
+    "/{job_id}/artifacts/best-hyperparameters", summary="Get the best hyperparameters", responses=_ERRORS
+)
 def best_hyperparameters(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
     """The best trial's hyperparameters as JSON."""
     record = job_service.get(store, job_id, caller.tenant)

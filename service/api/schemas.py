@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from service.core.data_plan import DataPlan
 from service.core.datasets import ColumnInfo
 from service.core.labels import Label
-from service.core.records import BestTrial, ErrorInfo, ExecutionRecord, WebhookStatus
+from service.core.records import BestTrial, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 
 
@@ -30,6 +30,22 @@ class ObjectivePublic(BaseModel):
     direction: str
 
 
+class BestTrialPublic(BaseModel):
+    """The best completed trial of a job so far; `id` is its id in GET /v1/jobs/{job_id}/trials."""
+
+    id: str
+    trial_id: str = Field(
+        deprecated=True, description="the same as `id` (its name before trials had one name everywhere)"
+    )
+    hyperparameters: dict[str, Any]
+    objective_value: float
+    metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, best: BestTrial) -> BestTrialPublic:
+        return cls(id=best.trial_id, **best.model_dump())
+
+
 class JobPublic(BaseModel):
     """A job as clients see it."""
 
@@ -40,7 +56,7 @@ class JobPublic(BaseModel):
     algorithm: str
     objective: ObjectivePublic
     progress: Progress
-    best_trial: BestTrial | None = Field(description="the best completed trial so far")
+    best_trial: BestTrialPublic | None = Field(description="the best completed trial so far")
     error: ErrorInfo | None
     waiting: ErrorInfo | None = Field(
         None, description="why the job waits without progress (no_worker: no worker takes its queue)"
@@ -69,15 +85,30 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
+class ExecutionPublic(BaseModel):
+    """One training execution of a trial: per-epoch history (left out with `history=false`), best epoch."""
+
+    history: dict[str, list[float | None]] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="per-epoch values; null where the value was NaN or infinite; absent with history=false",
+    )
+    best_epoch: int | None = None
+    resumed_at_epochs: list[int] = Field(
+        default_factory=list,
+        description="epochs from which training continued from a checkpoint, after its worker was lost",
+    )
+
+
 class TrialPublic(BaseModel):
     """One trial: hyperparameters, per-execution per-epoch history, result, duration and worker."""
 
-    id: str
+    id: str = Field(description="the trial's id; a job's best_trial.id names one of them")
     status: TrialStatus
     hyperparameters: dict[str, Any]
     objective_value: float | None = Field(description="best epoch's objective, averaged over executions")
     metrics: dict[str, float] = Field(description="all metrics at the best epoch, averaged over executions")
-    executions: list[ExecutionRecord]
+    executions: list[ExecutionPublic]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

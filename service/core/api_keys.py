@@ -1,5 +1,5 @@
-"""API keys and tenants' quota overrides in Redis, beside the job store (whose module documents the whole
-key layout).
+"""API keys and tenants' quota overrides in Redis, beside the job store (`store_keys` names every
+key and documents the whole layout).
 
 - `{p}:apikey:{key_id}` hash: tenant, sha256 (hex digest of the whole key), created_at, last_used_at
 - `{p}:apikeys` sorted set of key ids, scored by creation time, for listing
@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,36 +90,13 @@ class ApiKeyStore:
     def __init__(self, jobs: JobStore) -> None:
         self.redis: Any = jobs.redis
         self.prefix = jobs.prefix
+        self.keys = jobs.keys
+        self._jobs = jobs
+        # The tenant of each key this process has verified: a key's tenant never changes, so a read of the
+        # tenant's data can go in the same round trip as the check of the key (which still decides).
+        self._tenants: dict[str, str] = {}
         self._create = self.redis.register_script(_CREATE)
         self._touch = self.redis.register_script(_TOUCH)
-
-    def _key(self, key_id: str) -> str:
-        return f"{self.prefix}:apikey:{key_id}"
-
-    @property
-    def _index(self) -> str:
-        return f"{self.prefix}:apikeys"
-
-    def _quotas(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{check_tenant(tenant)}:quotas"
-
-    def _webhook_secret(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{check_tenant(tenant)}:webhook-secret"
-
-    def webhook_secret(self, tenant: str) -> str | None:
-        """The key of the tenant's own webhook signatures; None: KTUNE_WEBHOOK_SECRET signs them."""
-        value = self.redis.get(self._webhook_secret(tenant))
-        return str(value) if value else None
-
-    def new_webhook_secret(self, tenant: str) -> str:
-        """Make (or replace) the tenant's webhook secret and return it. Raises InvalidTenant."""
-        secret = f"whsec_{secrets.token_urlsafe(32)}"
-        self.redis.set(self._webhook_secret(tenant), secret)
-        return secret
-
-    def drop_webhook_secret(self, tenant: str) -> None:
-        """Sign the tenant's webhooks with KTUNE_WEBHOOK_SECRET again."""
-        self.redis.delete(self._webhook_secret(tenant))
 
     def create(self, tenant: str) -> tuple[str, ApiKey]:
         """A new key for `tenant`: the key itself (shown once, never stored) and its record.
@@ -132,7 +109,7 @@ class ApiKeyStore:
             token = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
             created_at = utcnow()
             stored = self._create(
-                keys=[self._key(key_id), self._index],
+                keys=[self.keys.api_key(key_id), self.keys.api_keys],
                 args=[tenant, _digest(token), created_at.isoformat(), created_at.timestamp(), key_id],
             )
             if stored:
@@ -140,31 +117,51 @@ class ApiKeyStore:
 
     def verify(self, token: str) -> ApiKey | None:
         """The key `token` is, or None when it is malformed, unknown or revoked; notes its use."""
+        key, _ = self.verify_with(token, lambda pipe: None)
+        return key
+
+    def verify_with(self, token: str, reads: Callable[[Any], object]) -> tuple[ApiKey | None, list[Any]]:
+        """`verify`, in the same round trip as the reads `reads` queues on a pipeline, and their replies (none
+        for a malformed token: nothing is read for it). The replies are the caller's to drop when the key is
+        None."""
         match = _TOKEN.fullmatch(token)
         if match is None:
-            return None
-        fields: dict[str, str] = self.redis.hgetall(self._key(match["key_id"]))
+            return None, []
+        key_id = match["key_id"]
+        fields, *replies = self._jobs.read(
+            lambda pipe: (pipe.hgetall(self.keys.api_key(key_id)), reads(pipe))
+        )
+        return self._checked(token, match["key_id"], fields), replies
+
+    def tenant_seen(self, token: str) -> str | None:
+        """The tenant `token`'s key had when this process last verified it, if it did: a guess to read with,
+        which only `verify` confirms."""
+        match = _TOKEN.fullmatch(token)
+        return None if match is None else self._tenants.get(match["key_id"])
+
+    def _checked(self, token: str, key_id: str, fields: dict[str, str]) -> ApiKey | None:
         stored = fields.get("sha256")
         if stored is None or not hmac.compare_digest(stored, _digest(token)):
             return None
-        key = _api_key(match["key_id"], fields)
+        key = _api_key(key_id, fields)
+        self._tenants[key_id] = key.tenant
         now = utcnow()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= LAST_USE_INTERVAL_SECONDS:
-            self._touch(keys=[self._key(key.key_id)], args=[now.isoformat()])
+            self._touch(keys=[self.keys.api_key(key.key_id)], args=[now.isoformat()])
         return key
 
     def get(self, key_id: str) -> ApiKey | None:
         if not _KEY_ID.fullmatch(key_id):
             return None
-        fields: dict[str, str] = self.redis.hgetall(self._key(key_id))
+        fields: dict[str, str] = self.redis.hgetall(self.keys.api_key(key_id))
         return _api_key(key_id, fields) if fields.get("sha256") else None
 
     def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
         """Every key (or every key of `tenant`), oldest first."""
-        key_ids: list[str] = self.redis.zrange(self._index, 0, -1)
+        key_ids: list[str] = self.redis.zrange(self.keys.api_keys, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for key_id in key_ids:
-            pipe.hgetall(self._key(key_id))
+            pipe.hgetall(self.keys.api_key(key_id))
         keys = [
             _api_key(key_id, fields)
             for key_id, fields in zip(key_ids, pipe.execute(), strict=True)
@@ -178,14 +175,14 @@ class ApiKeyStore:
         if key is None:
             return None
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._key(key_id))
-        pipe.zrem(self._index, key_id)
+        pipe.delete(self.keys.api_key(key_id))
+        pipe.zrem(self.keys.api_keys, key_id)
         deleted, _ = pipe.execute()
         return key if deleted else None
 
     def quota_overrides(self, tenant: str) -> dict[str, int]:
         """The quotas set for `tenant` alone (by QUOTA_NAMES); the service-wide values apply to the rest."""
-        stored: dict[str, str] = self.redis.hgetall(self._quotas(tenant))
+        stored: dict[str, str] = self.redis.hgetall(self.keys.tenant_quotas(check_tenant(tenant)))
         return {name: int(stored[name]) for name in QUOTA_NAMES if name in stored}
 
     def set_quota_overrides(self, tenant: str, values: Mapping[str, int]) -> None:
@@ -196,11 +193,26 @@ class ApiKeyStore:
             if value < 0:
                 raise InvalidQuota(f"quota {name} must be 0 or more, not {value}")
         if values:
-            self.redis.hset(self._quotas(tenant), mapping=dict(values))
+            self.redis.hset(self.keys.tenant_quotas(check_tenant(tenant)), mapping=dict(values))
 
     def clear_quota_overrides(self, tenant: str) -> None:
         """Drop every override of `tenant`: the service-wide quotas apply again."""
-        self.redis.delete(self._quotas(tenant))
+        self.redis.delete(self.keys.tenant_quotas(check_tenant(tenant)))
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        """The key of the tenant's own webhook signatures; None: KTUNE_WEBHOOK_SECRET signs them."""
+        value = self.redis.get(self.keys.tenant_webhook_secret(check_tenant(tenant)))
+        return str(value) if value else None
+
+    def new_webhook_secret(self, tenant: str) -> str:
+        """Make (or replace) the tenant's webhook secret and return it. Raises InvalidTenant."""
+        secret = f"whsec_{secrets.token_urlsafe(32)}"
+        self.redis.set(self.keys.tenant_webhook_secret(check_tenant(tenant)), secret)
+        return secret
+
+    def drop_webhook_secret(self, tenant: str) -> None:
+        """Sign the tenant's webhooks with KTUNE_WEBHOOK_SECRET again."""
+        self.redis.delete(self.keys.tenant_webhook_secret(check_tenant(tenant)))
 
 
 def _api_key(key_id: str, fields: dict[str, str]) -> ApiKey:

@@ -1,4 +1,4 @@
-"""Data-set records in Redis, beside the job store (whose module documents the whole key layout).
+"""Data-set records in Redis, beside the job store (`service.core.store_keys` names every key).
 
 - `{p}:dataset:{id}` the data set's record (JSON: name, creation time, what its upload found)
 - `{p}:dataset:{id}:jobs` sorted set of the jobs that use it, scored by when each was submitted
@@ -80,33 +80,24 @@ class DatasetStore:
     def __init__(self, jobs: JobStore) -> None:
         self.redis: Any = jobs.redis
         self.prefix = jobs.prefix
-        self._job_prefix = jobs.job_key("")
+        self.keys = jobs.keys
+        self._job_prefix = jobs.keys.job("")
         self._attach = self.redis.register_script(_ATTACH)
         self._delete = self.redis.register_script(_DELETE)
-
-    def _key(self, dataset_id: str) -> str:
-        return f"{self.prefix}:dataset:{dataset_id}"
-
-    @property
-    def _index(self) -> str:
-        return f"{self.prefix}:datasets"
-
-    def _tenant(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}"
 
     def create(self, record: DatasetRecord, stored_bytes: int) -> None:
         """Store the record, index it for its tenant, and count its stored file's bytes against the tenant's
         artifact_bytes quota."""
         member = index_member(record.created_at, record.id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(record.id), record.model_dump_json())
-        pipe.zadd(self._index, {member: 0})
-        pipe.zadd(f"{self._tenant(record.tenant)}:datasets", {member: 0})
-        pipe.hset(f"{self._tenant(record.tenant)}:usage", f"dataset:{record.id}", stored_bytes)
+        pipe.set(self.keys.dataset(record.id), record.model_dump_json())
+        pipe.zadd(self.keys.datasets, {member: 0})
+        pipe.zadd(self.keys.tenant_datasets(record.tenant), {member: 0})
+        pipe.hset(self.keys.tenant_usage(record.tenant), f"dataset:{record.id}", stored_bytes)
         pipe.execute()
 
     def get(self, dataset_id: str) -> DatasetRecord | None:
-        raw = self.redis.get(self._key(dataset_id))
+        raw = self.redis.get(self.keys.dataset(dataset_id))
         return DatasetRecord.model_validate_json(raw) if raw else None
 
     def page(
@@ -116,10 +107,10 @@ class DatasetStore:
         if cursor is not None and not cursor_pattern.match(cursor):
             raise InvalidCursor(cursor)
         upper = f"({cursor}" if cursor else "+"
-        index = f"{self._tenant(tenant)}:datasets"
+        index = self.keys.tenant_datasets(tenant)
         members = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
         page = members[:limit]
-        raws = self.redis.mget([self._key(m.split(":", 1)[1]) for m in page]) if page else []
+        raws = self.redis.mget([self.keys.dataset(m.split(":", 1)[1]) for m in page]) if page else []
         records = [DatasetRecord.model_validate_json(raw) for raw in raws if raw]
         return records, page[-1] if len(members) > limit else None
 
@@ -127,23 +118,23 @@ class DatasetStore:
         """Whether each data set has a record."""
         pipe = self.redis.pipeline(transaction=False)
         for dataset_id in dataset_ids:
-            pipe.exists(self._key(dataset_id))
+            pipe.exists(self.keys.dataset(dataset_id))
         return [bool(found) for found in pipe.execute()]
 
     def attach_job(self, dataset_id: str, job_id: str) -> bool:
         """Note that a job being submitted uses the data set; False when the data set is gone."""
-        keys = [self._key(dataset_id), f"{self._key(dataset_id)}:jobs"]
+        keys = [self.keys.dataset(dataset_id), self.keys.dataset_jobs(dataset_id)]
         return bool(self._attach(keys=keys, args=[job_id, time.time()]))
 
     def delete(self, record: DatasetRecord) -> bool:
         """Delete the record; False when there is none. Raises DatasetInUse."""
-        dataset_id, tenant = record.id, self._tenant(record.tenant)
+        dataset_id, tenant = record.id, record.tenant
         keys = [
-            self._key(dataset_id),
-            f"{self._key(dataset_id)}:jobs",
-            self._index,
-            f"{tenant}:datasets",
-            f"{tenant}:usage",
+            self.keys.dataset(dataset_id),
+            self.keys.dataset_jobs(dataset_id),
+            self.keys.datasets,
+            self.keys.tenant_datasets(tenant),
+            self.keys.tenant_usage(tenant),
         ]
         active = f"{JobStatus.QUEUED.value},{JobStatus.RUNNING.value}"
         member = index_member(record.created_at, dataset_id)

@@ -41,7 +41,7 @@ def emit(store: Any, job_id: str, event_type: str, **values: Any) -> None:
     """
     try:
         store.redis.xadd(
-            store.events_key(job_id),
+            store.keys.job_events(job_id),
             {"type": event_type, "data": event_data(job_id, **values)},
             maxlen=MAX_EVENTS,
             approximate=True,

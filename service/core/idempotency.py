@@ -1,4 +1,4 @@
-"""Idempotency keys in Redis, beside the job store (whose module documents the whole key layout).
+"""Idempotency keys in Redis, beside the job store (`store_keys` names every key).
 
 - `{p}:idempotency:{scope}:{tenant}:{sha256 hex of the key}` what a tenant's `Idempotency-Key` names on one
   kind of request (`scope`, such as `jobs`), as JSON. While the first request with the key runs:
@@ -64,13 +64,14 @@ class IdempotencyStore:
     def __init__(self, jobs: JobStore) -> None:
         self.redis: Any = jobs.redis
         self.prefix = jobs.prefix
+        self.keys = jobs.keys
         self._claim = self.redis.register_script(_CLAIM)
         self._complete = self.redis.register_script(_COMPLETE)
         self._release = self.redis.register_script(_RELEASE)
 
     def key_name(self, scope: str, tenant: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()
-        return f"{self.prefix}:idempotency:{scope}:{tenant}:{digest}"
+        return self.keys.idempotency(scope, tenant, digest)
 
     def claim(self, scope: str, tenant: str, key: str, fingerprint: str, seconds: float) -> Claim | KeyRecord:
         """Hold the key for a request with this fingerprint for up to `seconds`, or the record that holds

@@ -7,7 +7,7 @@ import logging
 import redis
 from kombu.exceptions import OperationalError
 
-from service.core import events, fair_share, queue
+from service.core import events, fair_share, queue, trial_metrics
 from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.spec import stored_queue
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
@@ -117,11 +117,11 @@ def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued (or running, when a lost worker's trial is taken over) -> running; its history is reset to
     the one `trial` brings (a checkpoint's, or none)."""
     running = trial.model_copy(update={"status": TrialStatus.RUNNING})
-    sources = _trial_sources(TrialStatus.RUNNING)
-    started = store.transition_trial(job_id, running, sources, replace_history=True)
-    if started:
+    moved = store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
+    if moved:
+        trial_metrics.record_started(store)
         events.trial_started(store, job_id, running)
-    return started
+    return moved
 
 
 def report_progress(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
@@ -140,24 +140,27 @@ def end_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     if not trial.status.is_final() or trial.status is TrialStatus.CANCELLED:
         raise ValueError(f"end_trial needs a completed or failed trial, not {trial.status.value}")
     moved = store.transition_trial(job_id, trial, _trial_sources(trial.status))
-    return _ended_trial(store, job_id, trial, moved)
+    if moved:
+        trial_metrics.record_ended(store, trial.status, trial.duration_seconds)
+        events.trial_finished(store, job_id, trial)
+    return moved
 
 
 def cancel_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> cancelled (its job was cancelled or ran out of time)."""
     cancelled = trial.cancelled()
     moved = store.transition_trial(job_id, cancelled, _trial_sources(TrialStatus.CANCELLED))
-    return _ended_trial(store, job_id, cancelled, moved)
+    if moved:
+        trial_metrics.record_ended(store, TrialStatus.CANCELLED, None)
+        events.trial_finished(store, job_id, cancelled)
+    return moved
 
 
 def cancel_queued_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued -> cancelled, for a trial no worker has started (its job was cancelled)."""
     cancelled = trial.cancelled()
     moved = store.transition_trial(job_id, cancelled, [TrialStatus.QUEUED])
-    return _ended_trial(store, job_id, cancelled, moved)
-
-
-def _ended_trial(store: JobStore, job_id: str, trial: TrialRecord, moved: bool) -> bool:
     if moved:
-        events.trial_finished(store, job_id, trial)
+        trial_metrics.record_ended(store, TrialStatus.CANCELLED, None)
+        events.trial_finished(store, job_id, cancelled)
     return moved

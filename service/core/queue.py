@@ -14,6 +14,7 @@ from service.core.settings import Settings, get_settings
 START_JOB = "ktune.start_job"
 RUN_TRIAL = "ktune.run_trial"
 DELIVER_WEBHOOK = "ktune.deliver_webhook"
+PREDICT = "ktune.predict"
 QUEUES = ("cpu", "gpu")
 
 
@@ -69,3 +70,12 @@ def send_deliver_webhook(job_id: str, queue: str, attempt: int = 1, countdown: f
     get_celery().send_task(
         DELIVER_WEBHOOK, args=[job_id, attempt], queue=queue, priority=0, countdown=countdown or None
     )
+
+
+def send_predict(
+    job_id: str, reply_id: str, rows: list[list[float | str]], queue: str, seconds: float
+) -> None:
+    """Ask a worker of the job's queue for predictions of `rows`, answered under `reply_id`
+    (`service.core.replies`); at the highest priority, and dropped unstarted after `seconds`, when no one
+    waits any more."""
+    get_celery().send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)

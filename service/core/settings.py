@@ -194,6 +194,15 @@ class Settings(BaseSettings):
         "(10 s: 10, 30, 90, 270 s)",
     )
     webhook_timeout_seconds: float = Field(10, gt=0, description="a webhook POST's connect and read timeout")
+    predict_max_rows: int = Field(
+        1_000, ge=1, description="rows one POST /v1/jobs/{id}/predict may send (more: a 422 naming rows)"
+    )
+    predict_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="a prediction waits this long for a worker's answer, then is a 503 "
+        "prediction_unavailable (a worker busy with a trial takes it only once the trial ends)",
+    )
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
 

@@ -619,7 +619,7 @@ _MODEL_SHAPE_FIELDS = {
 }
 
 
-def _tuned_params(spec: JobCreate) -> dict[str, object]:
+def tuned_params(spec: JobSpec) -> dict[str, object]:
     """Every value of the request that becomes a keras-tuner hyperparameter, by field path."""
     return {
         "model.hidden_layers": spec.model.hidden_layers,
@@ -637,7 +637,7 @@ def _space_problems(spec: JobCreate, limits: Limits, reported: set[str]) -> list
     # grid search lists every value of every range on each step: both must stay small.
     problems: list[SpecError] = []
     skipped = False
-    for field, param in _tuned_params(spec).items():
+    for field, param in tuned_params(spec).items():
         if field in reported or f"{field}.step" in reported:
             skipped = True  # over a limit of its own (layers, units, batch size): one problem is enough
             continue
@@ -679,13 +679,13 @@ def _space_problems(spec: JobCreate, limits: Limits, reported: set[str]) -> list
     return problems
 
 
-def grid_size(spec: JobCreate) -> int:
+def grid_size(spec: JobSpec) -> int:
     """The combinations of values a grid search over the job's space walks.
 
     Units are one hyperparameter per layer, active only while that layer exists: n layers contribute
     units ** n combinations. Call it only for a space whose every range is within the limits.
     """
-    params = _tuned_params(spec)
+    params = tuned_params(spec)
     units = int(value_count(params.pop("model.units")))
     layers = grid_values(params.pop("model.hidden_layers"))  # type: ignore[arg-type]
     size: int = sum(units**count for count in layers)

@@ -121,3 +121,19 @@ def test_the_running_api_has_loaded_none_of_them(api_image: Deployment) -> None:
     assert any("/sklearn/" in path for path in mapped)  # and a lazily imported package's
     loaded = {name for name in ABSENT for path in mapped if f"/{name}/" in path}
     assert not loaded, f"the API process loaded {sorted(loaded)}"
+
+
+def test_the_installed_api_serves_its_docs_and_metrics(api_image: Deployment) -> None:
+    """Installed without the checkout's examples/, the document has none but is whole; /docs' assets come
+    from the installed fastapi-offline; /metrics from the installed prometheus-client."""
+    client = api_image.client
+    document = client.get("/openapi.json").json()
+    create = document["paths"]["/v1/jobs"]["post"]
+    assert "examples" not in create["requestBody"]["content"]["application/json"]
+    assert create["summary"] == "Submit a tuning job"
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/redoc.standalone.js").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and 'ktune_jobs{status="queued"}' in metrics.text

@@ -110,3 +110,29 @@ def test_quota_overrides_are_kept_per_tenant(keys: ApiKeyStore) -> None:
     keys.clear_quota_overrides("acme")
     assert keys.quota_overrides("acme") == {}
     assert keys.quota_overrides("beta") == {"artifact_bytes": 0}
+
+
+def test_reads_share_the_round_trip_of_the_check_and_a_revoked_key_gets_none(keys: ApiKeyStore) -> None:
+    token, key = keys.create("acme")
+    keys.redis.set(f"{keys.prefix}:probe", "value")
+    queued = []
+
+    def reads(pipe: object) -> None:
+        queued.append(pipe)
+        pipe.get(f"{keys.prefix}:probe")  # type: ignore[attr-defined]
+
+    verified, replies = keys.verify_with(token, reads)
+    assert verified is not None and verified.key_id == key.key_id and replies == ["value"]
+    assert keys.tenant_seen(token) == "acme", "remembered once verified"
+    keys.revoke(key.key_id)
+    verified, replies = keys.verify_with(token, reads)
+    assert verified is None, "the check decides, whatever the reads returned"
+    assert keys.verify_with("not-a-key", reads) == (None, []) and len(queued) == 2, "nothing read for it"
+
+
+def test_a_tenant_is_remembered_only_for_keys_that_verified(keys: ApiKeyStore) -> None:
+    token, _ = keys.create("acme")
+    assert keys.tenant_seen(token) is None, "not verified yet in this process"
+    forged = token[:17] + "A" * 43
+    assert keys.verify(forged) is None and keys.tenant_seen(forged) is None
+    assert keys.verify(token) is not None and keys.tenant_seen(token) == "acme"

@@ -50,7 +50,7 @@ def test_diverging_trials_fail_with_the_reason_and_the_search_goes_on(api: httpx
     assert None in diverged["executions"][0]["history"]["val_loss"], "non-finite epochs are recorded as null"
     assert trials[0.01]["status"] == "completed"
     assert done["progress"]["failed"] == 1 and done["progress"]["completed"] == 1
-    assert done["best_trial"]["trial_id"] == trials[0.01]["id"]
+    assert done["best_trial"]["id"] == trials[0.01]["id"]
 
 
 def test_max_failed_trials_zero_fails_the_job_with_a_clear_error(api: httpx.Client) -> None:

@@ -103,3 +103,18 @@ def test_the_window_moves(make_app: MakeApp, sent: list[str]) -> None:
 def test_off_means_no_limit(make_app: MakeApp, sent: list[str]) -> None:
     client = TestClient(make_app("off"))
     assert {post(client)[0] for _ in range(5)} == {202}
+
+
+def test_dry_runs_are_counted_apart_from_job_creation(make_app: MakeApp, sent: list[str]) -> None:
+    client = TestClient(make_app("2/minute"))
+    headers = {"Content-Type": "application/json"}
+
+    def validate() -> int:
+        return client.post("/v1/jobs/validate", content=SEED, headers=headers).status_code
+
+    assert [validate(), validate()] == [200, 200]
+    refused = client.post("/v1/jobs/validate", content=SEED, headers=headers)
+    assert refused.status_code == 429
+    assert "job validations" in refused.json()["error"]["message"]
+    assert [post(client)[0], post(client)[0], post(client)[0]] == [202, 202, 429]
+    assert len(sent) == 2, "dry runs queued nothing"

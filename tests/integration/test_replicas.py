@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.conftest import Deployment, free_port, long_job, wait_job
+from tests.integration.conftest import Deployment, free_port, long_job, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,18 @@ def test_a_job_posted_through_one_replica_is_served_by_the_other(
     )
     pages = [client.get("/v1/jobs", params={"limit": 5}).json() for client in (api, second_api)]
     assert pages[0] == pages[1] and job_id in {job["id"] for job in pages[0]["items"]}
+
+
+def store_metrics(client: httpx.Client) -> list[str]:
+    """The lines of GET /metrics that come from the job store (not the replica's own request latencies)."""
+    lines = client.get("/metrics").text.splitlines()
+    return [line for line in lines if line.startswith(("ktune_jobs", "ktune_trial", "ktune_queue"))]
+
+
+def test_both_replicas_report_the_stores_metrics_alike(api: httpx.Client, second_api: httpx.Client) -> None:
+    assert any(line.startswith("ktune_trials_started_total ") for line in store_metrics(api))
+    # Equal once no trial of another test changes status between the two reads.
+    wait_for(lambda: store_metrics(api) == store_metrics(second_api), 60, "the replicas to agree")
 
 
 def test_a_job_cancelled_through_one_replica_is_cancelled_in_the_other(

@@ -11,7 +11,7 @@ import pytest
 from service.core import lifecycle
 from service.core.records import ExecutionRecord, JobRecord, TrialRecord, utcnow
 from service.core.states import TRIAL_TRANSITIONS, JobStatus, TrialStatus
-from service.core.store import Admission, JobDeletion, JobStore, OverQuota
+from service.core.store import Admission, InvalidCursor, JobDeletion, JobStore, OverQuota
 
 pytestmark = pytest.mark.integration
 
@@ -257,3 +257,33 @@ def test_a_job_stored_before_trial_counts_were_kept_is_counted_from_its_trials(
         assert lifecycle.queue_trial(scratch_store, scratch_job, _trial().model_copy(update={"id": f"{i}"}))
     scratch_store.redis.delete(f"{scratch_store.prefix}:job:{scratch_job}:trial-counts")  # as an older store
     assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 3}
+
+
+def test_pages_of_jobs_come_newest_first_with_their_counts_in_one_read(scratch_store: JobStore) -> None:
+    created = []
+    for i in range(5):
+        record = _job("paged").model_copy(update={"created_at": utcnow() + timedelta(seconds=i)})
+        scratch_store.create_job(record, b"npz bytes")
+        created.append(record.id)
+    lifecycle.queue_trial(scratch_store, created[-1], _trial())
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = scratch_store.list_jobs("paged", None, 2, cursor)
+        seen += [view.record.id for view in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert seen == created[::-1] and pages == 3
+    newest = scratch_store.list_jobs("paged", None, 1, None)[0][0]
+    assert newest.trial_counts == {TrialStatus.QUEUED: 1}
+    assert scratch_store.list_jobs("paged", None, 5, None)[1] is None, "no cursor when nothing is left"
+    with pytest.raises(InvalidCursor):
+        scratch_store.list_jobs("paged", None, 2, "not-a-cursor")
+
+
+def test_a_page_is_read_after_redis_has_lost_its_scripts(scratch_store: JobStore) -> None:
+    record = _job("flushed")
+    scratch_store.create_job(record, b"npz bytes")
+    scratch_store.list_jobs("flushed", None, 10, None)
+    scratch_store.redis.script_flush()  # as after a restart without persistence of scripts
+    assert [view.record.id for view in scratch_store.list_jobs("flushed", None, 10, None)[0]] == [record.id]

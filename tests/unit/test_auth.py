@@ -34,6 +34,9 @@ class _Keys:
             return None
         return ApiKey("0123456789ab", "acme", datetime(2026, 1, 1, tzinfo=UTC), None)
 
+    def verify_with(self, token: str, reads: Any) -> tuple[ApiKey | None, list[Any]]:
+        return self.verify(token), []
+
 
 def _app(**settings: Any) -> tuple[FastAPI, _Keys]:
     """The API with a probe route answering the caller it was given, on a store that is never reached."""

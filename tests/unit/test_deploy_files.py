@@ -177,7 +177,11 @@ def _queues(command: list[str]) -> set[str]:
 
 REDIS_NAME = next(name for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("redis"))
 REDIS = SERVICES[REDIS_NAME]
-KTUNE_SERVICES = {name: svc for name, svc in SERVICES.items() if name != REDIS_NAME}
+# The services that run ktune's own images (not Redis, nor the optional Flower).
+KTUNE_SERVICES = {
+    name: svc for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("ktune")
+}
+FLOWER = SERVICES["flower"]
 WORKERS = {name: svc for name, svc in SERVICES.items() if _command(svc)[:3] == ["python", "-m", "worker"]}
 
 
@@ -694,7 +698,7 @@ def _published(service: dict[str, Any]) -> list[tuple[str, int]]:
 
 def test_the_api_is_published_on_this_machine_only_by_default() -> None:
     assert _published(SERVICES["api"]) == [("127.0.0.1", _effective_settings("api").port)]
-    for name in set(SERVICES) - {"api"}:
+    for name in set(SERVICES) - {"api", "flower"}:
         assert not _published(SERVICES[name]), f"{name} publishes a port"
     # The README's way of exposing it.
     exposed = _interpolate(RAW_COMPOSE, {**COMPOSE_ENV, "KTUNE_PUBLISH_ADDRESS": "0.0.0.0"})
@@ -721,3 +725,28 @@ def test_the_readme_documents_the_compose_variables() -> None:
     undocumented = {name for name in _compose_variables() if f"`{name}`" not in readme}
     assert not undocumented, f"document these in the README's Docker section: {sorted(undocumented)}"
     assert "cp .env.example .env" in readme
+
+
+# --- Flower ---------------------------------------------------------------------------------------------
+
+
+def test_the_services_besides_redis_and_flower_are_ktunes() -> None:
+    assert set(KTUNE_SERVICES) == set(SERVICES) - {REDIS_NAME, "flower"}
+    assert {"api", "worker-cpu"} <= set(KTUNE_SERVICES)
+
+
+def test_flower_is_optional_and_published_on_this_machine_only() -> None:
+    assert FLOWER["profiles"] == ["monitoring"], "started only with --profile monitoring"
+    # It can shut workers down: never on another interface.
+    assert _published(FLOWER) == [("127.0.0.1", 5555)]
+    assert "--port=5555" in _command(FLOWER)
+    limit = _memory_limit(FLOWER)
+    assert limit is not None and limit >= 256 * 1024**2
+
+
+def test_flower_watches_the_broker_the_workers_consume() -> None:
+    broker = _environment(FLOWER)["CELERY_BROKER_URL"]
+    assert broker == _effective_settings("worker-cpu").redis_url
+    assert url_to_parts(broker).password == REDIS_PASSWORD
+    assert _depends_on(FLOWER).get(REDIS_NAME) == "service_healthy"
+    assert str(FLOWER["image"]).startswith("mher/flower:2"), "Flower 2 speaks Celery 5's protocol"

@@ -83,3 +83,21 @@ def test_scikit_learn_and_no_tensorflow_once_a_builtin_set_is_asked_for(function
     loaded = loaded_after(f"from service.core.datasets import {function}; {function}('digits')")
     assert "sklearn" in loaded
     assert not loaded & set(HEAVY)
+
+
+def test_the_client_and_the_command_line_load_no_tensorflow_nor_the_server_stack() -> None:
+    """A notebook or another service imports the client without TensorFlow, FastAPI or Celery."""
+    loaded = loaded_after("import service.client, service.cli.commands")
+    assert {"httpx", "click", "pydantic"} <= loaded  # the statement ran
+    assert not loaded & {*HEAVY, "sklearn", "fastapi", "celery"}
+
+
+def test_the_api_process_imports_neither_the_client_nor_httpx() -> None:
+    """So the API image installs no httpx (pyproject's api-dependencies leave it out)."""
+    code = (
+        "import sys\nfrom service.api.app import create_app; create_app()\n"
+        "import service.__main__\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('service.client', 'service.cli', 'httpx'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

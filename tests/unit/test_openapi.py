@@ -1,22 +1,31 @@
 """The OpenAPI document says what the API answers: ErrorBody for every error, a 422 only where a parameter
-can be invalid, the store's 503 on every /v1 route, and the headers answers carry.
+can be invalid, a 409 only where the state can conflict, the store's 503 on every /v1 route, and the headers
+answers carry; it is valid OpenAPI, every operation has a summary and a description, and the contract's
+example requests (with what the service answers them) are its examples.
 
 What the live API actually answers against this document is tests/integration/test_openapi_fuzz.py's.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 from fastapi import FastAPI, Query
 from fastapi.testclient import TestClient
+from openapi_spec_validator import validate
+from pydantic import BaseModel, Field
 
 from service.api.app import create_app
 from service.api.openapi import document_answers
-from service.api.schemas import ErrorBody
+from service.api.openapi_examples import EXAMPLES_DIR, document_examples, load_requests
+from service.api.schemas import ErrorBody, JobPublic
+from service.core.params import Float, Int
 from service.core.settings import Settings
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
@@ -60,9 +69,11 @@ def test_a_422_is_documented_only_where_a_parameter_or_body_can_be_invalid(docum
     with_422 = {label for label, operation in operations(document) if "422" in operation["responses"]}
     assert with_422 == {
         "POST /v1/jobs",
+        "POST /v1/jobs/validate",
         "GET /v1/jobs",
         "GET /v1/jobs/{job_id}/trials",  # ?history=maybe
         "GET /v1/jobs/{job_id}/events",  # Last-Event-ID: not-an-id
+        "POST /v1/jobs/{job_id}/predict",
         "POST /v1/datasets",
         "GET /v1/datasets",
     }
@@ -114,3 +125,110 @@ def test_fastapis_422_is_kept_for_parameters_that_can_be_invalid_and_dropped_for
     assert json_schema(responses["/search"]["422"]) == ERROR_BODY
     assert "HTTPValidationError" not in document["components"]["schemas"]
     assert "ErrorBody" in document["components"]["schemas"]
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)  # raises OpenAPIValidationError, naming the first invalid part
+
+
+# Pydantic's names for constraints, which JSON Schema does not know (it says minimum, exclusiveMaximum...).
+PYDANTIC_CONSTRAINTS = {"ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length"}
+
+
+def schema_keys(node: Any) -> Iterator[str]:
+    """Every key of a schema object in `node`, leaving out property names and example values."""
+    if isinstance(node, list):
+        for item in node:
+            yield from schema_keys(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for definition in value.values():
+                    yield from schema_keys(definition)
+            elif key not in ("example", "examples", "default"):
+                yield key
+                yield from schema_keys(value)
+
+
+def test_no_schema_carries_pydantics_constraint_names(document: dict[str, Any]) -> None:
+    assert PYDANTIC_CONSTRAINTS.isdisjoint(schema_keys(document))
+    seed = document["components"]["schemas"]["TunerSpec"]["properties"]["seed"]["anyOf"][0]
+    assert seed == {"type": "integer", "minimum": 0, "exclusiveMaximum": 2**31}
+
+
+class Body(BaseModel):
+    count: Int | None = Field(None, ge=1)  # a validator before a constraint, in a union: `ge` leaks
+    share: Float | None = Field(None, gt=0, lt=1)
+
+
+def test_pydantics_constraint_names_become_json_schemas() -> None:
+    app = FastAPI()
+
+    @app.post("/things")
+    def create(body: Body) -> None: ...
+
+    raw = app.openapi()
+    assert "ge" in json.dumps(raw["components"]["schemas"]["Body"])  # what the rewrite is for
+    properties = document_answers(raw)["components"]["schemas"]["Body"]["properties"]
+    assert properties["count"]["anyOf"][0] == {"type": "integer", "minimum": 1}
+    assert properties["share"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+
+
+def test_every_operation_has_a_summary_and_a_description(document: dict[str, Any]) -> None:
+    for label, operation in operations(document):
+        summary, description = operation.get("summary", ""), operation.get("description", "")
+        # FastAPI's default summary is the function's name in title case ("Get Job").
+        function = operation["operationId"].split("_v1_")[0].split("_healthz")[0].split("_readyz")[0]
+        assert summary and summary != function.replace("_", " ").title(), label
+        assert len(description) > len(summary), label
+
+
+def test_only_routes_that_can_conflict_document_a_409(document: dict[str, Any]) -> None:
+    with_409 = {label for label, operation in operations(document) if "409" in operation["responses"]}
+    assert with_409 == {
+        "POST /v1/jobs",  # an Idempotency-Key whose first request is still in progress
+        "POST /v1/jobs/{job_id}/cancel",
+        "DELETE /v1/jobs/{job_id}",
+        "GET /v1/jobs/{job_id}/artifacts/best-model",  # no completed trial yet
+        "GET /v1/jobs/{job_id}/artifacts/best-hyperparameters",
+        "POST /v1/jobs/{job_id}/predict",  # no completed trial yet, so no model
+        "DELETE /v1/datasets/{dataset_id}",
+    }
+
+
+def test_job_routes_document_their_422_as_an_error_body(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            if "{job_id}" in path and "422" in operation["responses"]:
+                assert json_schema(operation["responses"]["422"]) == ERROR_BODY, path
+
+
+def test_the_job_request_examples_are_the_contracts(document: dict[str, Any]) -> None:
+    create = document["paths"]["/v1/jobs"]["post"]
+    examples = create["requestBody"]["content"]["application/json"]["examples"]
+    files = {path.stem: json.loads(path.read_text()) for path in EXAMPLES_DIR.glob("*.json")}
+    assert {name: example["value"] for name, example in examples.items()} == files
+    assert all(example["summary"] for example in examples.values())
+
+
+def test_answer_examples_are_what_the_service_answers(document: dict[str, Any]) -> None:
+    create = document["paths"]["/v1/jobs"]["post"]["responses"]
+    accepted = create["202"]["content"]["application/json"]["example"]
+    job = JobPublic.model_validate(accepted)
+    assert (job.status, job.name, job.classes) == ("queued", "xor-classifier", [0, 1])
+    got = document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]
+    assert got["content"]["application/json"]["example"] == accepted
+    invalid = ErrorBody.model_validate(create["422"]["content"]["application/json"]["example"])
+    assert invalid.error.fields[0].field == "objective.name"
+    assert "is not a metric this job computes" in invalid.error.fields[0].message
+
+
+def test_without_the_example_files_the_document_has_no_examples(tmp_path: Path) -> None:
+    # The API image installs service/ without examples/: its document is complete, only without examples.
+    assert load_requests(tmp_path) == {}
+    schema = create_app(Settings(redis_url="redis://127.0.0.1:1/0", auth="off")).openapi()
+    schema = copy.deepcopy(schema)
+    create = schema["paths"]["/v1/jobs"]["post"]
+    del create["requestBody"]["content"]["application/json"]["examples"]
+    document_examples(schema, load_requests(tmp_path))
+    assert "examples" not in create["requestBody"]["content"]["application/json"]

@@ -51,10 +51,17 @@ def _import_module_argument(node: ast.AST) -> str | None:
     return None
 
 
+# The Python client and the `ktune` command line ship in service/ but never run in the API process
+# (tests/unit/test_import_boundaries.py): the API image need not install what they import (httpx, click).
+CLIENT_SIDE = ("client", "cli")
+
+
 def service_imports() -> set[str]:
     """Top-level third-party modules that service/ (the API process's code) imports, lazily or not."""
     modules = set()
     for path in (ROOT / "service").rglob("*.py"):
+        if path.relative_to(ROOT / "service").parts[0] in CLIENT_SIDE:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}

@@ -1,0 +1,117 @@
+"""What `ktune` prints for people: a job's progress line and summary, a table of trials. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from service.api.schemas import JobPublic, TrialPublic
+
+BAR_WIDTH = 20
+
+
+def number(value: float | None) -> str:
+    """An objective or metric value, short: 6 significant digits."""
+    return "-" if value is None else f"{value:.6g}"
+
+
+def trials_done(job: JobPublic) -> int:
+    """Trials that ended, however they ended."""
+    progress = job.progress
+    return progress.completed + progress.failed + progress.cancelled
+
+
+def progress_line(job: JobPublic) -> str:
+    """One line: status, a bar of trials done out of the budget, counts, the best objective so far."""
+    progress, done = job.progress, trials_done(job)
+    total = max(progress.trials_total, 1)
+    filled = min(BAR_WIDTH, BAR_WIDTH * done // total)
+    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    parts = [f"{job.status.value:<9} [{bar}] {done}/{progress.trials_total} trials"]
+    if progress.running:
+        parts.append(f"{progress.running} running")
+    if progress.failed:
+        parts.append(f"{progress.failed} failed")
+    best = job.best_trial
+    if best is None:
+        parts.append(f"best {job.objective.name}: -")
+    else:
+        parts.append(f"best {job.objective.name}: {number(best.objective_value)} (trial {best.id})")
+    if job.waiting is not None:
+        parts.append(f"waiting: {job.waiting.message}")
+    return "  ".join(parts)
+
+
+def _moment(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _hyperparameters(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name}={number(value) if isinstance(value, float) else value}" for name, value in values.items()
+    )
+
+
+def job_summary(job: JobPublic) -> str:
+    """A job, a field a line: what `ktune status` prints."""
+    progress = job.progress
+    rows = [
+        ("id", job.id),
+        ("name", job.name or "-"),
+        ("status", job.status.value),
+        ("task", f"{job.task}, {job.algorithm} search"),
+        ("objective", f"{job.objective.name} ({job.objective.direction})"),
+        (
+            "trials",
+            f"{trials_done(job)}/{progress.trials_total} done: {progress.completed} completed, "
+            f"{progress.failed} failed, {progress.cancelled} cancelled; {progress.running} running, "
+            f"{progress.queued} queued",
+        ),
+    ]
+    best = job.best_trial
+    if best is not None:
+        rows.append(("best", f"trial {best.id}: {number(best.objective_value)}"))
+        rows.append(("best hps", _hyperparameters(best.hyperparameters)))
+    if job.error is not None:
+        rows.append(("error", f"{job.error.code}: {job.error.message}"))
+    if job.waiting is not None:
+        rows.append(("waiting", f"{job.waiting.code}: {job.waiting.message}"))
+    rows += [
+        ("created", _moment(job.created_at)),
+        ("started", _moment(job.started_at)),
+        ("finished", _moment(job.finished_at)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def ranked(trials: Sequence[TrialPublic], direction: str) -> list[TrialPublic]:
+    """Trials best first by objective (`direction` "min" or "max"), those without a value last by id."""
+    sign = 1.0 if direction == "min" else -1.0
+    scored = sorted(
+        (t for t in trials if t.objective_value is not None),
+        key=lambda t: (sign * (t.objective_value or 0.0), t.id),
+    )
+    unscored = sorted((t for t in trials if t.objective_value is None), key=lambda t: t.id)
+    return scored + unscored
+
+
+def trials_table(trials: Sequence[TrialPublic], direction: str, objective: str) -> str:
+    """A table of trials, best first: id, status, objective, seconds, hyperparameters."""
+    rows = [("TRIAL", "STATUS", objective.upper(), "SECONDS", "HYPERPARAMETERS")]
+    for trial in ranked(trials, direction):
+        seconds = "-" if trial.duration_seconds is None else f"{trial.duration_seconds:.1f}"
+        rows.append(
+            (
+                trial.id,
+                trial.status.value,
+                number(trial.objective_value),
+                seconds,
+                _hyperparameters(trial.hyperparameters),
+            )
+        )
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

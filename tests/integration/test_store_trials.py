@@ -1,0 +1,167 @@
+"""The store's trials and search log (`service.core.store_trials`), against a real Redis server: what each
+operation returns, stores and refuses. One store on a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.core.records import ExecutionRecord, TrialRecord
+from service.core.states import TrialStatus
+from service.core.store import JobStore, history_entries
+from tests.integration.store_records import keys_under, trial_record
+
+pytestmark = pytest.mark.integration
+
+MISSING = "00000000-0000-4000-8000-000000000000"
+FINAL = [TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CANCELLED]
+
+
+def test_a_new_trial_is_stored_only_from_none_and_only_once(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    trial = trial_record("00")
+    assert not scratch_store.transition_trial(scratch_job, trial, [TrialStatus.QUEUED]), "not stored yet"
+    assert scratch_store.get_trial(scratch_job, "00") is None
+    assert scratch_store.transition_trial(scratch_job, trial, [None])
+    other = trial.model_copy(update={"hyperparameters": {"units_0": 64}})
+    assert not scratch_store.transition_trial(scratch_job, other, [None]), "stored already"
+    stored = scratch_store.get_trial(scratch_job, "00")
+    assert stored is not None and stored.hyperparameters == {"units_0": 8}
+
+
+def test_a_trial_of_a_missing_job_is_not_stored(scratch_store: JobStore) -> None:
+    assert not scratch_store.transition_trial(MISSING, trial_record(), [None])
+    assert scratch_store.get_trials(MISSING) == []
+    assert not keys_under(scratch_store)
+
+
+@pytest.mark.parametrize("final", FINAL)
+def test_a_finished_trial_is_never_rewritten_even_when_the_caller_allows_it(
+    scratch_store: JobStore, scratch_job: str, final: TrialStatus
+) -> None:
+    assert scratch_store.transition_trial(scratch_job, trial_record(), [None])
+    ended = trial_record(status=final).model_copy(update={"objective_value": 0.5})
+    assert scratch_store.transition_trial(scratch_job, ended, [TrialStatus.QUEUED])
+    for status in TrialStatus:
+        late = trial_record(status=status).model_copy(update={"objective_value": 9.0})
+        assert not scratch_store.transition_trial(scratch_job, late, [None, *TrialStatus]), status
+    stored = scratch_store.get_trial(scratch_job, "00")
+    assert stored is not None and (stored.status, stored.objective_value) == (final, 0.5)
+    assert scratch_store.trial_status_counts(scratch_job) == {final: 1}
+
+
+def test_trial_counts_follow_each_stored_move_and_a_refused_one_counts_nothing(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    for trial_id in ("00", "01", "02"):
+        assert scratch_store.transition_trial(scratch_job, trial_record(trial_id), [None])
+    running = trial_record("00", TrialStatus.RUNNING)
+    assert scratch_store.transition_trial(scratch_job, running, [TrialStatus.QUEUED])
+    assert scratch_store.transition_trial(scratch_job, running, [TrialStatus.RUNNING]), (
+        "progress: same status"
+    )
+    assert not scratch_store.transition_trial(scratch_job, trial_record("01", TrialStatus.COMPLETED), [])
+    assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 2, TrialStatus.RUNNING: 1}
+    assert scratch_store.trial_status_counts(MISSING) == {}
+
+
+def test_the_record_is_stored_without_its_history_which_is_kept_apart(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    trial = trial_record("00", TrialStatus.RUNNING, epochs=3)
+    assert scratch_store.transition_trial(scratch_job, trial, [None], replace_history=True)
+    raw = scratch_store.redis.hget(scratch_store.keys.job_trials(scratch_job), "00")
+    assert all(not e.history for e in TrialRecord.model_validate_json(raw).executions)
+    (with_history,) = scratch_store.get_trials(scratch_job)
+    assert with_history.executions[0].history == {"loss": [0.0, 1.0, 2.0]}
+    bare = scratch_store.get_trial(scratch_job, "00")
+    assert bare is not None and bare.executions == [ExecutionRecord()]
+
+
+def test_a_long_history_is_replaced_whole(scratch_store: JobStore, scratch_job: str) -> None:
+    # Over the scripts' 1,000-argument batches.
+    trial = trial_record("00", TrialStatus.RUNNING, epochs=2500)
+    assert scratch_store.transition_trial(scratch_job, trial, [None], replace_history=True)
+    (stored,) = scratch_store.get_trials(scratch_job)
+    assert stored.executions[0].history["loss"] == [float(e) for e in range(2500)]
+    shorter = trial_record("00", TrialStatus.RUNNING, epochs=2)
+    assert scratch_store.transition_trial(scratch_job, shorter, [TrialStatus.RUNNING], replace_history=True)
+    (stored,) = scratch_store.get_trials(scratch_job)
+    assert stored.executions[0].history["loss"] == [0.0, 1.0]
+
+
+def test_history_is_appended_only_while_the_trial_runs(scratch_store: JobStore, scratch_job: str) -> None:
+    entries = history_entries([ExecutionRecord(history={"loss": [1.0, 0.5]})])
+    assert not scratch_store.append_history(scratch_job, "00", entries), "no trial"
+    assert scratch_store.append_history(scratch_job, "00", []), "nothing to append is never refused"
+    assert scratch_store.transition_trial(scratch_job, trial_record("00"), [None])
+    assert not scratch_store.append_history(scratch_job, "00", entries), "queued"
+    assert scratch_store.transition_trial(
+        scratch_job, trial_record("00", TrialStatus.RUNNING), [TrialStatus.QUEUED]
+    )
+    assert scratch_store.append_history(scratch_job, "00", entries)
+    assert scratch_store.append_history(
+        scratch_job, "00", history_entries([ExecutionRecord(), ExecutionRecord(history={"loss": [0.1]})])
+    )
+    (trial,) = scratch_store.get_trials(scratch_job)
+    assert [e.history for e in trial.executions] == [{"loss": [1.0, 0.5]}, {"loss": [0.1]}]
+    done = trial_record("00", TrialStatus.COMPLETED)
+    assert scratch_store.transition_trial(scratch_job, done, [TrialStatus.RUNNING])
+    assert not scratch_store.append_history(scratch_job, "00", entries), "finished"
+
+
+def test_history_entries_keep_every_execution_and_metric() -> None:
+    executions = [
+        ExecutionRecord(history={"loss": [1.0, 0.5], "val_loss": [2.0, None]}),
+        ExecutionRecord(history={}),
+        ExecutionRecord(history={"loss": [0.3]}),
+    ]
+    assert history_entries(executions) == [
+        '[0,{"loss":1.0,"val_loss":2.0}]',
+        '[0,{"loss":0.5,"val_loss":null}]',
+        '[2,{"loss":0.3}]',
+    ]
+    assert history_entries([]) == []
+
+
+def test_get_trials_lists_every_trial_by_id(scratch_store: JobStore, scratch_job: str) -> None:
+    for trial_id in ("10", "02", "00"):
+        assert scratch_store.transition_trial(scratch_job, trial_record(trial_id), [None])
+    assert [t.id for t in scratch_store.get_trials(scratch_job)] == ["00", "02", "10"]
+    assert [t.id for t in scratch_store.get_trials(scratch_job, history=False)] == ["00", "02", "10"]
+    assert scratch_store.get_trial(scratch_job, "99") is None
+
+
+def test_trials_recorded_says_which_trials_have_a_record(scratch_store: JobStore, scratch_job: str) -> None:
+    assert scratch_store.transition_trial(scratch_job, trial_record("00"), [None])
+    assert scratch_store.trials_recorded(scratch_job, ["00", "01"]) == {"00": True, "01": False}
+    assert scratch_store.trials_recorded(scratch_job, []) == {}
+    assert scratch_store.trials_recorded(MISSING, ["00"]) == {"00": False}
+
+
+def test_the_search_log_grows_only_under_the_step_lock_from_the_entries_the_step_read(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    assert scratch_store.search_log(scratch_job) == (0, [])
+    assert not scratch_store.append_search_log(scratch_job, {"state": 1}, "me", 0), "no lock"
+    assert scratch_store.acquire_step_lock(scratch_job, "me", 10)
+    assert not scratch_store.append_search_log(scratch_job, {"state": 1}, "other", 0), "not the owner"
+    assert not scratch_store.append_search_log(scratch_job, {"state": 1}, "me", 1), "read more than there is"
+    assert scratch_store.append_search_log(scratch_job, {"state": 1}, "me", 0)
+    assert scratch_store.append_search_log(scratch_job, {"step": 2}, "me", 1)
+    assert not scratch_store.append_search_log(scratch_job, {"step": 3}, "me", 1), "a stale step"
+    assert scratch_store.search_log(scratch_job) == (2, [{"state": 1}, {"step": 2}])
+    assert scratch_store.search_log(scratch_job, 2) == (2, [])
+    assert scratch_store.search_log(MISSING) == (0, [])
+
+
+def test_a_search_log_entry_for_a_missing_job_is_refused(scratch_store: JobStore) -> None:
+    assert scratch_store.acquire_step_lock(MISSING, "me", 10)
+    assert not scratch_store.append_search_log(MISSING, {"state": 1}, "me", 0)
+    assert scratch_store.search_log(MISSING) == (0, [])
+
+
+def test_the_legacy_search_state_is_read_when_there_is_one(scratch_store: JobStore, scratch_job: str) -> None:
+    assert scratch_store.legacy_oracle_state(scratch_job) is None
+    scratch_store.redis.set(scratch_store.keys.legacy_oracle(scratch_job), '{"ongoing_trials": {}}')
+    assert scratch_store.legacy_oracle_state(scratch_job) == {"ongoing_trials": {}}
