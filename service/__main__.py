@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from service import keys_cli
+from service.core.logs import configure_logging
 from service.core.settings import get_settings
 
 
@@ -36,13 +38,26 @@ def serve() -> None:
     from service.api.auth import UnsafeAuthSetting
 
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     try:
         app = create_app(settings)
     except UnsafeAuthSetting as exc:
         logging.getLogger("service").error("refusing to start: %s", exc)
         sys.exit(2)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    reader = app.state.event_reader
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn waits for open responses before it stops: event streams end now, not when their jobs do.
+            reader.stop()
+            super().handle_exit(sig, frame)
+
+    # log_config=None: uvicorn's records go to the root logger, in KTUNE_LOG_FORMAT like every other.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # it could not start (the port is taken ...): uvicorn.run's exit code
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ KTUNE_KEY_PREFIX). The API reads keys on every request, so what this changes app
     keys revoke KEY_ID      the key is refused from the next request on
     keys quota TENANT [--running-jobs N] [--queued-jobs N] [--trials-per-day N] [--artifact-bytes N] [--reset]
                             sets the tenant's overrides; with no option, prints its quotas
+    keys webhook-secret TENANT [--drop]
+                            prints a new key for the tenant's webhook signatures (replacing any; only once);
+                            --drop: KTUNE_WEBHOOK_SECRET signs them again
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def add_parser(commands: Any) -> None:
         help="create, list and revoke API keys; set tenants' quotas",
         description="API keys and tenants' quotas in the Redis of KTUNE_REDIS_URL; changes apply at once.",
     )
-    actions = keys.add_subparsers(dest="action", required=True, metavar="{create,list,revoke,quota}")
+    actions = keys.add_subparsers(
+        dest="action", required=True, metavar="{create,list,revoke,quota,webhook-secret}"
+    )
     create = actions.add_parser("create", help="make a key for a tenant; prints it (only this once)")
     create.add_argument("tenant", help="lowercase letters, digits, '_', '.' and '-', up to 63")
     listing = actions.add_parser("list", help="key ids, tenants, creation and last use")
@@ -44,6 +49,12 @@ def add_parser(commands: Any) -> None:
         flag = f"--{name.replace('_', '-')}"
         quota.add_argument(flag, type=_count, metavar="N", dest=name, help=f"over KTUNE_QUOTA_{name.upper()}")
     quota.add_argument("--reset", action="store_true", help="drop the tenant's overrides first")
+    secret = actions.add_parser(
+        "webhook-secret",
+        help="make (or replace) the key that signs a tenant's webhooks; prints it (only this once)",
+    )
+    secret.add_argument("tenant")
+    secret.add_argument("--drop", action="store_true", help="sign them with KTUNE_WEBHOOK_SECRET again")
 
 
 def _count(text: str) -> int:
@@ -74,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"no key with id {args.key_id!r} (see `keys list`)", file=sys.stderr)
                 return 1
             print(f"revoked key {revoked.key_id} of tenant {revoked.tenant}", file=sys.stderr)
+        elif args.action == "webhook-secret":
+            _webhook_secret(store, args)
         else:
             return _quota(store, args)
     except (InvalidTenant, InvalidQuota) as exc:
@@ -84,6 +97,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"cannot reach Redis at KTUNE_REDIS_URL: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _webhook_secret(store: ApiKeyStore, args: argparse.Namespace) -> None:
+    if args.drop:
+        store.drop_webhook_secret(args.tenant)
+        print(f"tenant {args.tenant}'s webhooks are signed with KTUNE_WEBHOOK_SECRET again", file=sys.stderr)
+        return
+    print(store.new_webhook_secret(args.tenant))  # alone on stdout, like a new key
+    print(
+        f"tenant {args.tenant}'s webhooks are signed with this secret from now on; it is shown only once",
+        file=sys.stderr,
+    )
 
 
 def _quota(store: ApiKeyStore, args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import json
 import math
 import time
 
-from service.core import lifecycle
+from service.core import events, lifecycle
 from service.core.records import ExecutionRecord, TrialRecord
 from service.core.store import JobStore
 from worker.lease import Keeper
@@ -24,7 +24,9 @@ class TrialProgress:
     """The trainers' on-epoch hook for one trial.
 
     Each epoch goes into the record's history at once and into the store about twice a second (appended,
-    not rewritten). The first reason to stop that it finds (`StopReason`) is its answer from then on.
+    not rewritten); the latest epoch at each write becomes a trial.epoch event (not every epoch: a job's
+    event stream keeps its size for trials of thousands of short epochs). The first reason to stop that it
+    finds (`StopReason`) is its answer from then on.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class TrialProgress:
         self._job_deadline = self._started + runtime_left_seconds
         self._last_write = 0.0
         self._pending: list[str] = []
+        self._latest: tuple[int, dict[str, float | None]] | None = None  # not yet told as an event
 
     def elapsed(self) -> float:
         """Seconds the trial has run, on this worker and on those before it up to its checkpoint."""
@@ -64,6 +67,7 @@ class TrialProgress:
         for name, value in values.items():
             history.setdefault(name, []).append(value)
         self._pending.append(json.dumps([len(self.record.executions) - 1, values], separators=(",", ":")))
+        self._latest = (epoch + 1, values)
         if self.stop is None and self.elapsed() > self._timeout:
             self.stop = StopReason.TIMED_OUT
         if self.stop is not None or time.monotonic() - self._last_write < _WRITE_EVERY_SECONDS:
@@ -80,6 +84,13 @@ class TrialProgress:
         """Append the epochs not written yet, while the trial is still running."""
         pending, self._pending = self._pending, []
         self.store.append_history(self.job_id, self.record.id, pending)
+        self._tell_latest()
+
+    def _tell_latest(self) -> None:
+        if self._latest is not None:
+            epoch, metrics = self._latest
+            self._latest = None
+            events.trial_epoch(self.store, self.job_id, self.record.id, epoch, metrics)
 
     def _reason(self, whole_record: bool) -> StopReason | None:
         self._last_write = time.monotonic()
@@ -89,6 +100,7 @@ class TrialProgress:
             return StopReason.SHUTDOWN
         pending, self._pending = self._pending, []
         running = self.store.append_history(self.job_id, self.record.id, pending)
+        self._tell_latest()
         if whole_record:
             running = lifecycle.report_progress(self.store, self.job_id, self.record) and running
         status = self.store.get_status(self.job_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.core import fair_share, lifecycle
+from service.core import events, fair_share, lifecycle
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
@@ -310,6 +310,7 @@ def _keep_if_best(
                 metrics=outcome.metrics,
             ),
         )
+        events.new_best(ctx.store, job_id, record.id, float(kt_trial.score))
     elif outcome.candidate is not None:
         outcome.candidate.unlink(missing_ok=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.queue import PREDICT, RUN_TRIAL, START_JOB, get_celery
+from service.core.queue import DELIVER_WEBHOOK, PREDICT, RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
 from worker.runtime import warm_up
 from worker.transient import TRANSIENT_ERRORS
@@ -49,6 +49,16 @@ def run_trial(self: Any, job_id: str, trial_id: str) -> None:
     from worker import runner
 
     runner.run_trial(get_context(), job_id, trial_id, node=self.request.hostname or "")
+
+
+@app.task(name=DELIVER_WEBHOOK, **_TRANSIENT)  # type: ignore[untyped-decorator]
+def deliver_webhook(job_id: str, attempt: int = 1) -> None:
+    """POST the ended job to its callback_url; a failed attempt queues the next (worker.webhooks). No
+    TensorFlow: it never waits for a pool process's imports."""
+    from worker import webhooks
+
+    ctx = get_context()
+    webhooks.deliver(ctx.store, ctx.settings, job_id, attempt)
 
 
 # Acknowledged on receipt and never retried: the API waits only KTUNE_PREDICT_TIMEOUT_SECONDS for the answer

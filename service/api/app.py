@@ -17,12 +17,14 @@ from service.api import (
     openapi,
     openapi_examples,
     routes_datasets,
+    routes_events,
     routes_health,
     routes_jobs,
 )
 from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
+from service.api.event_reader import EventReader
 from service.api.job_bodies import JobBodies
 from service.api.rate_limit import JobRateLimit
 from service.api.sweeper import run_sweeper
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             cleaner.cancel()
             app.state.job_bodies.close()
+            await app.state.event_reader.close()
 
     app = FastAPI(
         title="ktune",
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeyStore(app.state.store)
     app.state.idempotency = IdempotencyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
+    app.state.event_reader = EventReader(settings, app.state.store)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.state.job_rate_limit = JobRateLimit(settings, app.state.store.rate_limit_prefix())
     app.add_middleware(
@@ -94,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes_jobs.hot_reads)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_events.router)
     app.include_router(routes_datasets.router)
     app.include_router(routes_health.router)
     docs_pages.install(app)

@@ -12,7 +12,8 @@ from service.api import dataset_service
 from service.api.admission import job_admission, refused
 from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
-from service.api.schemas import BestTrialPublic, JobPublic, ObjectivePublic, Progress, TrialPublic
+from service.api.job_view import view_to_public as view_to_public  # re-exported: routes use it here
+from service.api.schemas import JobPublic, TrialPublic
 from service.core import data_codec, fair_share, lifecycle
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
@@ -205,36 +206,6 @@ def delete(store: JobStore, artifacts: ArtifactStore, job_id: str, tenant: str) 
 
 def to_public(store: JobStore, record: JobRecord) -> JobPublic:
     return view_to_public(JobView(record, store.trial_status_counts(record.id)))
-
-
-def view_to_public(view: JobView) -> JobPublic:
-    record, counts = view.record, view.trial_counts
-    spec = record.spec
-    return JobPublic(
-        id=record.id,
-        name=spec.get("name"),
-        status=record.status,
-        task=spec["task"],
-        algorithm=spec["tuner"]["algorithm"],
-        objective=ObjectivePublic(name=spec["objective"]["name"], direction=spec["objective"]["direction"]),
-        progress=Progress(
-            trials_total=spec["tuner"]["max_trials"],
-            completed=counts[TrialStatus.COMPLETED],
-            running=counts[TrialStatus.RUNNING],
-            queued=counts[TrialStatus.QUEUED],
-            failed=counts[TrialStatus.FAILED],
-            cancelled=counts[TrialStatus.CANCELLED],
-        ),
-        best_trial=BestTrialPublic.of(record.best) if record.best else None,
-        error=record.error,
-        waiting=record.waiting,
-        classes=record.data.classes if record.data else None,
-        data=record.data,
-        created_at=record.created_at,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        spec=spec,
-    )
 
 
 def trial_to_public(trial: TrialRecord, history: bool = True) -> TrialPublic:

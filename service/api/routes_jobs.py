@@ -21,6 +21,7 @@ from service.api.auth import (
     authenticate,
     authenticate_with,
 )
+from service.api.callbacks import check_callback
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
@@ -133,6 +134,7 @@ async def create_job(
 ) -> JobPublic:
     """Validate a tuning job and queue it; poll the Location it returns."""
     job = await bodies.read(request, fingerprint=key is not None)
+    await run_in_threadpool(check_callback, job.spec, settings, partial(keys.webhook_secret, caller.tenant))
     limits, quotas = settings.limits, settings.quotas
     submit = partial(_submit, store, datasets, artifacts, job, limits, caller.tenant, keys, quotas)
     if key is None:
@@ -207,10 +209,12 @@ async def validate_job(
     artifacts: ArtifactsDep,
     bodies: JobBodiesDep,
     settings: SettingsDep,
+    keys: ApiKeysDep,
     caller: CallerDep,
 ) -> JobValidation:
     """Check a job as POST /v1/jobs would, without queueing it: its metric names, search space and size."""
     job = await bodies.read(request)
+    await run_in_threadpool(check_callback, job.spec, settings, partial(keys.webhook_secret, caller.tenant))
     check = partial(job_service.validate, datasets, artifacts, job, settings.limits, caller.tenant)
     return await run_in_threadpool(check)
 

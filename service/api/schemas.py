@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from service.core.data_plan import DataPlan
 from service.core.datasets import ColumnInfo
 from service.core.labels import Label
-from service.core.records import BestTrial, ErrorInfo
+from service.core.records import BestTrial, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 
 
@@ -73,6 +73,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     spec: dict[str, Any] = Field(description="the request as accepted, defaults filled in, without its data")
+    webhook: WebhookStatus | None = Field(
+        None, description="the POSTs to the request's callback_url: each attempt, and whether one got a 2xx"
+    )
 
 
 class JobList(BaseModel):

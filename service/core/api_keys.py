@@ -4,6 +4,8 @@ key and documents the whole layout).
 - `{p}:apikey:{key_id}` hash: tenant, sha256 (hex digest of the whole key), created_at, last_used_at
 - `{p}:apikeys` sorted set of key ids, scored by creation time, for listing
 - `{p}:tenant:{tenant}:quotas` hash quota name -> the tenant's override of the service-wide value
+- `{p}:tenant:{tenant}:webhook-secret` the key that signs the tenant's webhooks instead of
+  KTUNE_WEBHOOK_SECRET (kept as is: signing needs it)
 
 A key reads `ktk_<key_id>_<secret>`: the id names it in `keys list` and `keys revoke`, the secret is 256
 random bits from `secrets`. Only its SHA-256 is stored; a key that long needs no slow, salted hash. Every
@@ -196,6 +198,21 @@ class ApiKeyStore:
     def clear_quota_overrides(self, tenant: str) -> None:
         """Drop every override of `tenant`: the service-wide quotas apply again."""
         self.redis.delete(self.keys.tenant_quotas(check_tenant(tenant)))
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        """The key of the tenant's own webhook signatures; None: KTUNE_WEBHOOK_SECRET signs them."""
+        value = self.redis.get(self.keys.tenant_webhook_secret(check_tenant(tenant)))
+        return str(value) if value else None
+
+    def new_webhook_secret(self, tenant: str) -> str:
+        """Make (or replace) the tenant's webhook secret and return it. Raises InvalidTenant."""
+        secret = f"whsec_{secrets.token_urlsafe(32)}"
+        self.redis.set(self.keys.tenant_webhook_secret(check_tenant(tenant)), secret)
+        return secret
+
+    def drop_webhook_secret(self, tenant: str) -> None:
+        """Sign the tenant's webhooks with KTUNE_WEBHOOK_SECRET again."""
+        self.redis.delete(self.keys.tenant_webhook_secret(check_tenant(tenant)))
 
 
 def _api_key(key_id: str, fields: dict[str, str]) -> ApiKey:

@@ -7,8 +7,9 @@ import logging
 import redis
 from kombu.exceptions import OperationalError
 
-from service.core import fair_share, trial_metrics
+from service.core import events, fair_share, queue, trial_metrics
 from service.core.records import ErrorInfo, TrialRecord, utcnow
+from service.core.spec import stored_queue
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
 from service.core.store import JobStore
 
@@ -83,7 +84,20 @@ def _ended(store: JobStore, job_id: str, moved: bool) -> bool:
     except (redis.RedisError, OperationalError):
         # The sweeper re-sends the start of a queued job that waits too long; the day's count is a bound.
         log.warning("after job %s ended, its tenant's queued jobs were not nudged", job_id, exc_info=True)
+    _send_webhook(store, job_id)
     return True
+
+
+def _send_webhook(store: JobStore, job_id: str) -> None:
+    """Queue the POST of an ended job to its callback_url, if it has one, on the job's own queue (the
+    workers that ran it deliver it)."""
+    try:
+        record = store.get_job(job_id)
+        if record is None or not record.spec.get("callback_url"):
+            return
+        queue.send_deliver_webhook(job_id, stored_queue(record.spec))
+    except (redis.RedisError, OperationalError):
+        log.error("the webhook of job %s could not be queued; it is not sent", job_id, exc_info=True)
 
 
 # Trials: every change of a stored trial goes through here too. Each returns False when the stored trial's
@@ -106,6 +120,7 @@ def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     moved = store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
     if moved:
         trial_metrics.record_started(store)
+        events.trial_started(store, job_id, running)
     return moved
 
 
@@ -127,20 +142,25 @@ def end_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     moved = store.transition_trial(job_id, trial, _trial_sources(trial.status))
     if moved:
         trial_metrics.record_ended(store, trial.status, trial.duration_seconds)
+        events.trial_finished(store, job_id, trial)
     return moved
 
 
 def cancel_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> cancelled (its job was cancelled or ran out of time)."""
-    moved = store.transition_trial(job_id, trial.cancelled(), _trial_sources(TrialStatus.CANCELLED))
+    cancelled = trial.cancelled()
+    moved = store.transition_trial(job_id, cancelled, _trial_sources(TrialStatus.CANCELLED))
     if moved:
         trial_metrics.record_ended(store, TrialStatus.CANCELLED, None)
+        events.trial_finished(store, job_id, cancelled)
     return moved
 
 
 def cancel_queued_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued -> cancelled, for a trial no worker has started (its job was cancelled)."""
-    moved = store.transition_trial(job_id, trial.cancelled(), [TrialStatus.QUEUED])
+    cancelled = trial.cancelled()
+    moved = store.transition_trial(job_id, cancelled, [TrialStatus.QUEUED])
     if moved:
         trial_metrics.record_ended(store, TrialStatus.CANCELLED, None)
+        events.trial_finished(store, job_id, cancelled)
     return moved

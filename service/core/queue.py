@@ -13,6 +13,7 @@ from service.core.settings import Settings, get_settings
 
 START_JOB = "ktune.start_job"
 RUN_TRIAL = "ktune.run_trial"
+DELIVER_WEBHOOK = "ktune.deliver_webhook"
 PREDICT = "ktune.predict"
 QUEUES = ("cpu", "gpu")
 
@@ -62,6 +63,13 @@ def send_start_job(job_id: str, queue: str, priority: int = 0) -> None:
 def send_run_trial(job_id: str, trial_id: str, queue: str, priority: int = 0) -> None:
     """Queue one trial of a job."""
     get_celery().send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue, priority=priority)
+
+
+def send_deliver_webhook(job_id: str, queue: str, attempt: int = 1, countdown: float = 0) -> None:
+    """Queue a POST of an ended job to its callback_url (attempt `attempt`, after `countdown` seconds)."""
+    get_celery().send_task(
+        DELIVER_WEBHOOK, args=[job_id, attempt], queue=queue, priority=0, countdown=countdown or None
+    )
 
 
 def send_predict(

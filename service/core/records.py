@@ -31,6 +31,23 @@ class BestTrial(BaseModel):
     metrics: dict[str, float]
 
 
+class WebhookAttempt(BaseModel):
+    """One POST of a job's webhook: when, and the receiver's status code or why there was none."""
+
+    at: datetime
+    event: str = Field(description="what was told: the job's terminal status")
+    status_code: int | None = None
+    error: str | None = None
+
+
+class WebhookStatus(BaseModel):
+    """The deliveries of a job's webhook (its request's callback_url)."""
+
+    url: str
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+    delivered: bool = Field(False, description="a POST was answered with a 2xx status")
+
+
 # The tenant of records stored before tenants existed, and of every caller while auth is off.
 LEGACY_TENANT = "local"
 
@@ -53,6 +70,7 @@ class JobRecord(BaseModel):
     nudges: int = 0  # how often the sweeper has restarted a search that stalled
     waiting: ErrorInfo | None = None  # why the job is not progressing, while it waits (no worker ...)
     data: DataPlan | None = None  # what the job trains on (None for jobs stored before plans existed)
+    webhook: WebhookStatus | None = None  # the deliveries of its callback_url, once one was tried
 
 
 class ExecutionRecord(BaseModel):

@@ -169,6 +169,31 @@ class Settings(BaseSettings):
         description="an Idempotency-Key of POST /v1/jobs names its job this long after the submit (24 h); "
         "then the same key submits anew",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="'text': lines for people; 'json': one JSON object per line (time, level, logger, "
+        "message, and job_id / trial_id where known), for log collectors",
+    )
+    events_keepalive_seconds: float = Field(
+        15, gt=0, description="GET /v1/jobs/{id}/events sends a keep-alive comment after this long idle"
+    )
+    webhook_secret: str = Field(
+        "",
+        description="the key of webhooks' Ktune-Signature (HMAC-SHA256); empty: callback_url is refused",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="callback_url hosts that may resolve to non-public addresses (loopback, private ...); "
+        "a JSON list or comma-separated",
+    )
+    webhook_attempts: int = Field(5, ge=1, description="POSTs of one webhook at most, before it is given up")
+    webhook_retry_seconds: float = Field(
+        10,
+        gt=0,
+        description="the wait before a webhook's second POST; each later wait is three times the one before "
+        "(10 s: 10, 30, 90, 270 s)",
+    )
+    webhook_timeout_seconds: float = Field(10, gt=0, description="a webhook POST's connect and read timeout")
     predict_max_rows: int = Field(
         1_000, ge=1, description="rows one POST /v1/jobs/{id}/predict may send (more: a 422 naming rows)"
     )
@@ -181,7 +206,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
 
-    @field_validator("trusted_hosts", mode="before")
+    @field_validator("trusted_hosts", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _host_list(cls, value: Any) -> Any:
         """A JSON list, or the plainer `a.example.com,b.example.com` an operator is likelier to write."""

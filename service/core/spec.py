@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -49,6 +49,7 @@ from service.core.params import (
     value_count,
 )
 from service.core.settings import Limits
+from service.core.webhooks import CallbackRefused, check_scheme
 
 
 class SpecError(ValueError):
@@ -342,6 +343,22 @@ class JobSpec(StrictModel):
     tuner: TunerSpec = Field(default_factory=TunerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     limits: JobLimits = Field(default_factory=JobLimits)
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="an http(s) URL that gets a signed POST of the job (as GET /v1/jobs/{id} returns it) "
+        "when the job ends; see the README's Webhooks",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_scheme(value)
+            except CallbackRefused as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -485,6 +502,11 @@ class JobCreate(JobSpec):
 def queue_for(accelerator: str) -> str:
     """The Celery queue of a job: `gpu` for GPU jobs; `cpu` for the rest (`any` included)."""
     return "gpu" if accelerator == "gpu" else "cpu"
+
+
+def stored_queue(spec: dict[str, Any]) -> str:
+    """The Celery queue of a job from its stored spec (a JobSpec's JSON), without validating the spec."""
+    return queue_for(spec.get("resources", {}).get("accelerator", "any"))
 
 
 @dataclass(frozen=True)

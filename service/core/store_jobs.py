@@ -12,8 +12,9 @@ from typing import Any
 
 import redis
 
+from service.core import events
 from service.core.data_plan import DataPlan
-from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, JobRecord
+from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, JobRecord, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.store_base import (
     InvalidCursor,
@@ -28,8 +29,9 @@ from service.core.store_tenants import Admission, OverQuota
 from service.core.store_trials import queue_trial_counts, trial_counts
 
 # Stores a new, queued job with its data and index entries, if its tenant's quotas admit it: fewer than
-# ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit). Returns {1},
-# or {0, quota, in use}.
+# ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit), and starts
+# its event stream with the queued status (ARGV[7], capped at about ARGV[8] entries). Returns {1}, or
+# {0, quota, in use}.
 _CREATE = """
 if ARGV[3] ~= '' then
   local queued = redis.call('ZCARD', KEYS[6])
@@ -42,13 +44,15 @@ end
 redis.call('INCRBY', KEYS[7], ARGV[4])
 redis.call('EXPIRE', KEYS[7], ARGV[6])
 redis.call('SET', KEYS[2], ARGV[2])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 for i = 3, 6 do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[8], '*', 'type', 'job.status', 'data', ARGV[7])
 return {1}
 """
 
 # Moves a job to a new status only when it is in one of the allowed ones, and keeps the indexes (its
 # tenant's too) in step. A move to running waits (returns 2) while the tenant runs ARGV[6] jobs already.
+# The move's job.status event (data ARGV[7]) goes to the job's stream (KEYS[2]) in the same step.
 _TRANSITION = f"""
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -58,7 +62,8 @@ if ARGV[6] ~= '' and ARGV[2] == 'running' and redis.call('ZCARD', own .. 'runnin
   return 2
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'job.status', 'data', ARGV[7])
 redis.call('ZREM', ARGV[3] .. current, ARGV[4])
 redis.call('ZADD', ARGV[3] .. ARGV[2], 0, ARGV[4])
 redis.call('ZREM', own .. current, ARGV[4])
@@ -129,6 +134,7 @@ class JobRecords(StoreBase):
             self.keys.tenant_jobs(tenant),
             self.keys.tenant_jobs(tenant, record.status),
             self.keys.tenant_trials(tenant, day),
+            self.keys.job_events(record.id),
         ]
         args: list[Any] = [
             index_member(record.created_at, record.id),
@@ -137,6 +143,8 @@ class JobRecords(StoreBase):
             admission.trials,
             "" if admission.max_trials_per_day is None else admission.max_trials_per_day,
             _DAY_COUNT_SECONDS,
+            events.event_data(record.id, status=record.status.value, error=None),
+            events.MAX_EVENTS,
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -191,6 +199,7 @@ class JobRecords(StoreBase):
             nudges=int(fields.get("nudges", 0)),
             waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
             data=DataPlan.model_validate_json(fields["data"]) if fields.get("data") else None,
+            webhook=WebhookStatus.model_validate_json(fields["webhook"]) if fields.get("webhook") else None,
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:
@@ -242,10 +251,13 @@ class JobRecords(StoreBase):
             record_member,
             self.keys.tenant_prefix,
             "" if max_running is None else str(max_running),
+            events.event_data(job_id, status=to.value, error=_error_value(fields.get("error"))),
+            str(events.MAX_EVENTS),
         ]
         for name, value in encode_fields(fields).items():
             args += [name, value]
-        return int(self._transition(keys=[self.keys.job(job_id)], args=args))
+        keys = [self.keys.job(job_id), self.keys.job_events(job_id)]
+        return int(self._transition(keys=keys, args=args))
 
     def set_job_fields(self, job_id: str, **fields: Any) -> None:
         """Update non-status fields (enqueued_at, best) of a job that exists; a deleted job stays deleted."""
@@ -310,3 +322,7 @@ def _job_fields(record: JobRecord) -> dict[str, str]:
     if record.data is not None:
         fields["data"] = record.data
     return encode_fields(fields)
+
+
+def _error_value(error: Any) -> dict[str, Any] | None:
+    return error.model_dump() if isinstance(error, ErrorInfo) else None

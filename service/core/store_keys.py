@@ -2,7 +2,7 @@
 
 Layout (prefix `ktune` by default):
 - `{p}:job:{id}` hash: status, spec (JSON, without data), created_at, enqueued_at, start_sends, started_at,
-  finished_at, error (JSON), best (JSON)
+  finished_at, error (JSON), best (JSON), webhook (JSON: the deliveries of its callback_url)
 - `{p}:job:{id}:data` the data as compact arrays (`.npz` bytes, `service.core.data_codec`), read by workers
 - `{p}:job:{id}:trials` hash trial id -> trial record (JSON, without per-epoch history);
   `{p}:job:{id}:trial-status` id -> status; `{p}:job:{id}:trial-counts` status -> how many trials have it
@@ -18,6 +18,8 @@ Layout (prefix `ktune` by default):
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
   `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
   `{p}:job:{id}:nudged` marks a stalled job the sweeper has just nudged
+- `{p}:job:{id}:events` the job's event stream (`service.core.events`, capped): status changes (written
+  with the change), trials started and finished, epochs, new bests
 - `{p}:queue:{queue}:served-at` when a worker was last seen consuming a Celery queue
 - `{p}:worker:{node}:draining` marks a worker node in warm shutdown
 - `{p}:worker:{node}:heartbeat` a worker node's latest heartbeat (JSON), gone unless renewed; `{p}:workers`
@@ -39,8 +41,9 @@ Layout (prefix `ktune` by default):
 - `{p}:dataset:{id}` an uploaded data set's record, `{p}:dataset:{id}:jobs` the jobs that use it (scored by
   when each was submitted), `{p}:datasets` and `{p}:tenant:{tenant}:datasets` listing indexes like the
   jobs' (`service.core.dataset_store`)
-- `{p}:apikey:{key_id}`, `{p}:apikeys` and `{p}:tenant:{tenant}:quotas`: API keys (a hash of each, never the
-  key) and tenants' quota overrides (`service.core.api_keys`)
+- `{p}:apikey:{key_id}`, `{p}:apikeys`, `{p}:tenant:{tenant}:quotas` and `{p}:tenant:{tenant}:webhook-secret`:
+  API keys (a hash of each, never the key), tenants' quota overrides and the keys of their webhook
+  signatures (`service.core.api_keys`)
 - `{p}:idempotency:{scope}:{tenant}:{sha256 of the key}`: a tenant's Idempotency-Key and what its request
   created, expiring (`service.core.idempotency`)
 - `{p}:reply:{uuid}`: a worker's answer to one request that waits for it, such as a prediction, expiring
@@ -75,6 +78,7 @@ class JobPart(StrEnum):
     LOCK = "lock"
     LOCK_WAKE = "lock-wake"
     NUDGED = "nudged"
+    EVENTS = "events"
 
 
 class TrialPart(StrEnum):
@@ -137,6 +141,9 @@ class StoreKeys:
     def nudged(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.NUDGED)
 
+    def job_events(self, job_id: str) -> str:
+        return self.job_part(job_id, JobPart.EVENTS)
+
     def trial_lease(self, job_id: str, trial_id: str) -> str:
         return self.trial_part(job_id, TrialPart.LEASE, trial_id)
 
@@ -183,6 +190,9 @@ class StoreKeys:
 
     def tenant_quotas(self, tenant: str) -> str:
         return f"{self.tenant_prefix}{tenant}:quotas"
+
+    def tenant_webhook_secret(self, tenant: str) -> str:
+        return f"{self.tenant_prefix}{tenant}:webhook-secret"
 
     # the API replicas' shared work
     @property

@@ -37,7 +37,15 @@ def test_a_quota_is_a_whole_number_of_at_least_0(value: str, capsys: pytest.Capt
     assert "--trials-per-day" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["keys"], ["keys", "create"], ["keys", "revoke"], ["serve"]])
+def test_webhook_secret_takes_a_tenant_and_drop() -> None:
+    args = build_parser().parse_args(["keys", "webhook-secret", "acme"])
+    assert (args.action, args.tenant, args.drop) == ("webhook-secret", "acme", False)
+    assert build_parser().parse_args(["keys", "webhook-secret", "acme", "--drop"]).drop
+
+
+@pytest.mark.parametrize(
+    "argv", [["keys"], ["keys", "create"], ["keys", "revoke"], ["keys", "webhook-secret"], ["serve"]]
+)
 def test_incomplete_or_unknown_commands_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)

@@ -72,6 +72,7 @@ def test_a_422_is_documented_only_where_a_parameter_or_body_can_be_invalid(docum
         "POST /v1/jobs/validate",
         "GET /v1/jobs",
         "GET /v1/jobs/{job_id}/trials",  # ?history=maybe
+        "GET /v1/jobs/{job_id}/events",  # Last-Event-ID: not-an-id
         "POST /v1/jobs/{job_id}/predict",
         "POST /v1/datasets",
         "GET /v1/datasets",
