@@ -56,11 +56,11 @@ class Caller:
     key_id: str | None
 
 
-def presented_key(
+async def presented_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str | None:
     """The API key a /v1 request presents, not yet checked (None with auth off); raises Unauthorized when
-    it presents none."""
+    it presents none. `async def`: it only reads the request, so it needs no worker thread."""
     settings: Settings = request.app.state.settings
     if settings.auth == "off":
         return None

@@ -1,5 +1,8 @@
 """FastAPI dependencies, as Annotated aliases routes can declare.
 
+They only read what `create_app` made, so they are `async def`: FastAPI runs a plain `def` dependency in a
+worker thread, a hop (and a GIL hand-over) per dependency per request.
+
 The app's settings, job store, artifact store and job body reader are made once by `create_app` and kept
 on `app.state`.
 """
@@ -21,27 +24,27 @@ from service.core.settings import Settings
 from service.core.store import JobStore
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     store: JobStore = request.app.state.store
     return store
 
 
-def get_artifacts(request: Request) -> ArtifactStore:
+async def get_artifacts(request: Request) -> ArtifactStore:
     artifacts: ArtifactStore = request.app.state.artifacts
     return artifacts
 
 
-def get_datasets(request: Request) -> DatasetStore:
+async def get_datasets(request: Request) -> DatasetStore:
     datasets: DatasetStore = request.app.state.datasets
     return datasets
 
 
-def get_idempotency(request: Request) -> IdempotencyStore:
+async def get_idempotency(request: Request) -> IdempotencyStore:
     keys: IdempotencyStore = request.app.state.idempotency
     return keys
 
@@ -61,11 +64,14 @@ JobIdPath = Annotated[str, Path(description="the job's id, as POST /v1/jobs retu
 """A `{job_id}` as the path has it, not yet checked: `get_job_id` checks it."""
 
 
-def get_job_id(job_id: JobIdPath) -> str:
-    """The `{job_id}` of a path; raises NotFound for anything that is not a job id, before any lookup.
+async def get_job_id(job_id: JobIdPath) -> str:
+    """The `{job_id}` of a path; raises NotFound for anything that is not a job id, before any lookup."""
+    return check_job_id(job_id)
 
-    So a path such as `/v1/jobs/<id>:trials` can never reach a store key other than a job's.
-    """
+
+def check_job_id(job_id: str) -> str:
+    """`job_id`, if it is a job id; raises NotFound otherwise. So a path such as `/v1/jobs/<id>:trials` can
+    never reach a store key other than a job's."""
     if not is_uuid(job_id):
         raise NotFound(
             f"no job with id '{shorten(job_id, 40)}': job ids are UUIDs, as POST /v1/jobs returns them",
@@ -74,12 +80,12 @@ def get_job_id(job_id: JobIdPath) -> str:
     return job_id
 
 
-def get_api_keys(request: Request) -> ApiKeyStore:
+async def get_api_keys(request: Request) -> ApiKeyStore:
     keys: ApiKeyStore = request.app.state.api_keys
     return keys
 
 
-def get_job_bodies(request: Request) -> JobBodies:
+async def get_job_bodies(request: Request) -> JobBodies:
     bodies: JobBodies = request.app.state.job_bodies
     return bodies
 

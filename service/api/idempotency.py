@@ -56,7 +56,7 @@ def check_key(value: str) -> str:
     raise InvalidRequest([problem], "invalid_idempotency_key")
 
 
-def idempotency_key(
+async def idempotency_key(
     value: Annotated[
         str | None,
         Header(

@@ -32,7 +32,7 @@ from service.api.deps import (
     JobIdPath,
     SettingsDep,
     StoreDep,
-    get_job_id,
+    check_job_id,
     is_uuid,
 )
 from service.api.idempotency import IdempotencyKeyDep
@@ -260,7 +260,7 @@ def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: Job
     """Status, progress, best trial so far, timestamps and error of one job."""
     if not is_uuid(job_id):
         authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
-        get_job_id(job_id)  # raises NotFound
+        check_job_id(job_id)  # raises NotFound
     caller, replies = authenticate_with(request, key, lambda pipe: store.queue_job_views(pipe, [job_id]))
     [view] = store.job_views_from([job_id], replies)
     return _json(job_service.view_to_public(job_service.owned(view, job_id, caller.tenant)))
