@@ -131,7 +131,7 @@ class ApiKeyStore:
         fields, *replies = self._jobs.read(
             lambda pipe: (pipe.hgetall(self.keys.api_key(key_id)), reads(pipe))
         )
-        return self._checked(token, match["key_id"], fields), replies
+        return self._checked(token, key_id, fields), replies
 
     def tenant_seen(self, token: str) -> str | None:
         """The tenant `token`'s key had when this process last verified it, if it did: a guess to read with,
