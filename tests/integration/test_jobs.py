@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import ROOT, TEST_TENANT, wait_for, wait_job
+from service.core.store import JobStore
+from tests.integration.conftest import ROOT, TEST_TENANT, Deployment, wait_for, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +126,19 @@ def test_cancel_running_job_stops_its_trial(api: httpx.Client) -> None:
     assert api.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
 
 
-def test_two_jobs_run_at_once_on_two_workers(api: httpx.Client, workers: list[str]) -> None:
+def test_two_jobs_run_at_once_on_two_workers(
+    api: httpx.Client, workers: list[str], deployment: Deployment
+) -> None:
+    # Earlier tests' cancelled trials may still be stopping on a worker: start when both hold no task.
+    store = JobStore.from_url(
+        deployment.env["KTUNE_REDIS_URL"], deployment.env.get("KTUNE_KEY_PREFIX", "ktune")
+    )
+
+    def idle() -> bool:
+        beats = store.worker_heartbeats()
+        return all(node in beats and beats[node].busy == 0 for node in workers)
+
+    wait_for(idle, 300, "both workers idle")
     bodies = []
     for seed in (1, 2):
         body = example("xor-classifier")
