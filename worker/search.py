@@ -222,7 +222,8 @@ def _finish(
     while standing is HandIn.BUSY:
         if time.monotonic() > deadline:
             raise SearchBusy(f"the search of job {job_id} stayed busy for {settings.step_wait_seconds} s")
-        store.wait_taken_in(job_id, record.id, _LOCK_POLL_SECONDS)
+        if store.wait_taken_in(job_id, record.id, _LOCK_POLL_SECONDS):
+            return [], ""  # taken in by another worker's step, which handed out the next trials
         standing = store.step_or_taken_in(job_id, record.id, owner, seconds)
     if standing is not HandIn.ACQUIRED:
         return [], ""  # taken in by another worker's step (or the job is gone)

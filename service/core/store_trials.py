@@ -188,10 +188,12 @@ class TrialRecords(StoreBase):
         keys = [self.keys.trial_results(job_id), self.keys.step_lock(job_id)]
         return HandIn(_text(self._step_or_taken_in(keys=keys, args=[trial_id, owner, int(seconds * 1000)])))
 
-    def wait_taken_in(self, job_id: str, trial_id: str, seconds: float) -> None:
-        """Wait until a step took in the trial's result or released the step lock (or `seconds` pass)."""
-        keys = [self.keys.result_taken_in(job_id, trial_id), self.keys.step_lock_wake(job_id)]
-        self.redis.blpop(keys, timeout=seconds)
+    def wait_taken_in(self, job_id: str, trial_id: str, seconds: float) -> bool:
+        """Wait until a step took in the trial's result or released the step lock (or `seconds` pass); True
+        when the step's token says the result was taken in."""
+        taken = self.keys.result_taken_in(job_id, trial_id)
+        popped = self.redis.blpop([taken, self.keys.step_lock_wake(job_id)], timeout=seconds)
+        return popped is not None and popped[0] == taken
 
     def result_handed_in(self, job_id: str, trial_id: str) -> bool:
         """Whether the trial's result waits for a search step."""

@@ -206,14 +206,14 @@ def test_a_result_taken_in_is_removed_and_its_waiting_worker_told(
     assert store.hand_in_result(job, "00", "{}", "holder", 10) is HandIn.ACQUIRED
     assert store.hand_in_result(job, "01", "{}", "waiter", 10) is HandIn.BUSY
     started = time.monotonic()
-    store.wait_taken_in(job, "01", 0.2)
+    assert not store.wait_taken_in(job, "01", 0.2)
     assert time.monotonic() - started >= 0.15, "nothing taken in, the lock held: the wait runs out"
     # The holder's step took in both: its own result needs no token, the waiter's gets one.
     store.results_taken_in(job, ["00", "01"], ["01"])
     assert store.handed_in_results(job) == {}
     started = time.monotonic()
-    store.wait_taken_in(job, "01", 30)
-    assert time.monotonic() - started < 10, "woken by its token"
+    assert store.wait_taken_in(job, "01", 30), "its token says so"
+    assert time.monotonic() - started < 10
     assert store.step_or_taken_in(job, "01", "waiter", 10) is HandIn.TAKEN, "even with the lock held"
     store.release_step_lock(job, "holder")
     assert store.step_or_taken_in(job, "01", "waiter", 10) is HandIn.TAKEN, "and with it free"
@@ -229,7 +229,7 @@ def test_waiting_on_a_result_ends_when_the_step_lock_is_released(
     releaser = threading.Timer(0.2, store.release_step_lock, (job, "holder"))
     releaser.start()
     started = time.monotonic()
-    store.wait_taken_in(job, "01", 30)
+    assert not store.wait_taken_in(job, "01", 30), "not taken in"
     assert time.monotonic() - started < 10, "woken by the release: the waiter may take the step"
     releaser.join()
     assert store.step_or_taken_in(job, "01", "waiter", 10) is HandIn.ACQUIRED
