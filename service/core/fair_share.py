@@ -29,11 +29,6 @@ def priority(rank: int) -> int:
     return max(step for lowest, step in _STEPS if rank >= lowest)
 
 
-def _other_jobs(store: JobStore, tenant: str) -> int:
-    """The tenant's queued and running jobs besides the one being sent."""
-    return max(0, sum(store.tenant_job_counts(tenant).values()) - 1)
-
-
 # A job's tenant never changes: a worker process reads it once per job (its last few jobs are kept).
 _TENANTS: OrderedDict[tuple[str, str], str] = OrderedDict()
 
