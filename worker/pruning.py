@@ -57,9 +57,13 @@ def median_reason(
     if not better(median, best, direction):
         return None
     return (
-        f"its best {objective} so far, {best:.6g}, is worse than {median:.6g}, the median of the "
-        f"{len(peers)} completed trials at epoch {epoch}"
+        f"its best {objective} so far, {best:.6g}, is worse than {median:.6g}, the median of "
+        f"{_trials(len(peers))} that trained to their end, at epoch {epoch}"
     )
+
+
+def _trials(count: int) -> str:
+    return f"{count} trial" if count == 1 else f"{count} trials"
 
 
 def rung_epoch(rung: int, min_epochs: int, reduction_factor: int, min_early_stopping_rate: int) -> int:
@@ -165,7 +169,7 @@ class Pruner:
                 return Verdict(
                     "asha",
                     f"{self.objective} {own:.6g} at epoch {epoch} (rung {self._rung}) is not among the "
-                    f"best 1/{factor} of the {len(competing)} trials that reached that rung (the mark: "
+                    f"best 1/{factor} of {_trials(len(competing))} that reached that rung (the mark: "
                     f"{mark:.6g})",
                 )
             self._rung += 1

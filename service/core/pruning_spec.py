@@ -75,7 +75,9 @@ class PruningSpec(StrictModel):
         return first
 
 
-def pruning_problem(pruning: PruningSpec | None, algorithm: str, epochs: int) -> tuple[str, str] | None:
+def pruning_problem(
+    pruning: PruningSpec | None, algorithm: str, epochs: int, max_trials: int
+) -> tuple[str, str] | None:
     """(field, message) when `tuner.pruning` cannot work with the rest of the job; None when it can."""
     if pruning is None:
         return None
@@ -84,6 +86,13 @@ def pruning_problem(pruning: PruningSpec | None, algorithm: str, epochs: int) ->
             "tuner.pruning",
             "hyperband stops poor trials itself (its brackets); remove tuner.pruning, or use it with "
             "algorithm random, grid or bayesian",
+        )
+    if pruning.rule == "median" and pruning.knob("min_trials") >= max_trials:
+        return (
+            "tuner.pruning.min_trials",
+            f"{pruning.knob('min_trials')} trials (min_trials) must train to their end before any is "
+            f"stopped, and the job runs {max_trials}: none would ever be stopped; lower min_trials below "
+            "tuner.max_trials",
         )
     first = pruning.first_judged_epoch()
     if first > epochs:

@@ -390,7 +390,8 @@ class JobSpec(StrictModel):
                     f"{list(rules.allowed_metrics)}",
                 )
         self._check_targets()
-        if problem := pruning_problem(self.tuner.pruning, self.tuner.algorithm, self.training.epochs):
+        tuner = self.tuner
+        if problem := pruning_problem(tuner.pruning, tuner.algorithm, self.training.epochs, tuner.max_trials):
             raise SpecError(*problem)
         valid = self.computed_metrics
         if self.objective is not None and self.objective.name not in valid:

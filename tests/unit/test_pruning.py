@@ -83,7 +83,8 @@ def test_median_stops_a_trial_with_no_finite_value_and_says_why() -> None:
     assert reason == "val_loss was NaN or infinite in each of its 2 epochs"
     reason = median_reason(0.5, 3, 3, [0.1, 0.2, 0.3], "min", 0, 3, "val_loss")
     assert reason == (
-        "its best val_loss so far, 0.5, is worse than 0.2, the median of the 3 completed trials at epoch 3"
+        "its best val_loss so far, 0.5, is worse than 0.2, the median of 3 trials that trained to their end, "
+        "at epoch 3"
     )
 
 
@@ -139,7 +140,7 @@ def test_asha_records_each_rung_once_and_stops_a_trial_outside_the_top() -> None
     verdict = second.observe(2, 0.8)  # 0.8 of [0.5, 0.8] at rung 1
     assert verdict is not None and verdict.rule == "asha"
     assert verdict.reason == (
-        "val_loss 0.8 at epoch 2 (rung 1) is not among the best 1/2 of the 2 trials that reached that rung "
+        "val_loss 0.8 at epoch 2 (rung 1) is not among the best 1/2 of 2 trials that reached that rung "
         "(the mark: 0.5)"
     )
 

@@ -76,6 +76,14 @@ def test_a_rule_that_could_never_stop_a_trial_is_refused() -> None:
     JobCreate.model_validate(job({"pruning": {"rule": "asha", "min_epochs": 8}}, epochs=8))
 
 
+def test_median_with_min_trials_of_every_trial_is_refused() -> None:
+    found = problems(job({"max_trials": 3, "pruning": {"rule": "median"}}))  # min_trials 3 by default
+    assert found[0][0] == "tuner.pruning.min_trials"
+    assert "lower min_trials below tuner.max_trials" in found[0][1]
+    JobCreate.model_validate(job({"max_trials": 3, "pruning": {"rule": "median", "min_trials": 2}}))
+    JobCreate.model_validate(job({"max_trials": 3, "pruning": {"rule": "asha"}}))
+
+
 def test_pruning_with_hyperband_is_refused_with_the_fix() -> None:
     found = problems(job({"algorithm": "hyperband", "pruning": {"rule": "median"}}))
     assert found == [
