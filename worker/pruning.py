@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,12 @@ from service.core.spec import JobSpec
 from service.core.store import JobStore
 
 Direction = Literal["min", "max"]
+
+# The median rule reads completed trials' values for this many epochs ahead in one round trip, and reads
+# again after this long: a trial that completed meanwhile counts from the next read on (a trial that runs
+# alone, max_parallel_trials 1, always sees every trial before it).
+_READ_AHEAD_EPOCHS = 64
+_READ_AGAIN_SECONDS = 0.5
 
 
 def better(value: float, than: float, direction: Direction) -> bool:
@@ -118,6 +125,9 @@ class Pruner:
         self.objective = spec.objective_name
         self.direction: Direction = spec.objective_direction
         self.best = math.nan
+        self._completed = 0
+        self._peers: dict[int, list[float]] = {}  # completed trials' values by epoch, as last read
+        self._read_at = -math.inf
         for value in history:
             self._note(value)
         self._rung = 0
@@ -145,12 +155,15 @@ class Pruner:
         warmup = self.rules.knob("warmup_epochs")
         if epoch <= warmup:
             return None  # no read: nothing can stop it yet
-        completed, peers = self.store.completed_at_epoch(self.job_id, epoch)
+        if epoch not in self._peers or time.monotonic() - self._read_at > _READ_AGAIN_SECONDS:
+            last = epoch + _READ_AHEAD_EPOCHS - 1
+            self._completed, self._peers = self.store.completed_at_epochs(self.job_id, epoch, last)
+            self._read_at = time.monotonic()
         reason = median_reason(
             self.best,
             epoch,
-            completed,
-            peers,
+            self._completed,
+            self._peers[epoch],
             self.direction,
             warmup,
             self.rules.knob("min_trials"),

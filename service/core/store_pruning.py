@@ -70,8 +70,16 @@ class PruningRecords(StoreBase):
 
     def completed_at_epoch(self, job_id: str, epoch: int) -> tuple[int, list[float]]:
         """How many trials trained to their end, and their finite objective values at `epoch` (from 1)."""
-        completed, joined = self.redis.hmget(self.keys.job_pruning(job_id), ["completed", f"epoch:{epoch}"])
-        return int(completed or 0), _numbers(joined)
+        completed, by_epoch = self.completed_at_epochs(job_id, epoch, epoch)
+        return completed, by_epoch[epoch]
+
+    def completed_at_epochs(self, job_id: str, first: int, last: int) -> tuple[int, dict[int, list[float]]]:
+        """`completed_at_epoch` for each epoch from `first` to `last`, in one read."""
+        epochs = range(first, last + 1)
+        fields = ["completed", *(f"epoch:{epoch}" for epoch in epochs)]
+        completed, *joined = self.redis.hmget(self.keys.job_pruning(job_id), fields)
+        values = {epoch: _numbers(text) for epoch, text in zip(epochs, joined, strict=True)}
+        return int(completed or 0), values
 
     def record_rung(self, job_id: str, trial_id: str, rung: int, value: float) -> tuple[float, list[float]]:
         """Add a trial's (finite) value at an ASHA rung unless it has one there; its value there and every

@@ -25,6 +25,7 @@ def test_completed_curves_are_read_by_epoch_and_kept_once_per_trial(
     assert store.completed_at_epoch(job, 2) == (2, [0.25])
     assert store.completed_at_epoch(job, 3) == (2, [0.125])
     assert store.completed_at_epoch(job, 4) == (2, []), "no trial trained 4 epochs"
+    assert store.completed_at_epochs(job, 2, 4) == (2, {2: [0.25], 3: [0.125], 4: []})
 
 
 def test_a_rung_keeps_each_trials_first_value(scratch_store: JobStore, scratch_job: str) -> None:

@@ -40,9 +40,12 @@ class MemoryPeers:
         self.curves[trial_id] = list(values)
         return True
 
-    def completed_at_epoch(self, job_id: str, epoch: int) -> tuple[int, list[float]]:
-        at = [c[epoch - 1] for c in self.curves.values() if len(c) >= epoch]
-        return len(self.curves), [v for v in at if v is not None and math.isfinite(v)]
+    def completed_at_epochs(self, job_id: str, first: int, last: int) -> tuple[int, dict[int, list[float]]]:
+        by_epoch = {}
+        for epoch in range(first, last + 1):
+            at = [c[epoch - 1] for c in self.curves.values() if len(c) >= epoch]
+            by_epoch[epoch] = [v for v in at if v is not None and math.isfinite(v)]
+        return len(self.curves), by_epoch
 
     def record_rung(self, job_id: str, trial_id: str, rung: int, value: float) -> tuple[float, list[float]]:
         self.rungs[rung].setdefault(trial_id, value)
