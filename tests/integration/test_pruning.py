@@ -4,6 +4,7 @@ worker failed keeps its curve once."""
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from typing import Any
@@ -17,7 +18,8 @@ from service.core.job_data import stored_inline
 from service.core.records import JobRecord, utcnow
 from service.core.spec import JobCreate
 from service.core.states import JobStatus, TrialStatus
-from tests.integration.conftest import wait_job
+from service.core.store import JobStore
+from tests.integration.conftest import Deployment, wait_job
 from worker import runner, search
 from worker.context import WorkerContext
 
@@ -57,7 +59,7 @@ def regression_job(pruning: dict[str, Any], max_trials: int = 6, seed: int = 7) 
     ids=["median", "asha"],
 )
 def test_a_trial_that_cannot_win_is_stopped_and_counts_as_completed(
-    api: httpx.Client, workers: list[str], pruning: dict[str, Any]
+    api: httpx.Client, deployment: Deployment, workers: list[str], pruning: dict[str, Any]
 ) -> None:
     response = api.post("/v1/jobs", json=regression_job(pruning))
     assert response.status_code == 202, response.text
@@ -84,6 +86,10 @@ def test_a_trial_that_cannot_win_is_stopped_and_counts_as_completed(
     assert full and all(len(t["executions"][0]["history"]["val_loss"]) == EPOCHS for t in full)
     best = min(trials, key=lambda t: t["objective_value"])
     assert done["best_trial"]["objective_value"] == pytest.approx(best["objective_value"])
+    store = JobStore.from_url(deployment.env["KTUNE_REDIS_URL"])
+    finished = [json.loads(f["data"]) for _, f in store.redis.xrange(store.keys.job_events(job_id))]
+    told = {e["trial_id"]: e["stopped_early"] for e in finished if "stopped_early" in e}
+    assert told == {t["id"]: t["stopped_early"] for t in trials}, "trial.finished events say it too"
 
 
 def _running_job(ctx: WorkerContext, body: dict[str, Any]) -> str:
