@@ -48,6 +48,7 @@ from service.core.params import (
     names,
     value_count,
 )
+from service.core.pruning_spec import PruningSpec, pruning_problem
 from service.core.settings import Limits
 from service.core.webhooks import CallbackRefused, check_scheme
 
@@ -300,6 +301,9 @@ class TunerSpec(StrictModel):
     max_epochs: Int | None = Field(None, ge=1, description="hyperband only; defaults to training.epochs")
     factor: Int = Field(3, ge=2, description="hyperband only")
     hyperband_iterations: Int = Field(1, ge=1, description="hyperband only")
+    pruning: PruningSpec | None = Field(
+        None, description="stop trials that cannot win while they train (not with hyperband); see the README"
+    )
 
 
 class ResourcesSpec(StrictModel):
@@ -386,6 +390,9 @@ class JobSpec(StrictModel):
                     f"{list(rules.allowed_metrics)}",
                 )
         self._check_targets()
+        tuner = self.tuner
+        if problem := pruning_problem(tuner.pruning, tuner.algorithm, self.training.epochs, tuner.max_trials):
+            raise SpecError(*problem)
         valid = self.computed_metrics
         if self.objective is not None and self.objective.name not in valid:
             raise SpecError(
