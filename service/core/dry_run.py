@@ -136,11 +136,17 @@ def _warnings(spec: JobSpec, size: int | None, data_warnings: list[str]) -> list
             )
         )
     else:
+        # keras-tuner's oracles never repeat a configuration; Optuna's samplers may.
+        ending = (
+            "some trials repeat a configuration"
+            if spec.tuner.algorithm in ("tpe", "cmaes")
+            else "the search ends once it finds no configuration it has not tried"
+        )
         found.append(
             ValidationWarning(
                 code="space_smaller_than_max_trials",
                 message=f"the search space has {size} distinct configurations but tuner.max_trials is "
-                f"{trials}: the search ends once it finds no configuration it has not tried",
+                f"{trials}: {ending}",
             )
         )
     return found
