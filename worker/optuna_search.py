@@ -18,6 +18,7 @@ RUNNING in the study, which TPE's constant liar takes into account when trials r
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import secrets
 import warnings
@@ -31,13 +32,13 @@ from optuna.samplers import BaseSampler, CmaEsSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from service.core.spec import JobSpec
+from service.core.spec import OPTUNA_ALGORITHMS, JobSpec
 from worker.optuna_space import Param, active, optuna_space
 from worker.oracles import KtStatus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-ALGORITHMS = frozenset({"tpe", "cmaes"})
+ALGORITHMS = OPTUNA_ALGORITHMS
 _CONSECUTIVE_FAILURES = 3  # keras-tuner's default rule when limits.max_failed_trials is unset
 
 
@@ -139,6 +140,10 @@ class OptunaOracle:
         self.trials: dict[str, Trial] = {}
         self.ongoing_trials: dict[str, Trial] = {}  # by the tuner id that created it (keras-tuner's key)
         self.end_order: list[str] = []
+
+    def watch(self) -> Watch:
+        """What the next step changes (`worker.search_state` asks the oracle, keras-tuner's or this)."""
+        return Watch(self)
 
     def _sampler_for(self, number: int) -> BaseSampler:
         return _sampler(self.algorithm, trial_seed(self.seed, number), self.max_trials)
@@ -308,7 +313,7 @@ class Watch:
         """The step's changes as JSON-ready data (None: it changed nothing): trials created or changed,
         which trials are ongoing (a few ids), the trials ended since."""
         oracle = self.oracle
-        created = list(oracle.trials)[self.known :]
+        created = list(itertools.islice(oracle.trials, self.known, None))  # dicts keep insertion order
         changed = [
             tid
             for tid in dict.fromkeys([*self.marks, *touched])

@@ -14,9 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core.spec import JobSpec
+from service.core.spec import OPTUNA_ALGORITHMS, JobSpec
 from service.core.store import JobStore
-from worker import optuna_search, oracles
+from worker import oracles
+from worker.oracles import Watch, as_reloaded, load_oracle, replay
 from worker.transient import StepLockLost
 
 KEPT_JOBS = 8  # oracles kept per process: a worker runs trials of a few jobs at a time
@@ -31,8 +32,8 @@ class SearchState:
     watch: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        is_optuna = isinstance(self.oracle, optuna_search.OptunaOracle)
-        self.watch = (optuna_search.Watch if is_optuna else oracles.Watch)(self.oracle)
+        own_watch = getattr(self.oracle, "watch", None)  # Optuna's samplers (worker.optuna_search)
+        self.watch = own_watch() if own_watch is not None else Watch(self.oracle)
 
 
 _KEPT: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
@@ -47,20 +48,25 @@ def checkout(store: JobStore, spec: JobSpec, job_id: str) -> SearchState:
     if length < logged:  # not the log this oracle came from (cannot happen while job ids are unique)
         oracle, logged = None, 0
         length, entries = store.search_log(job_id, 0)
-    if spec.tuner.algorithm in optuna_search.ALGORITHMS:
+    if spec.tuner.algorithm in OPTUNA_ALGORITHMS:
+        # Imported for such jobs only: a worker that never runs one never loads Optuna.
+        from worker import optuna_search
+
         return SearchState(optuna_search.replay(spec, entries, oracle), length)
     if oracle is None and length == 0:
         legacy = store.legacy_oracle_state(job_id)
         # Its first step logs the whole state, and the job goes on from the log.
-        return SearchState(oracles.as_reloaded(oracles.load_oracle(spec, legacy)), 0)
-    return SearchState(oracles.replay(spec, entries, oracle), length)
+        return SearchState(as_reloaded(load_oracle(spec, legacy)), 0)
+    return SearchState(replay(spec, entries, oracle), length)
 
 
 def log_entry(watch: Any, logged: int, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The entry a step adds to the job's log of `logged` entries (None: the step changed nothing)."""
-    if isinstance(watch, optuna_search.Watch):
-        return optuna_search.log_entry(watch, logged, touched)
-    return oracles.log_entry(watch, logged, touched)
+    if isinstance(watch, Watch):
+        return oracles.log_entry(watch, logged, touched)
+    from worker import optuna_search
+
+    return optuna_search.log_entry(watch, logged, touched)
 
 
 def commit(

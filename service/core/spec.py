@@ -287,6 +287,10 @@ class ObjectiveSpec(StrictModel):
     direction: Direction | None = Field(None, description="inferred from the name when left out")
 
 
+# The algorithms that are Optuna's samplers (worker/optuna_search.py); the rest are keras-tuner's oracles.
+OPTUNA_ALGORITHMS = frozenset({"tpe", "cmaes"})
+
+
 class TunerSpec(StrictModel):
     """The search algorithm (keras-tuner's oracles, Optuna's TPE and CMA-ES samplers) and its budget."""
 
