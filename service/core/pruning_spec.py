@@ -85,7 +85,7 @@ def pruning_problem(
         return (
             "tuner.pruning",
             "hyperband stops poor trials itself (its brackets); remove tuner.pruning, or use it with "
-            "algorithm random, grid or bayesian",
+            "algorithm random, grid, bayesian, tpe or cmaes",
         )
     if pruning.rule == "median" and pruning.knob("min_trials") >= max_trials:
         return (

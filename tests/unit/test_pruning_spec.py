@@ -90,7 +90,7 @@ def test_pruning_with_hyperband_is_refused_with_the_fix() -> None:
         (
             "tuner.pruning",
             "hyperband stops poor trials itself (its brackets); remove tuner.pruning, or use it with "
-            "algorithm random, grid or bayesian",
+            "algorithm random, grid, bayesian, tpe or cmaes",
         )
     ]
     for algorithm in ("random", "grid", "bayesian"):
