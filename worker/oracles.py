@@ -166,7 +166,14 @@ def new_oracle(spec: JobSpec) -> Any:
         oracle = RandomOracle(max_trials=spec.tuner.max_trials, **common)
     oracle.hyperparameters = _space(oracle.hyperparameters.get_config())
     oracle.verbose = 0
+    oracle.ktune = {}  # ktune's own part of the search state (the completion criteria's standing)
     return oracle
+
+
+def ktune_state(oracle: Any) -> dict[str, Any]:
+    """ktune's own part of the oracle's stored state, to change in a step (logged with the step's changes)."""
+    state: dict[str, Any] = oracle.ktune
+    return state
 
 
 def _linked_items(linked: LinkedList) -> list[Any]:
@@ -244,8 +251,10 @@ _SET_KEYS = frozenset({"tried_so_far"})  # a set that get_state lists in no fixe
 
 
 def _oracle_state(oracle: Any) -> dict[str, Any]:
-    """`oracle.get_state()`, with where a grid walk stands (which GridSearchOracle leaves out)."""
+    """`oracle.get_state()`, with ktune's own part (`ktune_state`) and where a grid walk stands (which
+    GridSearchOracle leaves out)."""
     state: dict[str, Any] = oracle.get_state()
+    state["ktune"] = oracle.ktune
     if isinstance(oracle, GridOracle):
         state["grid"] = {
             "ordered_ids": _linked_items(oracle._ordered_ids),
@@ -255,7 +264,8 @@ def _oracle_state(oracle: Any) -> dict[str, Any]:
 
 
 def _set_oracle_state(oracle: Any, state: dict[str, Any]) -> None:
-    oracle.set_state({key: value for key, value in state.items() if key != "grid"})
+    oracle.set_state({key: value for key, value in state.items() if key not in ("grid", "ktune")})
+    oracle.ktune = copy.deepcopy(state.get("ktune", {}))
     if isinstance(oracle, GridOracle):
         oracle._ordered_ids = LinkedList()
         for trial_id in state["grid"]["ordered_ids"]:

@@ -49,6 +49,7 @@ from service.core.params import (
     value_count,
 )
 from service.core.settings import Limits
+from service.core.stop_when import StopWhen
 from service.core.webhooks import CallbackRefused, check_scheme
 
 
@@ -300,6 +301,9 @@ class TunerSpec(StrictModel):
     max_epochs: Int | None = Field(None, ge=1, description="hyperband only; defaults to training.epochs")
     factor: Int = Field(3, ge=2, description="hyperband only")
     hyperband_iterations: Int = Field(1, ge=1, description="hyperband only")
+    stop_when: StopWhen | None = Field(
+        None, description="end the search before max_trials (completion criteria); see the README"
+    )
 
 
 class ResourcesSpec(StrictModel):

@@ -391,10 +391,12 @@ def sent_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def running_job(ctx: WorkerContext) -> str:
-    """The README's classifier example as a random search of 2 parallel trials, stored and running."""
+def running_job(ctx: WorkerContext, **tuner: Any) -> str:
+    """The README's classifier example as a random search of 2 parallel trials (and `tuner`'s other
+    settings), stored and running."""
     body = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["tuner"].update(algorithm="random", max_trials=4)
+    body["tuner"].update(tuner)
     spec = JobCreate.model_validate(body).resolved()
     record = JobRecord(
         id=str(uuid.uuid4()),
