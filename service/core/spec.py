@@ -22,6 +22,7 @@ from service.core.catalog import (
     computed_metrics,
     metric_direction,
 )
+from service.core.enqueue import EnqueueError, enqueued_values
 from service.core.errors import shorten
 from service.core.labels import (
     Label,
@@ -304,6 +305,11 @@ class TunerSpec(StrictModel):
     stop_when: StopWhen | None = Field(
         None, description="end the search before max_trials (completion criteria); see the README"
     )
+    enqueue: list[dict[str, Any]] | None = Field(
+        None,
+        description="hyperparameter values to try first, in order, each as one of the max_trials trials; "
+        "names left out are drawn by the search (see the README)",
+    )
 
 
 class ResourcesSpec(StrictModel):
@@ -404,6 +410,15 @@ class JobSpec(StrictModel):
                 f"the default objective of task {task}, '{self.objective_name}', is not computed with these "
                 f"metrics: add its metric to training.metrics or set objective.name to one of {valid}",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _enqueued_fit_space(self) -> Self:
+        if self.tuner.enqueue:
+            try:
+                self.tuner.enqueue = enqueued_values(self)
+            except EnqueueError as exc:
+                raise SpecError(exc.field, exc.message) from None
         return self
 
     def _check_targets(self) -> None:

@@ -294,3 +294,19 @@ def test_a_redelivered_finish_does_not_count_twice_toward_no_improvement(
     assert record.stopped_by.trial == last.id and record.stopped_by.value == 2
     assert f"(trial {best.id})" in record.stopped_by.message
     assert len(sent_trials) == 3
+
+
+def test_an_enqueued_trial_is_handed_out_first_and_once(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    entry = {"hidden_layers": 1, "units_0": 24, "activation": "tanh", "optimizer": "rmsprop"}
+    job_id = running_job(worker_ctx, max_parallel_trials=1, enqueue=[entry])
+    search.advance(worker_ctx, job_id)
+    search.advance(worker_ctx, job_id)  # a repeated start: nothing more
+    assert len(sent_trials) == 1
+    first = _start(worker_ctx, job_id, sent_trials[0])
+    assert first.hyperparameters.items() >= entry.items()
+    search_state.forget(worker_ctx.store, job_id)
+    search.finish_trial(worker_ctx, job_id, first, _completed(0.5))
+    second = worker_ctx.store.get_trial(job_id, sent_trials[1])
+    assert second is not None and not second.hyperparameters.items() >= entry.items()

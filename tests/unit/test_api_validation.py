@@ -458,9 +458,17 @@ def test_a_405_carries_allow_with_every_method_of_the_path(
         ({"stop_when": {"no_improvement_trials": 2.5}}, "tuner.stop_when.no_improvement_trials", "integer"),
         ({"stop_when": {"objective_reaches": "high"}}, "tuner.stop_when.objective_reaches", "number"),
         ({"stop_when": {"objective_reaches": 1, "patience": 2}}, "tuner.stop_when.patience", "not a field"),
+        (
+            {"enqueue": [{"activation": "selu"}]},
+            "tuner.enqueue[0].activation",
+            "choose from ['relu', 'tanh']",
+        ),
+        ({"enqueue": [{}, {"unit_0": 8}]}, "tuner.enqueue[1].unit_0", "is not a hyperparameter of this job"),
+        ({"enqueue": [{"dropout": 0.35}]}, "tuner.enqueue[0].dropout", "give a number from 0.0 to 0.3"),
+        ({"enqueue": [{}] * 13}, "tuner.enqueue", "13 entries, more than tuner.max_trials (12)"),
     ],
 )
-def test_bad_completion_criteria_are_a_422_on_submit_and_dry_run(
+def test_bad_completion_criteria_and_enqueued_trials_are_a_422_on_submit_and_dry_run(
     client: TestClient, path: str, tuner: dict[str, Any], field: str, fragment: str
 ) -> None:
     body = classifier()
