@@ -138,18 +138,19 @@ def _value(field: str, source: str, param: object, value: Any) -> Any:
                 return choice
         raise EnqueueError(field, _not_a_choice(value, source, param.values))
     assert isinstance(param, IntRange | FloatRange)
-    if isinstance(param, IntRange):
-        if not float(value).is_integer():
+    if isinstance(param, IntRange) and isinstance(value, float):
+        if not value.is_integer():
             raise EnqueueError(field, f"must be a whole number: {source} is an integer range")
         value = int(value)
-    else:
-        value = float(value)
+    # Compared before any conversion: an integer of 400 digits is no float.
     if not param.min <= value <= param.max:
         raise EnqueueError(
             field,
             f"{_quoted(value)} is outside {source}'s range: give a number from {_quoted(param.min)} to "
             f"{_quoted(param.max)}",
         )
+    if isinstance(param, FloatRange):
+        value = float(value)
     if not _on_step(param, value):
         raise EnqueueError(
             field,
