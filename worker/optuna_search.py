@@ -140,6 +140,8 @@ class OptunaOracle:
         self.trials: dict[str, Trial] = {}
         self.ongoing_trials: dict[str, Trial] = {}  # by the tuner id that created it (keras-tuner's key)
         self.end_order: list[str] = []
+        self.enqueued = list(spec.tuner.enqueue or [])
+        self.ktune: dict[str, Any] = {}  # ktune's own part of the state (`worker.oracles.ktune_state`)
 
     def watch(self) -> Watch:
         """What the next step changes (`worker.search_state` asks the oracle, keras-tuner's or this)."""
@@ -159,6 +161,7 @@ class OptunaOracle:
         if number >= self.max_trials:
             return Trial(self._trial_id(number), number, Values({}), {}, {}, KtStatus.STOPPED)
         self.study.sampler = self._sampler_for(number)
+        self._enqueue_next()
         asked = self.study.ask()
         values: dict[str, Any] = {}
         params: dict[str, Any] = {}
@@ -171,6 +174,21 @@ class OptunaOracle:
         self.trials[trial.trial_id] = trial
         self.ongoing_trials[tuner_id] = trial
         return trial
+
+    def _enqueue_next(self) -> None:
+        """The next unused entry of tuner.enqueue, if any, as Optuna's enqueued trial (its values fixed, the
+        names it leaves out sampled), counted in ktune's state so a replayed search does not use it again."""
+        used = int(self.ktune.get("enqueued", 0))
+        if used >= len(self.enqueued):
+            return
+        self.ktune["enqueued"] = used + 1
+        given = self.enqueued[used]
+        fixed = {
+            param.name: param.sampled_for(given[param.name])
+            for param in self.space
+            if param.distribution is not None and param.name in given
+        }
+        self.study.enqueue_trial(fixed, skip_if_exists=False)
 
     def _system_attrs(self, asked: optuna.Trial) -> dict[str, Any]:
         # What the sampler stored on the trial (CMA-ES' optimizer, TPE's multivariate draws).
@@ -231,6 +249,7 @@ class OptunaOracle:
                 "trials": [trial.state() for trial in self.trials.values()],
                 "ongoing": {tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()},
                 "end_order": list(self.end_order),
+                "ktune": copy.deepcopy(self.ktune),
             }
         }
 
@@ -240,6 +259,8 @@ class OptunaOracle:
             self._take_in(Trial.from_state(state))
         self.ongoing_trials = {tuner_id: self.trials[tid] for tuner_id, tid in changes["ongoing"].items()}
         self.end_order.extend(changes["end_order"])
+        if "ktune" in changes:
+            self.ktune = copy.deepcopy(changes["ktune"])
 
     def _take_in(self, trial: Trial) -> None:
         """A trial another step created or ended, into the trials and the study."""
@@ -308,6 +329,7 @@ class Watch:
         self.ended = len(oracle.end_order)
         self.ongoing = {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()}
         self.marks = {trial.trial_id: trial.mark() for trial in oracle.ongoing_trials.values()}
+        self.ktune = copy.deepcopy(oracle.ktune)
 
     def changes(self, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:
         """The step's changes as JSON-ready data (None: it changed nothing): trials created or changed,
@@ -323,15 +345,17 @@ class Watch:
         ]
         ongoing = {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()}
         ended = oracle.end_order[self.ended :]
-        if not created and not changed and ongoing == self.ongoing and not ended:
+        ktune_changed = oracle.ktune != self.ktune
+        if not created and not changed and ongoing == self.ongoing and not ended and not ktune_changed:
             return None
-        return {
-            "optuna": {
-                "trials": [oracle.trials[tid].state() for tid in [*changed, *created]],
-                "ongoing": ongoing,
-                "end_order": ended,
-            }
+        changes: dict[str, Any] = {
+            "trials": [oracle.trials[tid].state() for tid in [*changed, *created]],
+            "ongoing": ongoing,
+            "end_order": ended,
         }
+        if ktune_changed:
+            changes["ktune"] = copy.deepcopy(oracle.ktune)
+        return {"optuna": changes}
 
 
 def log_entry(watch: Watch, logged: int, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:

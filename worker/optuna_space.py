@@ -48,6 +48,15 @@ class Param:
             return int(mirrored) if isinstance(self.distribution, IntDistribution) else mirrored
         return sampled
 
+    def sampled_for(self, value: Any) -> Any:
+        """What Optuna samples for the hyperparameter to be `value`, one of its values (`value` inverted)."""
+        if self.listed:
+            return min(range(len(self.listed)), key=lambda index: abs(self.listed[index] - value))
+        if self.mirror is not None:
+            mirrored = self.mirror - value
+            return int(mirrored) if isinstance(self.distribution, IntDistribution) else mirrored
+        return value
+
     def is_active(self, values: dict[str, Any]) -> bool:
         """Whether the hyperparameter exists for a trial with these earlier values."""
         return all(condition.is_active(values) for condition in self.conditions)

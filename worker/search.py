@@ -16,11 +16,12 @@ from service.core import events, fair_share, lifecycle
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
+from service.core.stop_when import StoppedBy
 from service.core.store import JobStore
-from worker import search_state
+from worker import completion, search_state
 from worker.context import WorkerContext, load_spec
 from worker.lease import Keeper, step_lock
-from worker.oracles import KtStatus
+from worker.oracles import KtStatus, ktune_state
 from worker.search_state import SearchState
 from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
 
@@ -109,8 +110,10 @@ def _hand_out(
         if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
             _end_search(ctx, job_id, oracle)
         return [], spec.queue
-    stopped = False
-    while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
+    # A completion criterion that fired: no new trial; those handed out run to their end.
+    stop = _stopped_by(oracle)
+    stopped = stop is not None
+    while stop is None and len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
         trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
         if trial.status != KtStatus.RUNNING:
             stopped = trial.status == KtStatus.STOPPED
@@ -137,6 +140,28 @@ def _hand_out(
     return created, spec.queue
 
 
+def _stopped_by(oracle: Any) -> StoppedBy | None:
+    """The completion criterion that ended the search, if one has."""
+    return completion.Standing.from_state(ktune_state(oracle).get("completion")).stopped_by
+
+
+def _weigh_completion(spec: JobSpec, oracle: Any, kt_trial: Any) -> None:
+    """Take a trial the oracle was just told into the completion criteria's standing, if the job has any."""
+    rule = spec.tuner.stop_when
+    if rule is None:
+        return
+    state = ktune_state(oracle)
+    score = kt_trial.score if kt_trial.status == KtStatus.COMPLETED else None
+    standing = completion.after_trial(
+        rule,
+        spec.objective_direction,
+        completion.Standing.from_state(state.get("completion")),
+        kt_trial.trial_id,
+        None if score is None else float(score),
+    )
+    state["completion"] = standing.to_state()
+
+
 def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
     """Seconds the job may still run under limits.max_runtime_seconds; infinity without that limit."""
     limit = spec.limits.max_runtime_seconds
@@ -149,7 +174,7 @@ def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
 def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
     completed = [t for t in oracle.trials.values() if t.status == KtStatus.COMPLETED]
     if completed:
-        lifecycle.succeed(ctx.store, job_id)
+        lifecycle.succeed(ctx.store, job_id, _stopped_by(oracle))
     else:
         lifecycle.fail(
             ctx.store,
@@ -226,6 +251,7 @@ def _finish(
         told = kt_trial.status in (KtStatus.COMPLETED, KtStatus.FAILED)
         if not told:
             _tell_oracle(store, job_id, oracle, kt_trial, outcome)
+            _weigh_completion(spec, oracle, kt_trial)
         outcome = _as_told(spec, kt_trial, outcome)
         if not told and outcome.status is not TrialStatus.COMPLETED:
             # Only a failure adds to the count (the check after the last one passed): no walk otherwise.

@@ -12,6 +12,7 @@ from service.core.datasets import ColumnInfo
 from service.core.labels import Label
 from service.core.records import BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 
 
 class Progress(BaseModel):
@@ -75,6 +76,11 @@ class JobPublic(BaseModel):
     spec: dict[str, Any] = Field(description="the request as accepted, defaults filled in, without its data")
     webhook: WebhookStatus | None = Field(
         None, description="the POSTs to the request's callback_url: each attempt, and whether one got a 2xx"
+    )
+    stopped_by: StoppedBy | None = Field(
+        None,
+        description="the completion criterion (tuner.stop_when) that ended the search before max_trials: "
+        "objective_reaches or no_improvement_trials, its setting, the trial that met it, a sentence",
     )
 
 

@@ -11,6 +11,7 @@ from service.core import events, fair_share, queue, trial_metrics
 from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.spec import stored_queue
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,15 @@ def start(store: JobStore, job_id: str, max_running: int | None = None) -> bool:
     return started
 
 
-def succeed(store: JobStore, job_id: str) -> bool:
-    """running -> succeeded."""
+def succeed(store: JobStore, job_id: str, stopped_by: StoppedBy | None = None) -> bool:
+    """running -> succeeded; `stopped_by`: the completion criterion that ended its search, if one did."""
+    ended = {"stopped_by": stopped_by} if stopped_by is not None else {}
     return _ended(
         store,
         job_id,
-        store.transition(job_id, _sources(JobStatus.SUCCEEDED), JobStatus.SUCCEEDED, finished_at=utcnow()),
+        store.transition(
+            job_id, _sources(JobStatus.SUCCEEDED), JobStatus.SUCCEEDED, finished_at=utcnow(), **ended
+        ),
     )
 
 

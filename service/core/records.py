@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from service.core.data_plan import DataPlan
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 
 
 def utcnow() -> datetime:
@@ -71,6 +72,7 @@ class JobRecord(BaseModel):
     waiting: ErrorInfo | None = None  # why the job is not progressing, while it waits (no worker ...)
     data: DataPlan | None = None  # what the job trains on (None for jobs stored before plans existed)
     webhook: WebhookStatus | None = None  # the deliveries of its callback_url, once one was tried
+    stopped_by: StoppedBy | None = None  # the completion criterion (tuner.stop_when) that ended its search
 
 
 class ExecutionRecord(BaseModel):

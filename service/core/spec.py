@@ -22,6 +22,7 @@ from service.core.catalog import (
     computed_metrics,
     metric_direction,
 )
+from service.core.enqueue import EnqueueError, enqueued_values
 from service.core.errors import shorten
 from service.core.labels import (
     Label,
@@ -50,6 +51,7 @@ from service.core.params import (
 )
 from service.core.pruning_spec import PruningSpec, pruning_problem
 from service.core.settings import Limits
+from service.core.stop_when import StopWhen
 from service.core.webhooks import CallbackRefused, check_scheme
 
 
@@ -312,6 +314,14 @@ class TunerSpec(StrictModel):
     pruning: PruningSpec | None = Field(
         None, description="stop trials that cannot win while they train (not with hyperband); see the README"
     )
+    stop_when: StopWhen | None = Field(
+        None, description="end the search before max_trials (completion criteria); see the README"
+    )
+    enqueue: list[dict[str, Any]] | None = Field(
+        None,
+        description="hyperparameter values to try first, in order, each as one of the max_trials trials; "
+        "names left out are drawn by the search (see the README)",
+    )
 
 
 class ResourcesSpec(StrictModel):
@@ -429,6 +439,15 @@ class JobSpec(StrictModel):
                     f"cmaes tunes numeric hyperparameters only, and {field} lists names: use tpe, or give "
                     f"{field} a single value",
                 )
+
+    @model_validator(mode="after")
+    def _enqueued_fit_space(self) -> Self:
+        if self.tuner.enqueue:
+            try:
+                self.tuner.enqueue = enqueued_values(self)
+            except EnqueueError as exc:
+                raise SpecError(exc.field, exc.message) from None
+        return self
 
     def _check_targets(self) -> None:
         """`JobCreate`'s rules on the data's targets (none without data), run where they always ran, so

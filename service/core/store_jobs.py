@@ -16,6 +16,7 @@ from service.core import events
 from service.core.data_plan import DataPlan
 from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, JobRecord, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 from service.core.store_base import (
     InvalidCursor,
     StoreBase,
@@ -200,6 +201,9 @@ class JobRecords(StoreBase):
             waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
             data=DataPlan.model_validate_json(fields["data"]) if fields.get("data") else None,
             webhook=WebhookStatus.model_validate_json(fields["webhook"]) if fields.get("webhook") else None,
+            stopped_by=(
+                StoppedBy.model_validate_json(fields["stopped_by"]) if fields.get("stopped_by") else None
+            ),
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:

@@ -393,11 +393,12 @@ def sent_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def running_job(ctx: WorkerContext, algorithm: str = "random", max_trials: int = 4) -> str:
-    """The README's classifier example as a search of 2 parallel trials (random unless told), stored and
-    running."""
+def running_job(ctx: WorkerContext, algorithm: str = "random", max_trials: int = 4, **tuner: Any) -> str:
+    """The README's classifier example as a search of 2 parallel trials (random unless told, and `tuner`'s
+    other settings), stored and running."""
     body = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["tuner"].update(algorithm=algorithm, max_trials=max_trials)
+    body["tuner"].update(tuner)
     spec = JobCreate.model_validate(body).resolved()
     record = JobRecord(
         id=str(uuid.uuid4()),

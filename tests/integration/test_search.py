@@ -229,3 +229,84 @@ def test_a_search_begun_before_the_log_goes_on_from_its_stored_state(
     oracle = replay(spec, entries)
     assert set(oracle.trials) == set(state["trials"]) | {sent_trials[2]}, "the two trials, and one more"
     assert oracle.trials[trial.id].status == "COMPLETED"
+
+
+# --- completion criteria (tuner.stop_when) ------------------------------------------------------------------
+
+
+def _start(ctx: WorkerContext, job_id: str, trial_id: str) -> TrialRecord:
+    record = ctx.store.get_trial(job_id, trial_id)
+    assert record is not None
+    running = record.model_copy(update={"status": TrialStatus.RUNNING, "started_at": utcnow()})
+    assert lifecycle.start_trial(ctx.store, job_id, running)
+    return running
+
+
+def test_a_reached_objective_hands_out_no_more_trials_and_the_job_succeeds_once_those_running_end(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx, max_trials=10, stop_when={"objective_reaches": 0.9})
+    search.advance(worker_ctx, job_id)
+    first, second = (_start(worker_ctx, job_id, trial_id) for trial_id in sent_trials)
+    search.finish_trial(worker_ctx, job_id, first, _completed(0.5))
+    assert len(sent_trials) == 3, "not reached: the search goes on"
+    third = _start(worker_ctx, job_id, sent_trials[2])
+    search.finish_trial(worker_ctx, job_id, second, _completed(0.95))
+    assert len(sent_trials) == 3, "reached: no new trial"
+    record = store.get_job(job_id)
+    assert record is not None and record.status is JobStatus.RUNNING, "the third trial still runs"
+    search.finish_trial(worker_ctx, job_id, third, _completed(1.0))
+    record = store.get_job(job_id)
+    assert record is not None and record.status is JobStatus.SUCCEEDED
+    assert record.stopped_by is not None
+    assert (record.stopped_by.criterion, record.stopped_by.value, record.stopped_by.trial) == (
+        "objective_reaches",
+        0.9,
+        second.id,
+    )
+    trials = store.get_trials(job_id)
+    assert [t.status for t in trials] == [TrialStatus.COMPLETED] * 3, "the trial in flight ran to its end"
+
+
+def test_a_redelivered_finish_does_not_count_twice_toward_no_improvement(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(
+        worker_ctx, max_trials=10, max_parallel_trials=1, stop_when={"no_improvement_trials": 2}
+    )
+    search.advance(worker_ctx, job_id)
+    best = _start(worker_ctx, job_id, sent_trials[-1])
+    search.finish_trial(worker_ctx, job_id, best, _completed(0.75))
+    worse = _start(worker_ctx, job_id, sent_trials[-1])
+    search.finish_trial(worker_ctx, job_id, worse, _completed(0.5))
+    search.finish_trial(worker_ctx, job_id, worse, _completed(0.5))  # the same finish, delivered again
+    assert store.get_status(job_id) is JobStatus.RUNNING, "one trial without improvement, not two"
+    assert len(sent_trials) == 3
+    # Every worker lost: the next step replays the whole log, standing included.
+    search_state.forget(store, job_id)
+    last = _start(worker_ctx, job_id, sent_trials[-1])
+    search.finish_trial(worker_ctx, job_id, last, _completed(0.75))  # a tie does not improve
+    record = store.get_job(job_id)
+    assert record is not None and record.status is JobStatus.SUCCEEDED
+    assert record.stopped_by is not None and record.stopped_by.criterion == "no_improvement_trials"
+    assert record.stopped_by.trial == last.id and record.stopped_by.value == 2
+    assert f"(trial {best.id})" in record.stopped_by.message
+    assert len(sent_trials) == 3
+
+
+def test_an_enqueued_trial_is_handed_out_first_and_once(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    entry = {"hidden_layers": 1, "units_0": 24, "activation": "tanh", "optimizer": "rmsprop"}
+    job_id = running_job(worker_ctx, max_parallel_trials=1, enqueue=[entry])
+    search.advance(worker_ctx, job_id)
+    search.advance(worker_ctx, job_id)  # a repeated start: nothing more
+    assert len(sent_trials) == 1
+    first = _start(worker_ctx, job_id, sent_trials[0])
+    assert first.hyperparameters.items() >= entry.items()
+    search_state.forget(worker_ctx.store, job_id)
+    search.finish_trial(worker_ctx, job_id, first, _completed(0.5))
+    second = worker_ctx.store.get_trial(job_id, sent_trials[1])
+    assert second is not None and not second.hyperparameters.items() >= entry.items()

@@ -312,3 +312,56 @@ def test_cmaes_refuses_a_list_of_names_naming_the_field_and_the_fix() -> None:
 
 def test_cmaes_takes_numeric_lists() -> None:
     assert spec_of("cmaes", units={"values": [4, 8, 16]}).tuner.algorithm == "cmaes"
+
+
+# --- tuner.enqueue and ktune's own state ------------------------------------------------------------------
+
+ENQUEUED = [
+    {"hidden_layers": 2, "units_0": 16, "units_1": 4, "learning_rate": 0.01},
+    {"hidden_layers": 1},  # the rest drawn by the sampler
+]
+
+
+def enqueued_spec(algorithm: str) -> JobCreate:
+    body = spec_of(algorithm, max_trials=6).model_dump(mode="json")
+    body["tuner"]["enqueue"] = ENQUEUED
+    return JobCreate.model_validate(body)
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "cmaes"])
+@pytest.mark.parametrize("cached", [True, False])
+def test_enqueued_values_are_the_first_trials_then_the_sampler_goes_on(algorithm: str, cached: bool) -> None:
+    values = run_search(enqueued_spec(algorithm), [cached] * 40)
+    first, second, *later = values
+    assert first.items() >= ENQUEUED[0].items()
+    assert second["hidden_layers"] == 1 and "units_1" not in second and "learning_rate" in second
+    assert len(values) == 6, "the entries count toward max_trials"
+    assert first not in later
+    assert run_search(enqueued_spec(algorithm), [not cached] * 40) == values, "kept or replayed, the same"
+
+
+def test_a_replayed_search_has_ktunes_state_and_uses_no_entry_twice() -> None:
+    spec = enqueued_spec("tpe")
+    log = Log(spec)
+    log.step(True, lambda oracle: oracle.create_trial("slot-0"))
+    oracle = replay(spec, [json.loads(json.dumps(e)) for e in log.entries])
+    assert oracle.ktune == {"enqueued": 1}
+    second = log.step(False, lambda oracle: oracle.create_trial("slot-1"))
+    assert second.hyperparameters.values["hidden_layers"] == 1
+    third = log.step(False, lambda oracle: oracle.create_trial("slot-2"))
+    oracle = replay(spec, [json.loads(json.dumps(e)) for e in log.entries])
+    assert oracle.ktune == {"enqueued": 2}
+    assert not third.hyperparameters.values.items() >= ENQUEUED[0].items()
+
+
+def test_a_step_that_only_changes_ktunes_state_logs_it() -> None:
+    spec = spec_of()
+    oracle = new_oracle(spec)
+    entry = log_entry(Watch(oracle), 0)
+    assert entry is not None and entry["state"]["optuna"]["ktune"] == {}
+    watch = Watch(oracle)
+    oracle.ktune["completion"] = {"best": 1.0}
+    changes = log_entry(watch, 1)
+    assert changes is not None and changes["changes"]["optuna"]["ktune"] == {"completion": {"best": 1.0}}
+    replayed = replay(spec, [entry, changes])
+    assert replayed.ktune == {"completion": {"best": 1.0}}
