@@ -17,8 +17,7 @@ import pyarrow as pa
 from service.core.catalog import Label, Task, output_units
 from service.core.data_codec import DataArrays, encode
 from service.core.data_plan import DataPlan, FeatureInfo, SplitInfo
-from service.core.dataset_models import DatasetSource
-from service.core.datasets import ColumnInfo, DatasetInfo
+from service.core.dataset_models import ColumnInfo, DatasetInfo, DatasetSource
 from service.core.labels import (
     LabelError,
     as_labels,
