@@ -33,6 +33,7 @@ from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import artifact_store
 from service.core.dataset_store import DatasetStore
 from service.core.idempotency import IdempotencyStore
+from service.core.lazy_imports import MissingModule, missing
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
 
@@ -40,10 +41,13 @@ from service.core.store import JobStore
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the sweeper for lost work and the cleanup of finished jobs run while it serves.
 
-    Raises UnsafeAuthSetting for KTUNE_AUTH=off on an address that is not loopback, however it is started.
+    Raises UnsafeAuthSetting for KTUNE_AUTH=off on an address that is not loopback, however it is started,
+    and MissingModule when a module it loads on first use (`service.core.lazy_imports`) is not installed.
     """
     settings = settings or get_settings()
     check_auth_setting(settings)
+    if absent := missing():
+        raise MissingModule(absent[0], "start")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.core.catalog import Label
 from service.core.data_plan import DataPlan
-from service.core.datasets import ColumnInfo
-from service.core.labels import Label
+from service.core.dataset_models import ColumnInfo
 from service.core.records import BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import redis
-from kombu.exceptions import OperationalError
 
 from service.core import events, fair_share, queue, trial_metrics
 from service.core.records import ErrorInfo, TrialRecord, utcnow
@@ -85,7 +84,7 @@ def _ended(store: JobStore, job_id: str, moved: bool) -> bool:
         if tenant is not None:
             for waiting in store.oldest_jobs(tenant, JobStatus.QUEUED, _ADMIT):
                 fair_share.resend_start(store, waiting)
-    except (redis.RedisError, OperationalError):
+    except (redis.RedisError, queue.QueueUnreachable):
         # The sweeper re-sends the start of a queued job that waits too long; the day's count is a bound.
         log.warning("after job %s ended, its tenant's queued jobs were not nudged", job_id, exc_info=True)
     _send_webhook(store, job_id)
@@ -100,7 +99,7 @@ def _send_webhook(store: JobStore, job_id: str) -> None:
         if record is None or not record.spec.get("callback_url"):
             return
         queue.send_deliver_webhook(job_id, stored_queue(record.spec))
-    except (redis.RedisError, OperationalError):
+    except (redis.RedisError, queue.QueueUnreachable):
         log.error("the webhook of job %s could not be queued; it is not sent", job_id, exc_info=True)
 
 

@@ -18,21 +18,15 @@ from service.core.catalog import (
     OPTIMIZERS,
     TASK_RULES,
     Direction,
+    Label,
     Task,
     computed_metrics,
     metric_direction,
+    output_units,
 )
 from service.core.enqueue import EnqueueError, enqueued_values
 from service.core.errors import shorten
-from service.core.labels import (
-    Label,
-    LabelError,
-    as_labels,
-    check_classes,
-    classes_of,
-    output_units,
-    to_indices,
-)
+from service.core.lazy_imports import needed_for
 from service.core.params import (
     Float,
     FloatChoice,
@@ -522,6 +516,8 @@ class JobCreate(JobSpec):
                         field, f"regression needs numeric targets: {len(strings)} hold strings: {shown}"
                     )
             return
+        with needed_for("check a classifier's labels"):
+            from service.core.labels import LabelError, as_labels, check_classes, classes_of, to_indices
         labels = {}
         for field, targets in sections.items():
             try:
@@ -543,6 +539,8 @@ class JobCreate(JobSpec):
         """An inline classifier's classes, sorted; None for regression and for data sets."""
         if self.task is Task.REGRESSION or self.data.train is None:
             return None
+        with needed_for("read a classifier's classes"):
+            from service.core.labels import as_labels, classes_of
         return classes_of(as_labels(self.data.train.y))
 
 

@@ -65,8 +65,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from kombu.transport.redis import Channel as BrokerChannel
-
 from service.core.states import JobStatus
 
 
@@ -258,6 +256,13 @@ class StoreKeys:
         return f"{self.prefix}:reply:{reply_id}"
 
 
+# How kombu's Redis transport names a queue's list per priority step (its Channel's `sep` and
+# `priority_steps`), written out so that naming them needs no kombu at the API's start;
+# tests/unit/test_store_keys.py checks them against kombu's own.
+BROKER_SEP = "\x06\x16"
+BROKER_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
 def broker_lists(queue: str) -> list[str]:
     """kombu's Redis lists of a Celery queue, one per priority step; the first is named after the queue."""
-    return [f"{queue}{BrokerChannel.sep}{step}" if step else queue for step in BrokerChannel.priority_steps]
+    return [f"{queue}{BROKER_SEP}{step}" if step else queue for step in BROKER_PRIORITY_STEPS]

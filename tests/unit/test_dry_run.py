@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.core.catalog import Task
+from service.core.catalog import Task, output_units
 from service.core.dry_run import logged_metrics, space_size, validation_of
-from service.core.labels import output_units
 from service.core.params import bounds
 from service.core.spec import JobCreate, grid_size, inline_shape
 
