@@ -128,9 +128,10 @@ class StoredJob:
         counts = Counter(statuses)
         return StoredJob(self.id, self.fields, {s: str(n) for s, n in counts.items()}, len(statuses))
 
-    def view(self) -> JobView:
-        """The job parsed; its counts must cover every trial (`counted`)."""
-        record = JobRecords.record_of(self.id, self.fields)
+    def view(self, spec: dict[str, Any] | None = None) -> JobView:
+        """The job parsed (with `spec`, its spec as parsed already); its counts must cover every trial
+        (`counted`)."""
+        record = JobRecords.record_of(self.id, self.fields, spec)
         assert record is not None, "a stored job has a status"
         counts = Counter({TrialStatus(s): int(n) for s, n in self.counts.items() if int(n) > 0})
         return JobView(record, counts)
@@ -225,15 +226,18 @@ class JobRecords(StoreBase):
         return job.recounted(await client.hvals(self.keys.trial_status(job.id)))
 
     @staticmethod
-    def record_of(job_id: str, fields: dict[str, str]) -> JobRecord | None:
-        """The record a job's hash holds; None when there is no job (no status)."""
+    def record_of(
+        job_id: str, fields: dict[str, str], spec: dict[str, Any] | None = None
+    ) -> JobRecord | None:
+        """The record a job's hash holds; None when there is no job (no status). `spec`: the stored spec,
+        parsed already."""
         if "status" not in fields:
             return None
         return JobRecord(
             id=job_id,
             tenant=fields.get("tenant", LEGACY_TENANT),
             status=JobStatus(fields["status"]),
-            spec=json.loads(fields["spec"]),
+            spec=json.loads(fields["spec"]) if spec is None else spec,
             created_at=datetime.fromisoformat(fields["created_at"]),
             enqueued_at=optional_time(fields.get("enqueued_at")),
             start_sends=int(fields.get("start_sends", 0)),

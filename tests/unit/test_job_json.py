@@ -13,7 +13,8 @@ import pytest
 from service.api import job_json
 from service.api.job_view import view_to_public
 from service.api.schemas import JobList
-from service.core.records import BestTrial, ErrorInfo, utcnow
+from service.core.data_plan import DataPlan
+from service.core.records import BestTrial, ErrorInfo, WebhookStatus, utcnow
 from service.core.states import JobStatus
 from service.core.store import StoredJob
 
@@ -61,6 +62,25 @@ def test_a_job_renders_as_jobpublic_serializes_it() -> None:
     assert job_json.job_json(job) == expected(job)
     body = json.loads(job_json.job_json(job))
     assert body["progress"]["completed"] == 1 and body["best_trial"]["id"] == "00"
+
+
+def test_a_job_with_a_webhook_and_a_data_plan_renders_as_jobpublic_serializes_it() -> None:
+    webhook = WebhookStatus(url='https://example.com/hook?q="x"', delivered=True)
+    split = {"method": "validation_split", "fraction": 0.2, "shuffle": True, "stratified": False}
+    split |= {"seed": 1, "train_rows": 8, "validation_rows": 2, "checksum": "0" * 64}
+    plan = DataPlan.model_validate(
+        {"source": "inline", "features": [{"name": "x0", "type": "numeric"}]} | {"split": split}
+    )
+    job = stored(webhook=webhook.model_dump_json(), data=plan.model_dump_json())
+    assert job_json.job_json(job) == expected(job)
+    assert json.loads(job_json.job_json(job))["webhook"]["delivered"] is True
+
+
+def test_jobs_sharing_a_spec_text_render_each_as_its_own() -> None:
+    first = stored()
+    second = StoredJob(JOB_ID.replace("1", "2"), {**first.fields, "status": "failed"}, {"failed": "2"}, 2)
+    assert [job_json.job_json(first), job_json.job_json(second)] == [expected(first), expected(second)]
+    assert job_json.job_json(first) == expected(first), "the spec parsed once is not changed by a rendering"
 
 
 def test_a_page_renders_as_joblist_serializes_it() -> None:
