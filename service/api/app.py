@@ -21,6 +21,7 @@ from service.api import (
     routes_health,
     routes_jobs,
 )
+from service.api.async_redis import AsyncRedis
 from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             cleaner.cancel()
             app.state.job_bodies.close()
-            await app.state.event_reader.close()
+            await app.state.async_redis.close()
 
     app = FastAPI(
         title="ktune",
@@ -82,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeyStore(app.state.store)
     app.state.idempotency = IdempotencyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
-    app.state.event_reader = EventReader(settings, app.state.store)
+    # The hot reads' and event streams' client: it connects on first use, on the serving loop.
+    app.state.async_redis = AsyncRedis(settings.redis_url)
+    app.state.event_reader = EventReader(settings, app.state.store, app.state.async_redis)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.state.job_rate_limit = JobRateLimit(settings, app.state.store.rate_limit_prefix())
     app.add_middleware(

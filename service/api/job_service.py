@@ -29,7 +29,7 @@ from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
 from service.core.spec import DataShape, JobCreate, SpecError
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import JobDeletion, JobStore, JobView, OverQuota
+from service.core.store import JobDeletion, JobStore, JobView, OverQuota, StoredJob
 
 if TYPE_CHECKING:
     from service.core.job_data import PreparedDataset
@@ -160,11 +160,12 @@ def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
     return record
 
 
-def owned(view: JobView | None, job_id: str, tenant: str) -> JobView:
-    """The view, if it is of the tenant's job; NotFound as `get`."""
-    if view is None or view.record.tenant != tenant:
+def owned(job: StoredJob | None, job_id: str, tenant: str) -> StoredJob:
+    """The stored job, if it is the tenant's; NotFound as `get` (another tenant's job is not told apart from
+    a missing one)."""
+    if job is None or job.tenant != tenant:
         raise _not_found(job_id)
-    return view
+    return job
 
 
 def _not_found(job_id: str) -> NotFound:

@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from service.core.store_base import InvalidCursor, cursor_pattern, index_member
 from service.core.store_coordination import Coordination
-from service.core.store_jobs import JobRecords, JobView
+from service.core.store_jobs import JobRecords, JobView, StoredJob
 from service.core.store_keys import broker_lists
 from service.core.store_pruning import PruningRecords
 from service.core.store_retention import JobDeletion, JobRetention
@@ -34,11 +35,29 @@ __all__ = [
     "JobStore",
     "JobView",
     "OverQuota",
+    "StoredJob",
     "broker_lists",
     "cursor_pattern",
     "history_entries",
     "index_member",
 ]
+
+
+CLIENT_OPTIONS: dict[str, Any] = {
+    "health_check_interval": 15,
+    "socket_connect_timeout": 5,
+    # A Redis that hangs raises instead of freezing a worker (or its lease thread, or the API's event loop).
+    "socket_timeout": 15,
+    "retry_on_timeout": True,
+}
+"""The settings of every client of the store's Redis, sync or asyncio (besides the URL, which names the
+server, database and password)."""
+
+
+def async_client(url: str) -> Any:
+    """An asyncio client of the store's Redis at `url` (str replies), with the sync clients' settings; it
+    connects on first use, and must be used from one event loop only (`service.api.async_redis`)."""
+    return redis.asyncio.Redis.from_url(url, decode_responses=True, **CLIENT_OPTIONS)
 
 
 class JobStore(
@@ -48,15 +67,8 @@ class JobStore(
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
-        options: dict[str, Any] = {
-            "health_check_interval": 15,
-            "socket_connect_timeout": 5,
-            # A Redis that hangs raises instead of freezing a worker (or its lease thread).
-            "socket_timeout": 15,
-            "retry_on_timeout": True,
-        }
-        client = redis.Redis.from_url(url, decode_responses=True, **options)
-        return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **options))
+        client = redis.Redis.from_url(url, decode_responses=True, **CLIENT_OPTIONS)
+        return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **CLIENT_OPTIONS))
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
