@@ -57,6 +57,11 @@ class JobPublic(BaseModel):
     algorithm: str
     objective: ObjectivePublic
     progress: Progress
+    stopped_by: StoppedBy | None = Field(
+        None,
+        description="the completion criterion (tuner.stop_when) that ended the search before max_trials: "
+        "objective_reaches or no_improvement_trials, its setting, the trial that met it, a sentence",
+    )
     best_trial: BestTrialPublic | None = Field(description="the best completed trial so far")
     error: ErrorInfo | None
     waiting: ErrorInfo | None = Field(
@@ -77,11 +82,7 @@ class JobPublic(BaseModel):
     webhook: WebhookStatus | None = Field(
         None, description="the POSTs to the request's callback_url: each attempt, and whether one got a 2xx"
     )
-    stopped_by: StoppedBy | None = Field(
-        None,
-        description="the completion criterion (tuner.stop_when) that ended the search before max_trials: "
-        "objective_reaches or no_improvement_trials, its setting, the trial that met it, a sentence",
-    )
+
 
 
 class JobList(BaseModel):
