@@ -30,6 +30,7 @@ from service.api.job_bodies import JobBodies
 from service.api.rate_limit import JobRateLimit
 from service.api.sweeper import run_sweeper
 from service.api.trusted_hosts import TrustedHosts
+from service.core import lazy_imports
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import artifact_store
 from service.core.dataset_store import DatasetStore
@@ -37,6 +38,14 @@ from service.core.idempotency import IdempotencyStore
 from service.core.lazy_imports import MissingModule, missing
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
+
+
+async def _warm_up(delay: float) -> None:
+    """After start-up (`/healthz` answers at once), load what the first job and scrape need, off the loop."""
+    if delay < 0:
+        return
+    await asyncio.sleep(delay)
+    await asyncio.to_thread(lazy_imports.warm_up)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         interval = max(1.0, settings.stale_queued_seconds / 4)
         sweeper = asyncio.create_task(run_sweeper(app.state.store, settings, interval))
         cleaner = asyncio.create_task(run_cleanup(app.state.store, app.state.artifacts, settings, interval))
+        warming = asyncio.create_task(_warm_up(settings.warm_imports_seconds))
         # What is imported and built by now lives as long as the process: frozen out of the garbage
         # collector, a full collection takes microseconds instead of ~50 ms of the event loop.
         gc.freeze()
@@ -63,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sweeper.cancel()
             cleaner.cancel()
+            warming.cancel()
             app.state.job_bodies.close()
             await app.state.async_redis.close()
 

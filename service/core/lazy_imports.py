@@ -11,10 +11,14 @@ imported at start.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import logging
 from collections.abc import Iterator
 
 from service.core.errors import KtuneError
+
+log = logging.getLogger(__name__)
 
 DEFERRED = ("numpy", "pyarrow", "celery", "kombu", "prometheus_client")
 # pyproject.toml's tool.ktune.api-dependencies name them; `scripts/requirements.py api` prints them.
@@ -54,3 +58,24 @@ def missing(modules: tuple[str, ...] = DEFERRED) -> list[str]:
         if not found:
             absent.append(name)
     return absent
+
+
+# What the first requests that need the deferred modules import: loaded ahead of them by `warm_up`.
+WARM_UP = (
+    "service.core.job_data",  # numpy, pyarrow: a job's inline data, data sets
+    "service.core.data_codec",
+    "celery",
+    "kombu.transport.redis",  # the queue's transport, which Celery loads at the first send
+    "service.api.metrics_export",  # prometheus_client
+)
+
+
+def warm_up(modules: tuple[str, ...] = WARM_UP) -> None:
+    """Import the modules the first requests would (run in a thread once a replica serves): the first job
+    then costs what later ones do. A module that fails is left to its first use, which answers the typed
+    503."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # reported at first use, with the request that needs it
+            log.warning("could not load %s ahead of its first use", name, exc_info=True)
