@@ -37,10 +37,13 @@ TUNERS: dict[str, dict[str, Any]] = {
     "grid": {"max_trials": 10},
     "bayesian": {"max_trials": 6, "max_parallel_trials": 2},
     "hyperband": {"max_trials": 10, "max_epochs": 3, "factor": 3},
+    # Optuna (and cmaes, which CMA-ES imports): 2 random trials, then 4 of TPE's, 2 at a time.
+    "tpe": {"max_trials": 6, "max_parallel_trials": 2},
+    "cmaes": {"max_trials": 4, "max_parallel_trials": 2},
 }
-COMPLETED = {"random": 3, "grid": 4, "bayesian": 6, "hyperband": 6}
+COMPLETED = {"random": 3, "grid": 4, "bayesian": 6, "hyperband": 6, "tpe": 6, "cmaes": 4}
 FINAL = {"succeeded", "failed", "cancelled"}
-JOB_TIMEOUT = 600.0  # seconds for all four jobs: a hang, not a slow machine, should fail the check
+JOB_TIMEOUT = 600.0  # seconds for all the jobs: a hang, not a slow machine, should fail the check
 
 
 def job_body(algorithm: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from service.core.data_plan import DataPlan
 from service.core.datasets import ColumnInfo
 from service.core.labels import Label
-from service.core.records import BestTrial, ErrorInfo, WebhookStatus
+from service.core.records import BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 
 
@@ -135,6 +135,11 @@ class TrialPublic(BaseModel):
     duration_seconds: float | None
     worker: str | None
     error: ErrorInfo | None
+    stopped_early: EarlyStop | None = Field(
+        None,
+        description="set when tuner.pruning stopped the trial while it trained: the epoch and the reason; "
+        "the trial is completed with its best value so far",
+    )
 
 
 class TrialList(BaseModel):

@@ -62,6 +62,7 @@ def trial_finished(store: Any, job_id: str, trial: TrialRecord) -> None:
         trial_id=trial.id,
         status=trial.status.value,
         objective_value=trial.objective_value,
+        stopped_early=trial.stopped_early.model_dump() if trial.stopped_early else None,
     )
 
 

@@ -99,6 +99,14 @@ class ExecutionRecord(BaseModel):
     )
 
 
+class EarlyStop(BaseModel):
+    """Why a trial was stopped while it trained (`tuner.pruning`); it counts as completed all the same."""
+
+    epoch: int = Field(description="the epochs it had trained, counting from 1, when it was stopped")
+    rule: str = Field(description="the tuner.pruning rule that stopped it: median or asha")
+    reason: str = Field(description="the values the rule compared, in words")
+
+
 class TrialRecord(BaseModel):
     """A trial as stored and shown: hyperparameters, progress and result."""
 
@@ -115,6 +123,7 @@ class TrialRecord(BaseModel):
     duration_seconds: float | None = None
     worker: str | None = None
     error: ErrorInfo | None = None
+    stopped_early: EarlyStop | None = None  # pruned by tuner.pruning: completed with its best value so far
 
     def cancelled(self) -> TrialRecord:
         """This trial, stopped because its job was cancelled or ran out of time."""

@@ -48,6 +48,7 @@ from service.core.params import (
     names,
     value_count,
 )
+from service.core.pruning_spec import PruningSpec, pruning_problem
 from service.core.settings import Limits
 from service.core.webhooks import CallbackRefused, check_scheme
 
@@ -297,10 +298,18 @@ class ObjectiveSpec(StrictModel):
     )
 
 
-class TunerSpec(StrictModel):
-    """The search algorithm (keras-tuner's oracles) and its budget."""
+# The algorithms that are Optuna's samplers (worker/optuna_search.py); the rest are keras-tuner's oracles.
+OPTUNA_ALGORITHMS = frozenset({"tpe", "cmaes"})
 
-    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+
+class TunerSpec(StrictModel):
+    """The search algorithm (keras-tuner's oracles, Optuna's TPE and CMA-ES samplers) and its budget."""
+
+    algorithm: Literal["random", "grid", "bayesian", "hyperband", "tpe", "cmaes"] = Field(
+        "random",
+        description="keras-tuner's random, grid, bayesian or hyperband; Optuna's tpe, or cmaes (numeric "
+        "hyperparameters only)",
+    )
     max_trials: Int = Field(10, ge=1)
     executions_per_trial: Int = Field(1, ge=1)
     max_parallel_trials: Int = Field(
@@ -315,6 +324,10 @@ class TunerSpec(StrictModel):
         ge=1,
         description="bayesian only: random trials before the Gaussian process suggests the next ones; "
         "default max(3, min(3 x tuned hyperparameters, max_trials // 4)), each layer's units counting as one",
+    )
+
+    pruning: PruningSpec | None = Field(
+        None, description="stop trials that cannot win while they train (not with hyperband); see the README"
     )
 
     @model_validator(mode="after")
@@ -412,6 +425,10 @@ class JobSpec(StrictModel):
                     f"{list(rules.allowed_metrics)}",
                 )
         self._check_targets()
+        tuner = self.tuner
+        if problem := pruning_problem(tuner.pruning, tuner.algorithm, self.training.epochs, tuner.max_trials):
+            raise SpecError(*problem)
+        self._check_numeric_for_cmaes()
         valid = self.computed_metrics
         if self.objective is not None and self.objective.name not in valid:
             raise SpecError(
@@ -434,6 +451,18 @@ class JobSpec(StrictModel):
                 f"metrics: add its metric to training.metrics or set objective.name to one of {valid}",
             )
         return self
+
+    def _check_numeric_for_cmaes(self) -> None:
+        # CMA-ES samples numbers only (Optuna would draw a list of names at random, unguided).
+        if self.tuner.algorithm != "cmaes":
+            return
+        for field, param in tuned_params(self).items():
+            if isinstance(param, NameChoice):
+                raise SpecError(
+                    "tuner.algorithm",
+                    f"cmaes tunes numeric hyperparameters only, and {field} lists names: use tpe, or give "
+                    f"{field} a single value",
+                )
 
     def _check_targets(self) -> None:
         """`JobCreate`'s rules on the data's targets (none without data), run where they always ran, so

@@ -5,6 +5,7 @@
 - `store_tenants.TenantRecords`: tenants' quota counts, fair-share order and artifact bytes
 - `store_retention.JobRetention`: deleting finished jobs and the leftover keys of deleted ones
 - `store_trials.TrialRecords`: trial records, statuses and counts, histories, the search log
+- `store_pruning.PruningRecords`: the trials' objective values by epoch and rung, for `tuner.pruning`
 - `store_coordination.Coordination`: the step lock, trial leases, and the sweeper's and cleanup's claims
 - `store_workers.WorkerRecords`: worker heartbeats, draining marks, queue lengths and served marks
 What they share is in `store_base`; every key name, and the layout they make, in `store_keys`.
@@ -20,6 +21,7 @@ from service.core.store_base import InvalidCursor, cursor_pattern, index_member
 from service.core.store_coordination import Coordination
 from service.core.store_jobs import JobRecords, JobView
 from service.core.store_keys import broker_lists
+from service.core.store_pruning import PruningRecords
 from service.core.store_retention import JobDeletion, JobRetention
 from service.core.store_tenants import Admission, OverQuota, TenantRecords
 from service.core.store_trials import TrialRecords, history_entries
@@ -39,7 +41,9 @@ __all__ = [
 ]
 
 
-class JobStore(JobRecords, TenantRecords, JobRetention, TrialRecords, Coordination, WorkerRecords):
+class JobStore(
+    JobRecords, TenantRecords, JobRetention, TrialRecords, PruningRecords, Coordination, WorkerRecords
+):
     """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
 
     @classmethod

@@ -18,6 +18,10 @@ Layout (prefix `ktune` by default):
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
   `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
   `{p}:job:{id}:nudged` marks a stalled job the sweeper has just nudged
+- `{p}:job:{id}:pruning` hash of what `tuner.pruning` compares trials by (`service.core.store_pruning`):
+  `epoch:{n}` the objective at epoch n of each trial that trained to its end, `completed` how many did,
+  `rung:{k}` the objective of each trial that reached ASHA's rung k, and a `done:{trial}` /
+  `rung:{k}:{trial}` mark per value so that a trial run again never adds one twice
 - `{p}:job:{id}:events` the job's event stream (`service.core.events`, capped): status changes (written
   with the change), trials started and finished, epochs, new bests
 - `{p}:queue:{queue}:served-at` when a worker was last seen consuming a Celery queue
@@ -79,6 +83,7 @@ class JobPart(StrEnum):
     LOCK_WAKE = "lock-wake"
     NUDGED = "nudged"
     EVENTS = "events"
+    PRUNING = "pruning"
 
 
 class TrialPart(StrEnum):
@@ -143,6 +148,9 @@ class StoreKeys:
 
     def job_events(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.EVENTS)
+
+    def job_pruning(self, job_id: str) -> str:
+        return self.job_part(job_id, JobPart.PRUNING)
 
     def trial_lease(self, job_id: str, trial_id: str) -> str:
         return self.trial_part(job_id, TrialPart.LEASE, trial_id)

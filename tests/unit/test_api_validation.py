@@ -143,6 +143,16 @@ def test_invalid_bodies_name_the_offending_path(
     assert fragment in fields[field]
 
 
+@pytest.mark.parametrize("route", ["/v1/jobs", "/v1/jobs/validate"])
+def test_cmaes_over_a_list_of_names_is_a_422_on_tuner_algorithm_with_the_fix(
+    client: TestClient, route: str
+) -> None:
+    body = changed(classifier(), "tuner.algorithm", "cmaes")  # it tunes activation and optimizer names
+    fields = fields_of(client.post(route, json=body))
+    assert list(fields) == ["tuner.algorithm"]
+    assert "lists names: use tpe" in fields["tuner.algorithm"]
+
+
 def test_missing_data_is_named(client: TestClient) -> None:
     body = seed()
     del body["data"]
