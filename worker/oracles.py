@@ -24,6 +24,7 @@ from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from service.core.spec import JobSpec
+from worker.initial_points import initial_points
 from worker.space import search_space
 
 __all__ = ["KtStatus"]  # keras-tuner's trial statuses, for the search steps
@@ -205,9 +206,10 @@ class HyperbandOracle(_NoFiles, kt.oracles.HyperbandOracle):  # type: ignore[mis
 
 def new_oracle(spec: JobSpec) -> Any:
     """A fresh oracle for the job's algorithm, objective, space, budget and seed."""
+    space = search_space(spec)
     common: dict[str, Any] = {
         "objective": kt.Objective(spec.objective_name, spec.objective_direction),
-        "hyperparameters": search_space(spec),
+        "hyperparameters": space,
         "seed": spec.tuner.seed,
     }
     if spec.limits.max_failed_trials is not None:
@@ -224,7 +226,13 @@ def new_oracle(spec: JobSpec) -> Any:
         )
         oracle.max_trials = spec.tuner.max_trials
     elif algorithm == "bayesian":
-        oracle = BayesianOracle(max_trials=spec.tuner.max_trials, **common)
+        # A search stored before this was set keeps its own (None: keras-tuner's 3 x dimensions) when loaded.
+        dimensions = sum(1 for hp in space.space if not isinstance(hp, kt.engine.hyperparameters.Fixed))
+        oracle = BayesianOracle(
+            max_trials=spec.tuner.max_trials,
+            num_initial_points=initial_points(spec.tuner, dimensions),
+            **common,
+        )
     elif algorithm == "grid":
         oracle = GridOracle(max_trials=spec.tuner.max_trials, **common)
     else:

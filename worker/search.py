@@ -18,7 +18,7 @@ from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from service.core.stop_when import StoppedBy
 from service.core.store import JobStore
-from worker import completion, search_state
+from worker import completion, constants, ranking, search_state
 from worker.context import WorkerContext, load_spec
 from worker.lease import Keeper, step_lock
 from worker.oracles import KtStatus, ktune_state
@@ -125,15 +125,7 @@ def _hand_out(
         trial.trial_id
         for trial in ongoing
         if not recorded[trial.trial_id]
-        and lifecycle.queue_trial(
-            store,
-            job_id,
-            TrialRecord(
-                id=trial.trial_id,
-                status=TrialStatus.QUEUED,
-                hyperparameters=dict(trial.hyperparameters.values),
-            ),
-        )
+        and lifecycle.queue_trial(store, job_id, _queued(spec, trial.trial_id, trial.hyperparameters.values))
     ]
     if stopped and not oracle.ongoing_trials:
         _end_search(ctx, job_id, oracle)
@@ -160,6 +152,13 @@ def _weigh_completion(spec: JobSpec, oracle: Any, kt_trial: Any) -> None:
         None if score is None else float(score),
     )
     state["completion"] = standing.to_state()
+
+
+def _queued(spec: JobSpec, trial_id: str, values: dict[str, Any]) -> TrialRecord:
+    hyperparameters, fixed = constants.split(spec, dict(values))
+    return TrialRecord(
+        id=trial_id, status=TrialStatus.QUEUED, hyperparameters=hyperparameters, constants=fixed
+    )
 
 
 def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
@@ -197,18 +196,17 @@ class TrialOutcome:
     error_message: str | None = None
 
 
-def current_best(ctx: WorkerContext, job_id: str) -> float | None:
+def current_best(ctx: WorkerContext, job_id: str) -> BestTrial | None:
     record = ctx.store.get_job(job_id)
-    return record.best.objective_value if record and record.best else None
+    return record.best if record else None
 
 
-def could_be_best(spec: JobSpec, value: float, best: float | None) -> bool:
-    """Whether a trial's objective value beats the job's best so far (NaN never does)."""
-    if not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value < best if spec.objective_direction == "min" else value > best
+def against_best(spec: JobSpec, challenger: ranking.Standing, best: BestTrial | None) -> ranking.Verdict:
+    """How a completed trial compares with the job's best so far (a NaN objective never wins)."""
+    if not math.isfinite(challenger.objective):
+        return ranking.Verdict(False, ranking.OBJECTIVE)
+    incumbent = ranking.Standing.of_best(best) if best is not None else None
+    return ranking.compare(ranking.Ranking.of(spec), challenger, incumbent)
 
 
 def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome) -> None:
@@ -315,30 +313,42 @@ def _keep_if_best(
     outcome: TrialOutcome,
     running: bool,
 ) -> None:
-    # The best so far is the job's: a trial that beats it (a tie does not) is the oracle's new best, found
-    # without sorting every ended trial.
+    # The best so far is the job's: a trial that beats it (by `worker.ranking`'s rules) is the new best,
+    # found without sorting every ended trial.
     kt_trial = oracle.trials[record.id]
-    is_best = (
+    best, verdict = None, None
+    if (
         running
         and outcome.status is TrialStatus.COMPLETED
         and kt_trial.status == KtStatus.COMPLETED
         and kt_trial.score is not None
-        and could_be_best(spec, float(kt_trial.score), current_best(ctx, job_id))
-    )
-    if is_best and outcome.candidate is not None and outcome.candidate.exists():
+    ):
+        best = current_best(ctx, job_id)
+        challenger = ranking.Standing(float(kt_trial.score), outcome.metrics, outcome.best_step)
+        verdict = against_best(spec, challenger, best)
+    if verdict and verdict.wins and outcome.candidate is not None and outcome.candidate.exists():
         ctx.artifacts.promote(job_id, outcome.candidate)
         ctx.store.set_job_fields(
             job_id,
             best=BestTrial(
                 trial_id=record.id,
                 hyperparameters=public_values(record.hyperparameters),
+                constants=record.constants,
                 objective_value=float(kt_trial.score),
                 metrics=outcome.metrics,
+                best_epoch=outcome.best_step,
+                chosen_by=verdict.rule,
             ),
         )
         events.new_best(ctx.store, job_id, record.id, float(kt_trial.score))
-    elif outcome.candidate is not None:
+        return
+    if outcome.candidate is not None:
         outcome.candidate.unlink(missing_ok=True)
+    if verdict is not None and best is not None and not verdict.wins:
+        # The best stays, told apart from this trial perhaps by a finer rule than before (a tie-breaker).
+        rule = ranking.chosen_by(best.chosen_by, verdict)
+        if rule != best.chosen_by:
+            ctx.store.set_job_fields(job_id, best=best.model_copy(update={"chosen_by": rule}))
 
 
 def _finished(record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:

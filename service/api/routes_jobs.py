@@ -392,8 +392,8 @@ async def predict(
     "/{job_id}/artifacts/best-hyperparameters", summary="Get the best hyperparameters", responses=_ERRORS
 )
 def best_hyperparameters(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
-    """The best trial's hyperparameters as JSON."""
+    """The best trial's hyperparameters, with the job's constants: its whole configuration, as JSON."""
     record = job_service.get(store, job_id, caller.tenant)
     if record.best is None:
         raise Conflict(f"job '{job_id}' ({record.status.value}) has no completed trial yet", "no_best_trial")
-    return record.best.hyperparameters
+    return {**record.best.constants, **record.best.hyperparameters}

@@ -38,9 +38,24 @@ class BestTrialPublic(BaseModel):
     trial_id: str = Field(
         deprecated=True, description="the same as `id` (its name before trials had one name everywhere)"
     )
-    hyperparameters: dict[str, Any]
+    hyperparameters: dict[str, Any] = Field(description="the values the search chose (tuned only)")
     objective_value: float
     metrics: dict[str, float]
+    constants: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the job's constant values, under the names a hyperparameter would have (with "
+        "`hyperparameters`, the whole configuration; jobs started before constants were listed apart "
+        "have them in `hyperparameters`)",
+    )
+    best_epoch: int | None = Field(
+        None, description="the epoch (from 0) of its best objective value; the latest over its executions"
+    )
+    chosen_by: str = Field(
+        "objective",
+        description="the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal "
+        "objective value, a better objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) "
+        "or `first_completed` (equal by every rule: the first to complete)",
+    )
 
     @classmethod
     def of(cls, best: BestTrial) -> BestTrialPublic:
@@ -84,7 +99,6 @@ class JobPublic(BaseModel):
     )
 
 
-
 class JobList(BaseModel):
     """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
 
@@ -112,7 +126,12 @@ class TrialPublic(BaseModel):
 
     id: str = Field(description="the trial's id; a job's best_trial.id names one of them")
     status: TrialStatus
-    hyperparameters: dict[str, Any]
+    hyperparameters: dict[str, Any] = Field(description="the values the search chose (tuned only)")
+    constants: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the job's constant values, under the names a hyperparameter would have (with "
+        "`hyperparameters`, the whole configuration)",
+    )
     objective_value: float | None = Field(description="best epoch's objective, averaged over executions")
     metrics: dict[str, float] = Field(description="all metrics at the best epoch, averaged over executions")
     executions: list[ExecutionPublic]

@@ -23,6 +23,9 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+_CONSTANTS = "the job's constant values (not tuned), under the names a hyperparameter would have"
+
+
 class BestTrial(BaseModel):
     """The best completed trial of a job so far."""
 
@@ -30,6 +33,16 @@ class BestTrial(BaseModel):
     hyperparameters: dict[str, Any]
     objective_value: float
     metrics: dict[str, float]
+    constants: dict[str, Any] = Field(default_factory=dict, description=_CONSTANTS)
+    best_epoch: int | None = Field(
+        None, description="the epoch (from 0) of its best objective value; the latest over its executions"
+    )
+    chosen_by: str = Field(
+        "objective",
+        description="the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal "
+        "objective value, a better objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) "
+        "or `first_completed` (equal by every rule: the first to complete)",
+    )
 
 
 class WebhookAttempt(BaseModel):
@@ -102,6 +115,7 @@ class TrialRecord(BaseModel):
     id: str
     status: TrialStatus
     hyperparameters: dict[str, Any]
+    constants: dict[str, Any] = Field(default_factory=dict, description=_CONSTANTS)
     objective_value: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     executions: list[ExecutionRecord] = Field(default_factory=list)

@@ -278,10 +278,20 @@ class TrainingSpec(StrictModel):
 
 
 class ObjectiveSpec(StrictModel):
-    """The metric the search optimises, and whether lower or higher is better."""
+    """The metric the search optimises, and whether lower or higher is better; how ties are broken."""
 
     name: str
     direction: Direction | None = Field(None, description="inferred from the name when left out")
+    tie_breaker: str | None = Field(
+        "val_loss",
+        description="between trials with equal objective values, the better value of this metric wins "
+        "(its direction inferred from its name; null: none); ignored when it is the objective itself",
+    )
+    prefer_fewer_epochs: bool = Field(
+        False,
+        description="between trials still tied after tie_breaker, the one that reached its best epoch in "
+        "fewer epochs wins (else the first to complete)",
+    )
 
 
 # The algorithms that are Optuna's samplers (worker/optuna_search.py); the rest are keras-tuner's oracles.
@@ -305,6 +315,13 @@ class TunerSpec(StrictModel):
     max_epochs: Int | None = Field(None, ge=1, description="hyperband only; defaults to training.epochs")
     factor: Int = Field(3, ge=2, description="hyperband only")
     hyperband_iterations: Int = Field(1, ge=1, description="hyperband only")
+    num_initial_points: Int | None = Field(
+        None,
+        ge=1,
+        description="bayesian only: random trials before the Gaussian process suggests the next ones; "
+        "default max(3, min(3 x tuned hyperparameters, max_trials // 4)), each layer's units counting as one",
+    )
+
     pruning: PruningSpec | None = Field(
         None, description="stop trials that cannot win while they train (not with hyperband); see the README"
     )
@@ -316,6 +333,16 @@ class TunerSpec(StrictModel):
         description="hyperparameter values to try first, in order, each as one of the max_trials trials; "
         "names left out are drawn by the search (see the README)",
     )
+
+    @model_validator(mode="after")
+    def _bayesian_only(self) -> Self:
+        if self.num_initial_points is not None and self.algorithm != "bayesian":
+            raise SpecError(
+                "tuner.num_initial_points",
+                f"applies to bayesian search only, not {self.algorithm}: leave it out, or set "
+                "tuner.algorithm to bayesian",
+            )
+        return self
 
 
 class ResourcesSpec(StrictModel):
@@ -413,6 +440,13 @@ class JobSpec(StrictModel):
                 f"objective '{shorten(self.objective.name)}' is not a metric this job computes: "
                 f"choose one of {valid}",
             )
+        tie_breaker = self.objective.tie_breaker if self.objective is not None else None
+        if tie_breaker is not None and tie_breaker not in valid:
+            raise SpecError(
+                "objective.tie_breaker",
+                f"'{shorten(tie_breaker)}' is not a metric this job computes: choose one of {valid}, or "
+                "null for none",
+            )
         if self.objective_name not in valid:
             # The task's default objective must be computed too, or every trial would fail.
             raise SpecError(
@@ -451,7 +485,9 @@ class JobSpec(StrictModel):
         """A copy with every default the task implies written out, as the job is stored and shown."""
         return self.model_copy(
             update={
-                "objective": ObjectiveSpec(name=self.objective_name, direction=self.objective_direction),
+                "objective": (self.objective or ObjectiveSpec(name=self.objective_name)).model_copy(
+                    update={"name": self.objective_name, "direction": self.objective_direction}
+                ),
                 "training": self.training.model_copy(
                     update={"loss": self.loss, "metrics": list(self.metrics)}
                 ),

@@ -72,7 +72,11 @@ def test_xor_classifier_end_to_end(api: httpx.Client, workers: list[str], tmp_pa
     assert best["objective_value"] == best_value
     by_id = {t["id"]: t for t in trials}
     assert by_id[best["id"]]["objective_value"] == best_value, "best_trial.id names a trial of the list"
-    assert api.get(f"/v1/jobs/{job['id']}/artifacts/best-hyperparameters").json() == best["hyperparameters"]
+    assert best["constants"] == {"batch_size": 4} and "batch_size" not in best["hyperparameters"]
+    assert api.get(f"/v1/jobs/{job['id']}/artifacts/best-hyperparameters").json() == {
+        **best["hyperparameters"],
+        "batch_size": 4,
+    }, "the best hyperparameters with the job's constants: its whole configuration"
 
     response = api.get(f"/v1/jobs/{job['id']}/artifacts/best-model")
     assert response.status_code == 200
@@ -87,6 +91,33 @@ def test_xor_classifier_end_to_end(api: httpx.Client, workers: list[str], tmp_pa
     assert predicted.tolist() == y.tolist(), "the best model classifies XOR"
     _, accuracy = model.evaluate(x, y, verbose=0)
     assert accuracy == pytest.approx(best["objective_value"]), "the model reproduces its recorded score"
+
+
+def test_trials_tied_at_full_accuracy_are_told_apart_by_val_loss(api: httpx.Client) -> None:
+    body = example("xor-classifier")
+    # A space where most trials classify XOR perfectly: val_accuracy 1.0 ties them.
+    body["model"].update(hidden_layers={"min": 1, "max": 2}, units={"values": [16, 32]}, activation="tanh")
+    body["model"]["dropout"] = 0.0
+    body["optimizer"] = {"name": "adam", "learning_rate": {"values": [0.05, 0.03]}}
+    body["training"]["epochs"] = 120
+    body["tuner"] = {"algorithm": "random", "max_trials": 4, "max_parallel_trials": 2, "seed": 11}
+    job = post_job(api, body)
+    done = wait_job(api, job["id"], {"succeeded"})
+
+    trials = [
+        t for t in api.get(f"/v1/jobs/{job['id']}/trials").json()["items"] if t["status"] == "completed"
+    ]
+    top = max(t["objective_value"] for t in trials)
+    tied = [t for t in trials if t["objective_value"] == top]
+    assert top == 1.0 and len(tied) >= 2, "the test needs trials tied on the objective"
+    best = done["best_trial"]
+    assert best["id"] in {t["id"] for t in tied}
+    assert best["metrics"]["val_loss"] == min(t["metrics"]["val_loss"] for t in tied)
+    assert best["chosen_by"] == "tie_breaker:val_loss"
+    constants = {"activation": "tanh", "dropout": 0.0, "optimizer": "adam", "batch_size": 4}
+    assert best["constants"] == constants
+    for trial in trials:
+        assert trial["constants"] == constants and not constants.keys() & trial["hyperparameters"].keys()
 
 
 def test_cancel_running_job_stops_its_trial(api: httpx.Client) -> None:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from service.core import lifecycle, queue
-from service.core.records import TrialRecord, utcnow
+from service.core.records import BestTrial, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobStore
 from tests.integration.conftest import IN_PROCESS_LOCK_SECONDS as LOCK_SECONDS
@@ -310,3 +310,52 @@ def test_an_enqueued_trial_is_handed_out_first_and_once(
     search.finish_trial(worker_ctx, job_id, first, _completed(0.5))
     second = worker_ctx.store.get_trial(job_id, sent_trials[1])
     assert second is not None and not second.hyperparameters.items() >= entry.items()
+
+
+def _accurate(ctx: WorkerContext, job_id: str, trial_id: str, val_loss: float) -> search.TrialOutcome:
+    """A completed trial at val_accuracy 1.0, with its model written where a trial leaves a candidate."""
+    candidate = ctx.artifacts.candidate_model_path(job_id, trial_id)
+    candidate.parent.mkdir(parents=True, exist_ok=True)
+    candidate.write_bytes(f"model of trial {trial_id}".encode())
+    metrics = {"loss": val_loss, "accuracy": 1.0, "val_loss": val_loss, "val_accuracy": 1.0}
+    return search.TrialOutcome(TrialStatus.COMPLETED, metrics, 1.0, 7, candidate)
+
+
+def test_trials_tied_on_the_objective_are_ranked_by_val_loss_and_the_job_says_so(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx)  # xor-classifier: val_accuracy, batch_size 4 a constant
+    best_model = worker_ctx.artifacts.best_model_path(job_id)
+    search.advance(worker_ctx, job_id)
+
+    def finish(trial_id: str, val_loss: float) -> search.TrialOutcome:
+        outcome = _accurate(worker_ctx, job_id, trial_id, val_loss)
+        search.finish_trial(worker_ctx, job_id, _start(worker_ctx, job_id, trial_id), outcome)
+        return outcome
+
+    def best() -> BestTrial:
+        record = store.get_job(job_id)
+        assert record is not None and record.best is not None
+        return record.best
+
+    first, second = sent_trials
+    finish(first, 0.1)
+    assert (best().trial_id, best().chosen_by, best().best_epoch) == (first, "objective", 7)
+    assert best().constants == {"batch_size": 4} and "batch_size" not in best().hyperparameters
+
+    outcome = finish(second, 0.3)
+    assert (best().trial_id, best().chosen_by) == (first, "tie_breaker:val_loss"), "it won a tie by val_loss"
+    assert outcome.candidate is not None and not outcome.candidate.exists(), (
+        "a trial that lost leaves no model"
+    )
+    assert best_model.read_bytes() == f"model of trial {first}".encode()
+
+    third = sent_trials[2]
+    finish(third, 0.05)
+    assert (best().trial_id, best().chosen_by) == (third, "tie_breaker:val_loss")
+    assert best().metrics["val_loss"] == 0.05
+    assert best_model.read_bytes() == f"model of trial {third}".encode(), "its model is the job's best"
+    trial = store.get_trial(job_id, third)
+    assert trial is not None and trial.constants == {"batch_size": 4}
+    assert "batch_size" not in trial.hyperparameters
