@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import sys
 from collections.abc import Iterator
 
 from service.core.errors import KtuneError
@@ -51,8 +52,12 @@ def missing(modules: tuple[str, ...] = DEFERRED) -> list[str]:
     """The modules among `modules` that are not installed, found without importing them."""
     absent = []
     for name in modules:
+        if sys.modules.get(name) is not None:
+            # Imported already (kombu replaces its package module with one that has no __spec__, which
+            # find_spec refuses); None there means made unimportable.
+            continue
         try:
-            found = importlib.util.find_spec(name) is not None
+            found = name not in sys.modules and importlib.util.find_spec(name) is not None
         except (ImportError, ValueError):  # a broken entry in sys.modules
             found = False
         if not found:

@@ -91,3 +91,10 @@ def test_needed_for_names_the_module_that_failed() -> None:
         import no_such_module_ktune  # type: ignore[import-not-found]  # noqa: F401
     assert raised.value.module == "no_such_module_ktune"
     assert raised.value.status_code == 503 and raised.value.code == "missing_module"
+
+
+def test_a_module_imported_already_is_not_missing_even_without_a_spec() -> None:
+    """kombu swaps its package for a module object whose __spec__ is None (find_spec raises ValueError)."""
+    import kombu.utils.url  # noqa: F401
+
+    assert missing(("kombu",)) == []
