@@ -2,8 +2,10 @@
 
 Per round, in fresh processes: the wall time of `python -c "import service.api.app"`; then
 `python -m service` against a private redis-server, timed from its launch to the first 200 of /healthz
-(polled every 10 ms), its RSS then, and the time and RSS after the first GET /v1/datasets (the built-in
-sets' listing, which imports scikit-learn: the sets ship inside it).
+(polled every 10 ms), with the CPU time the process had used by then (less bound to the machine's load than
+the wall time) and its RSS; then the first POST /v1/jobs (examples/xor-seed.json, left queued: no worker
+runs; it loads what the API defers to the first job: numpy, pyarrow, Celery), and the time and RSS after the
+first GET /v1/datasets (the built-in sets' listing, which imports scikit-learn: the sets ship inside it).
 Usage: PYTHONPATH=. python bench/api_start.py [--rounds 5] [--python PATH]   (PATH: another environment's)
 """
 
@@ -22,6 +24,7 @@ import psutil
 from run import MB, ROOT, free_port, ktune_env, private_redis, rss, stop, tail
 
 POLL_SECONDS = 0.01
+SEED_JOB = (ROOT / "examples" / "xor-seed.json").read_bytes()
 
 
 def import_seconds(python: str) -> float:
@@ -58,14 +61,22 @@ def start_once(python: str, redis_url: str, workdir: Path) -> dict[str, float]:
                     raise RuntimeError(f"the API did not start:\n{tail(log)}")
                 time.sleep(POLL_SECONDS)
             healthz = time.perf_counter() - started
-            rss_healthz = rss(psutil.Process(process.pid)) / MB
+            api = psutil.Process(process.pid)
+            cpu_healthz = sum(api.cpu_times()[:2])  # user + system
+            rss_healthz = rss(api) / MB
+            posted = time.perf_counter()
+            job = client.post("/v1/jobs", content=SEED_JOB, headers={"Content-Type": "application/json"})
+            assert job.status_code == 202, job.text
+            post = time.perf_counter() - posted
             listed = time.perf_counter()
             assert client.get("/v1/datasets").status_code == 200
             listing = time.perf_counter() - listed
             rss_listed = rss(psutil.Process(process.pid)) / MB
         return {
             "healthz_s": healthz,
+            "cpu_healthz_s": cpu_healthz,
             "rss_healthz_mb": rss_healthz,
+            "post_s": post,
             "listing_s": listing,
             "rss_listed_mb": rss_listed,
         }
@@ -86,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"import service.api.app (s)": imports}
     for key, label in [
         ("healthz_s", "launch to /healthz 200 (s)"),
+        ("cpu_healthz_s", "CPU time by then (s)"),
         ("rss_healthz_mb", "RSS then (MB)"),
+        ("post_s", "first POST /v1/jobs (s)"),
         ("listing_s", "first GET /v1/datasets (s)"),
         ("rss_listed_mb", "RSS after it (MB)"),
     ]:

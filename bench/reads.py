@@ -3,8 +3,11 @@
 Starts a private redis-server and the API with keys on (no worker), stores `--jobs` finished jobs of
 `--trials` trials each for one tenant, then runs wrk (`--connections` connections, `--seconds` each) on
 /healthz, GET /v1/jobs/{id} and GET /v1/jobs?limit=20, `--rounds` times in turn, and prints each one's median
-requests per second and its ratio to /healthz's. Goal (issue 11): a job GET >= 0.8x and a page >= 0.5x.
-`--root DIR` also serves the API from another checkout (an older commit) in the same run, on the same data.
+requests per second and its ratio to /healthz's, and the API process's CPU time per request (user + system,
+median over the rounds: less moved by other load on a shared machine than requests per second). Goal
+(issue 11): a job GET >= 0.8x and a page >= 0.5x.
+`--root DIR` also serves the API from another checkout (an older commit) in the same run, on the same data;
+both APIs run at once and each round measures both in turn, so a change in the machine's load falls on both.
 Run: `PYTHONPATH=. .venv/bin/python bench/reads.py [--root /path/to/old/checkout]` (needs wrk:
 `apt-get install wrk`).
 """
@@ -21,9 +24,11 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import ROOT, free_port, ktune_env, private_redis, stop, tail, wait_for
@@ -65,8 +70,8 @@ def store_jobs(store: JobStore, jobs: int, trials: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def api(root: Path, redis_url: str, logs: Path, name: str) -> Iterator[str]:
-    """The API served from the checkout `root` on this Redis, with keys on; its URL."""
+def api(root: Path, redis_url: str, logs: Path, name: str) -> Iterator[tuple[str, psutil.Process]]:
+    """The API served from the checkout `root` on this Redis, with keys on; its URL and its process."""
     port = free_port()
     env = ktune_env(redis_url, logs / f"{name}-artifacts", port, "fast", {"KTUNE_AUTH": "on"})
     with open(logs / f"{name}-api.log", "wb") as log:
@@ -84,34 +89,60 @@ def api(root: Path, redis_url: str, logs: Path, name: str) -> Iterator[str]:
                 wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, f"the API ({name})")
             except RuntimeError as exc:
                 raise RuntimeError(f"{exc}\n{tail(logs / f'{name}-api.log')}") from None
-            yield url
+            yield url, psutil.Process(process.pid)
         finally:
             stop(process)
 
 
-def wrk(url: str, key: str, connections: int, seconds: int) -> float:
-    """Requests per second wrk measured; raises if any answer was not a 2xx."""
+@dataclass(frozen=True)
+class Rate:
+    """One wrk run: requests per second, and the API process's CPU seconds per request."""
+
+    per_second: float
+    cpu_per_request: float
+
+
+def wrk(url: str, key: str, connections: int, seconds: int, server: psutil.Process) -> Rate:
+    """What wrk measured, with the CPU time `server` spent meanwhile; raises if any answer was not a 2xx."""
+    before = server.cpu_times()
     done = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"Authorization: Bearer {key}", url],
         capture_output=True,
         text=True,
         check=True,
     )
+    after = server.cpu_times()
     if "Non-2xx" in done.stdout:
         raise RuntimeError(f"wrk saw errors on {url}:\n{done.stdout}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
-    assert match, done.stdout
-    return float(match.group(1))
+    requests = re.search(r"(\d+) requests in", done.stdout)
+    assert match and requests, done.stdout
+    cpu = (after.user + after.system) - (before.user + before.system)
+    return Rate(float(match.group(1)), cpu / max(1, int(requests.group(1))))
 
 
-def measure(url: str, key: str, job_id: str, args: argparse.Namespace) -> dict[str, float]:
-    """Median requests per second of each path over the rounds, taken in turn."""
+def measure(
+    servers: dict[str, tuple[str, psutil.Process]], key: str, job_id: str, args: argparse.Namespace
+) -> dict[str, dict[str, Rate]]:
+    """For each server, the median rate of each path over the rounds; each round takes every server and
+    path in turn."""
     paths = {"/healthz": "/healthz", "job GET": f"/v1/jobs/{job_id}", "page of 20": PAGE}
-    rates: dict[str, list[float]] = {name: [] for name in paths}
+    rates: dict[str, dict[str, list[Rate]]] = {name: {path: [] for path in paths} for name in servers}
     for _ in range(args.rounds):
-        for name, path in paths.items():
-            rates[name].append(wrk(url + path, key, args.connections, args.seconds))
-    return {name: statistics.median(values) for name, values in rates.items()}
+        for name, (url, process) in servers.items():
+            for path_name, path in paths.items():
+                rate = wrk(url + path, key, args.connections, args.seconds, process)
+                rates[name][path_name].append(rate)
+    return {
+        name: {
+            path: Rate(
+                statistics.median(r.per_second for r in runs),
+                statistics.median(r.cpu_per_request for r in runs),
+            )
+            for path, runs in by_path.items()
+        }
+        for name, by_path in rates.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,13 +168,22 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         roots = {"this checkout": ROOT, **({"--root": args.root.resolve()} if args.root else {})}
+        with contextlib.ExitStack() as running:
+            servers = {
+                name: running.enter_context(api(root, redis_url, logs, name.strip("-").replace(" ", "-")))
+                for name, root in roots.items()
+            }
+            measured = measure(servers, key, job_ids[len(job_ids) // 2], args)
         for name, root in roots.items():
-            with api(root, redis_url, logs, name.strip("-").replace(" ", "-")) as url:
-                rates = measure(url, key, job_ids[len(job_ids) // 2], args)
-            health = rates["/healthz"]
+            rates = measured[name]
+            health = rates["/healthz"].per_second
             print(f"{name} ({root}):")
             for path, rate in rates.items():
-                print(f"  {path:12s} {rate:8.0f} req/s  {rate / health:5.2f}x of /healthz")
+                ratio = rate.per_second / health
+                print(
+                    f"  {path:12s} {rate.per_second:8.0f} req/s  {ratio:5.2f}x of /healthz  "
+                    f"{rate.cpu_per_request * 1000:6.2f} ms API CPU a request"
+                )
     return 0
 
 

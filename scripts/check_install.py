@@ -30,17 +30,20 @@ from typing import Any
 XOR = {"x": [[0, 0], [0, 1], [1, 0], [1, 1]], "y": [0, 1, 1, 0]}
 # Per algorithm: its tuner settings and the trials it must complete. Units 4-16 in steps of 4 and a
 # continuous learning rate; the grid searches the 4 units (a fixed rate) and ends by exhausting them. The
-# Bayesian search samples 3 x 7 hyperparameters (the fixed ones count) at random before its Gaussian
-# process (scipy, scikit-learn) proposes the last 3. Hyperband: 2 brackets, 3 + 1 and 2 trials.
+# Bayesian search samples its default 3 initial points at random before its Gaussian process (scipy,
+# scikit-learn) proposes the last 3. Hyperband: 2 brackets, 3 + 1 and 2 trials.
 TUNERS: dict[str, dict[str, Any]] = {
     "random": {"max_trials": 3},
     "grid": {"max_trials": 10},
-    "bayesian": {"max_trials": 24, "max_parallel_trials": 2},
+    "bayesian": {"max_trials": 6, "max_parallel_trials": 2},
     "hyperband": {"max_trials": 10, "max_epochs": 3, "factor": 3},
+    # Optuna (and cmaes, which CMA-ES imports): 2 random trials, then 4 of TPE's, 2 at a time.
+    "tpe": {"max_trials": 6, "max_parallel_trials": 2},
+    "cmaes": {"max_trials": 4, "max_parallel_trials": 2},
 }
-COMPLETED = {"random": 3, "grid": 4, "bayesian": 24, "hyperband": 6}
+COMPLETED = {"random": 3, "grid": 4, "bayesian": 6, "hyperband": 6, "tpe": 6, "cmaes": 4}
 FINAL = {"succeeded", "failed", "cancelled"}
-JOB_TIMEOUT = 600.0  # seconds for all four jobs: a hang, not a slow machine, should fail the check
+JOB_TIMEOUT = 600.0  # seconds for all the jobs: a hang, not a slow machine, should fail the check
 
 
 def job_body(algorithm: str) -> dict[str, Any]:

@@ -36,12 +36,13 @@ def serve() -> None:
 
     from service.api.app import create_app
     from service.api.auth import UnsafeAuthSetting
+    from service.core.lazy_imports import MissingModule
 
     settings = get_settings()
     configure_logging(settings.log_format)
     try:
         app = create_app(settings)
-    except UnsafeAuthSetting as exc:
+    except (UnsafeAuthSetting, MissingModule) as exc:
         logging.getLogger("service").error("refusing to start: %s", exc)
         sys.exit(2)
     reader = app.state.event_reader

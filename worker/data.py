@@ -15,9 +15,9 @@ import pyarrow as pa
 
 from service.core import data_codec, datasets
 from service.core.artifacts import ArtifactStore
-from service.core.catalog import Task
+from service.core.catalog import Task, output_units
 from service.core.data_plan import DataPlan
-from service.core.labels import column_indices, output_units
+from service.core.labels import column_indices
 from service.core.splits import Split, split_rows
 from service.core.store import JobStore
 from worker.preprocess import FeatureColumn, Preprocessing, PreprocessOptions, RawSplit

@@ -12,6 +12,7 @@ import keras
 from service.core.records import TrialRecord
 from service.core.spec import JobSpec
 from worker.checkpoints import Checkpointer, TrialCheckpoint
+from worker.constants import configuration
 from worker.context import WorkerContext
 from worker.data import job_data
 from worker.model_builder import build_model
@@ -39,6 +40,7 @@ class ExecutionsRun:
 
 def fit_options(spec: JobSpec, values: dict[str, Any]) -> FitOptions:
     """What each execution of a trial with these hyperparameter values trains for."""
+    values = configuration(spec, values)
     stopping = spec.training.early_stopping
     return FitOptions(
         epochs=int(values.get("tuner/epochs", spec.training.epochs)),

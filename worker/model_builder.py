@@ -8,6 +8,7 @@ import keras
 
 from service.core.catalog import Task
 from service.core.spec import JobSpec
+from worker.constants import configuration
 from worker.preprocess import UNSCALED_LOSSES, rescale_output, standardized_loss
 from worker.training import TrainData
 
@@ -66,11 +67,12 @@ def build_model(
     target_scale: tuple[float, float] | None = None,
 ) -> keras.Model:
     """A compiled mlp for one trial on `data`'s input width, with `units` outputs (one per class for
-    multiclass, else 1); `values` holds every active hyperparameter.
+    multiclass, else 1); `values` holds every active hyperparameter (the job's constants are added).
 
     With `target_scale` (mean, std) the model outputs original units while the loss is computed on
     standardized ones (except `UNSCALED_LOSSES`), so large targets train like standardized ones.
     """
+    values = configuration(spec, values)
     inputs = keras.Input(shape=(data.x_train.shape[1],), name="features")
     x = inputs
     for index in range(int(values["hidden_layers"])):

@@ -24,6 +24,7 @@ from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from service.core.spec import JobSpec
+from worker.initial_points import initial_points
 from worker.space import search_space
 
 __all__ = ["KtStatus"]  # keras-tuner's trial statuses, for the search steps
@@ -121,28 +122,94 @@ class _NoFiles:
                     + (trial.message or "")
                 )
 
+    # tuner.enqueue: entries tried first. `ktune["enqueued"]` (in the stored state, logged with the step that
+    # created the trial) counts those used, so a search resumed from its log neither repeats nor skips one.
 
-class RandomOracle(_NoFiles, kt.oracles.RandomSearchOracle):  # type: ignore[misc]
+    def _take_enqueued(self) -> dict[str, Any] | None:
+        """The values of the next unused entry of tuner.enqueue, its left-out names drawn as `_random_values`
+        draws them; None once every entry is used."""
+        used = self.ktune.get("enqueued", 0)  # type: ignore[attr-defined]
+        entries = self.enqueued  # type: ignore[attr-defined]
+        if used >= len(entries):
+            return None
+        self.ktune["enqueued"] = used + 1  # type: ignore[attr-defined]
+        given = entries[used]
+        hps = SharedSpace()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if not hps.is_active(hp):
+                continue
+            if hp.name in given:
+                hps.values[hp.name] = given[hp.name]
+            else:
+                hps.values[hp.name] = hp.random_sample(self._seed_state)  # type: ignore[attr-defined]
+                self._seed_state += 1  # type: ignore[attr-defined]
+        return dict(hps.values)
+
+
+class _EnqueuedFirst:
+    """Trials of tuner.enqueue before any the algorithm picks (with their results, a Bayesian search's model
+    is fitted on them like on any completed trial)."""
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        values = self._take_enqueued()  # type: ignore[attr-defined]
+        if values is not None:
+            return {"status": KtStatus.RUNNING, "values": values}
+        return super().populate_space(trial_id)  # type: ignore[misc,no-any-return]
+
+
+class RandomOracle(_EnqueuedFirst, _NoFiles, kt.oracles.RandomSearchOracle):  # type: ignore[misc]
     pass
 
 
-class GridOracle(_NoFiles, kt.oracles.GridSearchOracle):  # type: ignore[misc]
-    pass
+class GridOracle(_EnqueuedFirst, _NoFiles, kt.oracles.GridSearchOracle):  # type: ignore[misc]
+    """The grid walks every combination after the enqueued trials, which stay out of its walk (their values
+    need not be on the grid; one that is may be tried again by the walk)."""
+
+    start_order: list[str]  # keras-tuner's: the ids of the trials in the order they started
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        if self._ordered_ids._memory or self.enqueued_left():
+            return super().populate_space(trial_id)
+        # keras-tuner starts the walk (at the default values) when no trial has started: enqueued ones have.
+        started, self.start_order = self.start_order, []
+        try:
+            return super().populate_space(trial_id)
+        finally:
+            self.start_order = started + self.start_order
+
+    def enqueued_left(self) -> bool:
+        return int(self.ktune.get("enqueued", 0)) < len(self.enqueued)
+
+    def end_trial(self, trial: Any) -> None:
+        try:
+            super().end_trial(trial)
+        finally:
+            # keras-tuner continues the walk from every ended trial: not from an enqueued one, off the walk.
+            trial_id = trial.trial_id
+            if trial_id not in self._ordered_ids._data_to_index and trial_id in self._populate_next:
+                self._populate_next.remove(trial_id)
 
 
-class BayesianOracle(_NoFiles, kt.oracles.BayesianOptimizationOracle):  # type: ignore[misc]
+class BayesianOracle(_EnqueuedFirst, _NoFiles, kt.oracles.BayesianOptimizationOracle):  # type: ignore[misc]
     pass
 
 
 class HyperbandOracle(_NoFiles, kt.oracles.HyperbandOracle):  # type: ignore[misc]
-    pass
+    """Enqueued trials are the first random ones, round 0 of the first brackets: each trains for that
+    bracket's epochs, and the best go on to its next rounds as any trial does."""
+
+    def _random_values(self) -> dict[str, Any] | None:
+        values = self._take_enqueued()
+        return values if values is not None else super()._random_values()
 
 
 def new_oracle(spec: JobSpec) -> Any:
     """A fresh oracle for the job's algorithm, objective, space, budget and seed."""
+    space = search_space(spec)
     common: dict[str, Any] = {
         "objective": kt.Objective(spec.objective_name, spec.objective_direction),
-        "hyperparameters": search_space(spec),
+        "hyperparameters": space,
         "seed": spec.tuner.seed,
     }
     if spec.limits.max_failed_trials is not None:
@@ -159,14 +226,28 @@ def new_oracle(spec: JobSpec) -> Any:
         )
         oracle.max_trials = spec.tuner.max_trials
     elif algorithm == "bayesian":
-        oracle = BayesianOracle(max_trials=spec.tuner.max_trials, **common)
+        # A search stored before this was set keeps its own (None: keras-tuner's 3 x dimensions) when loaded.
+        dimensions = sum(1 for hp in space.space if not isinstance(hp, kt.engine.hyperparameters.Fixed))
+        oracle = BayesianOracle(
+            max_trials=spec.tuner.max_trials,
+            num_initial_points=initial_points(spec.tuner, dimensions),
+            **common,
+        )
     elif algorithm == "grid":
         oracle = GridOracle(max_trials=spec.tuner.max_trials, **common)
     else:
         oracle = RandomOracle(max_trials=spec.tuner.max_trials, **common)
     oracle.hyperparameters = _space(oracle.hyperparameters.get_config())
     oracle.verbose = 0
+    oracle.enqueued = list(spec.tuner.enqueue or [])
+    oracle.ktune = {}  # ktune's own part of the search state (enqueued entries used, completion standing)
     return oracle
+
+
+def ktune_state(oracle: Any) -> dict[str, Any]:
+    """ktune's own part of the oracle's stored state, to change in a step (logged with the step's changes)."""
+    state: dict[str, Any] = oracle.ktune
+    return state
 
 
 def _linked_items(linked: LinkedList) -> list[Any]:
@@ -244,8 +325,10 @@ _SET_KEYS = frozenset({"tried_so_far"})  # a set that get_state lists in no fixe
 
 
 def _oracle_state(oracle: Any) -> dict[str, Any]:
-    """`oracle.get_state()`, with where a grid walk stands (which GridSearchOracle leaves out)."""
+    """`oracle.get_state()`, with ktune's own part (`ktune_state`) and where a grid walk stands (which
+    GridSearchOracle leaves out)."""
     state: dict[str, Any] = oracle.get_state()
+    state["ktune"] = oracle.ktune
     if isinstance(oracle, GridOracle):
         state["grid"] = {
             "ordered_ids": _linked_items(oracle._ordered_ids),
@@ -255,7 +338,8 @@ def _oracle_state(oracle: Any) -> dict[str, Any]:
 
 
 def _set_oracle_state(oracle: Any, state: dict[str, Any]) -> None:
-    oracle.set_state({key: value for key, value in state.items() if key != "grid"})
+    oracle.set_state({key: value for key, value in state.items() if key not in ("grid", "ktune")})
+    oracle.ktune = copy.deepcopy(state.get("ktune", {}))
     if isinstance(oracle, GridOracle):
         oracle._ordered_ids = LinkedList()
         for trial_id in state["grid"]["ordered_ids"]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
-from worker import search
+from worker import ranking, search
 from worker.context import WorkerContext
 from worker.data import JobData, job_data
 from worker.executions import ExecutionsRun
@@ -50,12 +50,18 @@ def trained_outcome(
         return failed(
             "objective_nan", f"the objective {spec.objective_name} was NaN or infinite in every epoch"
         )
-    candidate = _save_candidate(ctx, job_id, trial_id, spec, run, objective)
+    standing = ranking.Standing(objective, metrics, best_step)
+    candidate = _save_candidate(ctx, job_id, trial_id, spec, run, standing)
     return search.TrialOutcome(TrialStatus.COMPLETED, metrics, objective, best_step, candidate)
 
 
 def _save_candidate(
-    ctx: WorkerContext, job_id: str, trial_id: str, spec: JobSpec, run: ExecutionsRun, objective: float
+    ctx: WorkerContext,
+    job_id: str,
+    trial_id: str,
+    spec: JobSpec,
+    run: ExecutionsRun,
+    standing: ranking.Standing,
 ) -> Path | None:
     """Save the best execution's best-epoch weights: a hyperband checkpoint; a model if it may be best."""
     model = run.model
@@ -68,7 +74,8 @@ def _save_candidate(
     if spec.tuner.algorithm == "hyperband":
         model.save_weights(ctx.artifacts.checkpoint_path(job_id, trial_id))
         ctx.artifacts.publish(ctx.artifacts.checkpoint_key(job_id, trial_id))
-    if not search.could_be_best(spec, objective, search.current_best(ctx, job_id)):
+    # The job's best only gets better: a trial that does not beat it now never will.
+    if not search.against_best(spec, standing, search.current_best(ctx, job_id)).wins:
         return None
     path = ctx.artifacts.candidate_model_path(job_id, trial_id)
     exported_model(model, job_data(ctx.store, ctx.artifacts, job_id, spec.task), spec).save(path)

@@ -7,9 +7,10 @@ import math
 import time
 
 from service.core import events, lifecycle
-from service.core.records import ExecutionRecord, TrialRecord
+from service.core.records import EarlyStop, ExecutionRecord, TrialRecord
 from service.core.store import JobStore
 from worker.lease import Keeper
+from worker.pruning import Pruner
 from worker.stops import StopReason
 
 _WRITE_EVERY_SECONDS = 0.5
@@ -26,7 +27,8 @@ class TrialProgress:
     Each epoch goes into the record's history at once and into the store about twice a second (appended,
     not rewritten); the latest epoch at each write becomes a trial.epoch event (not every epoch: a job's
     event stream keeps its size for trials of thousands of short epochs). The first reason to stop that it
-    finds (`StopReason`) is its answer from then on.
+    finds (`StopReason`) is its answer from then on. With a `pruner`, every epoch of the first execution
+    is judged by the job's pruning rule; `pruned` says why a trial it stopped was stopped.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class TrialProgress:
         timeout_seconds: float | None,
         runtime_left_seconds: float,
         earlier_seconds: float = 0.0,
+        pruner: Pruner | None = None,
     ) -> None:
         self.store = store
         self.job_id = job_id
@@ -46,6 +49,8 @@ class TrialProgress:
         self.lease = lease
         self.node = node
         self.stop: StopReason | None = None
+        self.pruner = pruner
+        self.pruned: EarlyStop | None = None
         self.earlier_seconds = earlier_seconds  # spent on the trial by workers before this one
         self._timeout = timeout_seconds if timeout_seconds is not None else math.inf
         self._started = time.monotonic()
@@ -70,6 +75,11 @@ class TrialProgress:
         self._latest = (epoch + 1, values)
         if self.stop is None and self.elapsed() > self._timeout:
             self.stop = StopReason.TIMED_OUT
+        if self.stop is None and self.pruner is not None and len(self.record.executions) == 1:
+            verdict = self.pruner.observe(epoch + 1, values.get(self.pruner.objective))
+            if verdict is not None:
+                self.pruned = verdict.at(epoch + 1)
+                self.stop = StopReason.PRUNED
         if self.stop is not None or time.monotonic() - self._last_write < _WRITE_EVERY_SECONDS:
             return self.stop
         return self.check(whole_record=False)

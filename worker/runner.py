@@ -23,6 +23,7 @@ from worker.executions import ExecutionsRun, fit_options, train_executions
 from worker.lease import Keeper, trial_lease
 from worker.outcome import failed, trained_outcome
 from worker.progress import TrialProgress
+from worker.pruning import Pruner, record_completed
 from worker.runtime import release_memory
 from worker.stops import StopReason
 from worker.transient import TRANSIENT_ERRORS
@@ -111,6 +112,7 @@ def _run_leased(ctx: WorkerContext, job_id: str, record: TrialRecord, lease: Kee
         spec.limits.trial_timeout_seconds,
         runtime_left,
         resume.elapsed_seconds if resume is not None else 0.0,
+        _pruner(ctx, job_id, spec, record),
     )
     try:
         run = train_executions(ctx, job_id, spec, record, progress, resume)
@@ -147,7 +149,15 @@ def _act_on(
         case None:
             initial_epoch = fit_options(spec, record.hyperparameters).initial_epoch
             outcome = trained_outcome(ctx, job_id, record.id, spec, run, initial_epoch)
+            if outcome.status is TrialStatus.COMPLETED:
+                record_completed(ctx.store, job_id, spec, record)  # before the result: it is kept once
             _finish(ctx, job_id, record, outcome, progress)
+        case StopReason.PRUNED:
+            # Completed with its best value so far (Optuna's and SageMaker's rule); its worker is free now.
+            initial_epoch = fit_options(spec, record.hyperparameters).initial_epoch
+            outcome = trained_outcome(ctx, job_id, record.id, spec, run, initial_epoch)
+            pruned = record.model_copy(update={"stopped_early": progress.pruned})
+            _finish(ctx, job_id, pruned, outcome, progress)
         case StopReason.TIMED_OUT:
             timeout = spec.limits.trial_timeout_seconds
             message = f"the trial ran longer than limits.trial_timeout_seconds ({timeout} s)"
@@ -158,6 +168,15 @@ def _act_on(
             _hand_back(ctx, job_id, spec, record, progress.lease)
         case StopReason.JOB_ENDED | StopReason.OUT_OF_RUNTIME:
             _stop_unfinished(ctx, job_id, record, progress)
+
+
+def _pruner(ctx: WorkerContext, job_id: str, spec: JobSpec, record: TrialRecord) -> Pruner | None:
+    """The judge of the trial's first execution under the job's tuner.pruning, if it has one and that
+    execution is still to train (a checkpoint's first execution goes on from its epochs)."""
+    if spec.tuner.pruning is None or len(record.executions) > 1:
+        return None
+    history = record.executions[0].history.get(spec.objective_name, []) if record.executions else []
+    return Pruner(ctx.store, job_id, record.id, spec, history)
 
 
 def _finish(

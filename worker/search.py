@@ -14,12 +14,13 @@ from service.core import events, fair_share, lifecycle
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 from service.core.store import JobStore
 from service.core.store_trials import HandIn
-from worker import results, search_state
+from worker import completion, constants, ranking, results, search_state
 from worker.context import WorkerContext, load_spec
 from worker.lease import Keeper, step_lock
-from worker.oracles import KtStatus
+from worker.oracles import KtStatus, ktune_state
 from worker.results import TrialOutcome
 from worker.search_state import SearchState
 from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
@@ -119,8 +120,10 @@ def _hand_out(
         if not store.trial_status_counts(job_id).keys() & {TrialStatus.QUEUED, TrialStatus.RUNNING}:
             _end_search(ctx, job_id, oracle)
         return [], spec.queue
-    stopped = False
-    while len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
+    # A completion criterion that fired: no new trial; those handed out run to their end.
+    stop = _stopped_by(oracle)
+    stopped = stop is not None
+    while stop is None and len(oracle.ongoing_trials) < spec.tuner.max_parallel_trials:
         trial = oracle.create_trial(f"slot-{uuid.uuid4().hex[:8]}")
         if trial.status != KtStatus.RUNNING:
             stopped = trial.status == KtStatus.STOPPED
@@ -129,17 +132,41 @@ def _hand_out(
     # Every ongoing trial, not only those this step created: one a step cut short stored in the oracle
     # without its record gets it now (a trial with a record keeps it: queueing only makes new ones).
     ongoing = list(oracle.ongoing_trials.values())
-    records = [
-        TrialRecord(
-            id=trial.trial_id, status=TrialStatus.QUEUED, hyperparameters=dict(trial.hyperparameters.values)
-        )
-        for trial in ongoing
-    ]
+    records = [_queued(spec, trial.trial_id, trial.hyperparameters.values) for trial in ongoing]
     queued = lifecycle.queue_trials(store, job_id, records)
     created = [record.id for record, new in zip(records, queued, strict=True) if new]
     if stopped and not oracle.ongoing_trials:
         _end_search(ctx, job_id, oracle)
     return created, spec.queue
+
+
+def _stopped_by(oracle: Any) -> StoppedBy | None:
+    """The completion criterion that ended the search, if one has."""
+    return completion.Standing.from_state(ktune_state(oracle).get("completion")).stopped_by
+
+
+def _weigh_completion(spec: JobSpec, oracle: Any, kt_trial: Any) -> None:
+    """Take a trial the oracle was just told into the completion criteria's standing, if the job has any."""
+    rule = spec.tuner.stop_when
+    if rule is None:
+        return
+    state = ktune_state(oracle)
+    score = kt_trial.score if kt_trial.status == KtStatus.COMPLETED else None
+    standing = completion.after_trial(
+        rule,
+        spec.objective_direction,
+        completion.Standing.from_state(state.get("completion")),
+        kt_trial.trial_id,
+        None if score is None else float(score),
+    )
+    state["completion"] = standing.to_state()
+
+
+def _queued(spec: JobSpec, trial_id: str, values: dict[str, Any]) -> TrialRecord:
+    hyperparameters, fixed = constants.split(spec, dict(values))
+    return TrialRecord(
+        id=trial_id, status=TrialStatus.QUEUED, hyperparameters=hyperparameters, constants=fixed
+    )
 
 
 def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
@@ -154,7 +181,7 @@ def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
 def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
     completed = [t for t in oracle.trials.values() if t.status == KtStatus.COMPLETED]
     if completed:
-        lifecycle.succeed(ctx.store, job_id)
+        lifecycle.succeed(ctx.store, job_id, _stopped_by(oracle))
     else:
         lifecycle.fail(
             ctx.store,
@@ -164,18 +191,17 @@ def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
         )
 
 
-def current_best(ctx: WorkerContext, job_id: str) -> float | None:
+def current_best(ctx: WorkerContext, job_id: str) -> BestTrial | None:
     record = ctx.store.get_job(job_id)
-    return record.best.objective_value if record and record.best else None
+    return record.best if record else None
 
 
-def could_be_best(spec: JobSpec, value: float, best: float | None) -> bool:
-    """Whether a trial's objective value beats the job's best so far (NaN never does)."""
-    if not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value < best if spec.objective_direction == "min" else value > best
+def against_best(spec: JobSpec, challenger: ranking.Standing, best: BestTrial | None) -> ranking.Verdict:
+    """How a completed trial compares with the job's best so far (a NaN objective never wins)."""
+    if not math.isfinite(challenger.objective):
+        return ranking.Verdict(False, ranking.OBJECTIVE)
+    incumbent = ranking.Standing.of_best(best) if best is not None else None
+    return ranking.compare(ranking.Ranking.of(spec), challenger, incumbent)
 
 
 def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome) -> None:
@@ -263,6 +289,7 @@ def _step(
         told = kt_trial.status in (KtStatus.COMPLETED, KtStatus.FAILED)
         if not told:
             _tell_oracle(store, job_id, oracle, kt_trial, outcome)
+            _weigh_completion(spec, oracle, kt_trial)
         told_now.append((record, _as_told(spec, kt_trial, outcome)))
         if not told and told_now[-1][1].status is not TrialStatus.COMPLETED:
             # Only a failure adds to the count (the check after the last one passed): no walk otherwise.
@@ -334,30 +361,42 @@ def _keep_if_best(
     outcome: TrialOutcome,
     running: bool,
 ) -> None:
-    # The best so far is the job's: a trial that beats it (a tie does not) is the oracle's new best, found
-    # without sorting every ended trial.
+    # The best so far is the job's: a trial that beats it (by `worker.ranking`'s rules) is the new best,
+    # found without sorting every ended trial.
     kt_trial = oracle.trials[record.id]
-    is_best = (
+    best, verdict = None, None
+    if (
         running
         and outcome.status is TrialStatus.COMPLETED
         and kt_trial.status == KtStatus.COMPLETED
         and kt_trial.score is not None
-        and could_be_best(spec, float(kt_trial.score), current_best(ctx, job_id))
-    )
-    if is_best and outcome.candidate is not None and outcome.candidate.exists():
+    ):
+        best = current_best(ctx, job_id)
+        challenger = ranking.Standing(float(kt_trial.score), outcome.metrics, outcome.best_step)
+        verdict = against_best(spec, challenger, best)
+    if verdict and verdict.wins and outcome.candidate is not None and outcome.candidate.exists():
         ctx.artifacts.promote(job_id, outcome.candidate)
         ctx.store.set_job_fields(
             job_id,
             best=BestTrial(
                 trial_id=record.id,
                 hyperparameters=public_values(record.hyperparameters),
+                constants=record.constants,
                 objective_value=float(kt_trial.score),
                 metrics=outcome.metrics,
+                best_epoch=outcome.best_step,
+                chosen_by=verdict.rule,
             ),
         )
         events.new_best(ctx.store, job_id, record.id, float(kt_trial.score))
-    elif outcome.candidate is not None:
+        return
+    if outcome.candidate is not None:
         outcome.candidate.unlink(missing_ok=True)
+    if verdict is not None and best is not None and not verdict.wins:
+        # The best stays, told apart from this trial perhaps by a finer rule than before (a tie-breaker).
+        rule = ranking.chosen_by(best.chosen_by, verdict)
+        if rule != best.chosen_by:
+            ctx.store.set_job_fields(job_id, best=best.model_copy(update={"chosen_by": rule}))
 
 
 def _finished(record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:

@@ -1,9 +1,10 @@
 """A job's search state as a worker process holds it between steps.
 
 The store keeps each job's search as a log (`JobStore.search_log`): a whole state, then the changes of
-each step (`worker.oracles`). A process keeps the oracles of its last few jobs with the number of entries
-each has taken in; a step takes one out (`checkout`), applies what other workers logged since, and after
-its changes are logged under the job's step lock puts it back (`commit`). A step that fails in between
+each step (`worker.oracles`; `worker.optuna_search` for Optuna's samplers). A process keeps the oracles of
+its last few jobs with the number of entries each has taken in; a step takes one out (`checkout`), applies
+what other workers logged since, and after its changes are logged under the job's step lock puts it back
+(`commit`). A step that fails in between
 leaves nothing kept, so the next one starts from the log, never from an oracle the log does not hold.
 """
 
@@ -13,9 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core.spec import JobSpec
+from service.core.spec import OPTUNA_ALGORITHMS, JobSpec
 from service.core.store import JobStore
-from worker.oracles import Watch, as_reloaded, load_oracle, log_entry, replay
+from worker import oracles
+from worker.oracles import Watch, as_reloaded, load_oracle, replay
 from worker.transient import StepLockLost
 
 KEPT_JOBS = 8  # oracles kept per process: a worker runs trials of a few jobs at a time
@@ -27,10 +29,11 @@ class SearchState:
 
     oracle: Any
     logged: int
-    watch: Watch = field(init=False)
+    watch: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        self.watch = Watch(self.oracle)
+        own_watch = getattr(self.oracle, "watch", None)  # Optuna's samplers (worker.optuna_search)
+        self.watch = own_watch() if own_watch is not None else Watch(self.oracle)
 
 
 _KEPT: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
@@ -57,11 +60,25 @@ def _checkout(
     if length < logged:  # not the log this oracle came from (cannot happen while job ids are unique)
         oracle, logged = None, 0
         length, entries = store.search_log(job_id, 0)
+    if spec.tuner.algorithm in OPTUNA_ALGORITHMS:
+        # Imported for such jobs only: a worker that never runs one never loads Optuna.
+        from worker import optuna_search
+
+        return SearchState(optuna_search.replay(spec, entries, oracle), length), handed_in
     if oracle is None and length == 0:
         legacy = store.legacy_oracle_state(job_id)
         # Its first step logs the whole state, and the job goes on from the log.
         return SearchState(as_reloaded(load_oracle(spec, legacy)), 0), handed_in
     return SearchState(replay(spec, entries, oracle), length), handed_in
+
+
+def log_entry(watch: Any, logged: int, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The entry a step adds to the job's log of `logged` entries (None: the step changed nothing)."""
+    if isinstance(watch, Watch):
+        return oracles.log_entry(watch, logged, touched)
+    from worker import optuna_search
+
+    return optuna_search.log_entry(watch, logged, touched)
 
 
 def commit(

@@ -1,7 +1,9 @@
 """A job's search space as keras-tuner HyperParameters.
 
-Constants are registered as Fixed so every trial records its whole configuration. Per-layer units
-(`units_0`, `units_1`, ...) are active only when their layer exists (keras-tuner conditional scopes).
+Only tuned values are hyperparameters: constants (`worker.constants`) stay out of the space, so they do
+not count toward its dimensions (a Bayesian search samples at random until it has results for a multiple
+of them). Per-layer units (`units_0`, `units_1`, ...) are active only when their layer exists
+(keras-tuner conditional scopes).
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from service.core.params import FloatChoice, FloatRange, IntChoice, IntRange, Na
 from service.core.spec import JobSpec
 
 
-def _declare(hp: kt.HyperParameters, name: str, param: Any) -> None:
-    if isinstance(param, IntRange):
+def _declare(hp: kt.HyperParameters, name: str, param: Any, constants: bool) -> None:
+    if not is_tuned(param):
+        if constants:
+            hp.Fixed(name, param)
+    elif isinstance(param, IntRange):
         hp.Int(name, param.min, param.max, step=param.step, sampling=param.sampling)
     elif isinstance(param, FloatRange):
         hp.Float(name, param.min, param.max, step=param.step, sampling=param.sampling)
     elif isinstance(param, IntChoice | FloatChoice | NameChoice):
         hp.Choice(name, list(param.values))
-    else:
-        hp.Fixed(name, param)
 
 
 def layer_counts(param: int | IntRange | IntChoice) -> list[int]:
@@ -52,16 +55,29 @@ def _when_layer_exists(hp: kt.HyperParameters, spec: JobSpec, index: int) -> Ite
         yield
 
 
+def _fields(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "activation": spec.model.activation,
+        "dropout": spec.model.dropout,
+        "optimizer": spec.optimizer.name,
+        "learning_rate": spec.optimizer.learning_rate,
+        "batch_size": spec.training.batch_size,
+    }
+
+
 def search_space(spec: JobSpec) -> kt.HyperParameters:
-    """Declare every hyperparameter of the job, constants included."""
+    """Declare every hyperparameter of the job, constants left out.
+
+    A job that tunes nothing keeps its constants as Fixed hyperparameters: keras-tuner's Hyperband hands
+    out no trial at all for an empty space (it takes the empty configuration for none).
+    """
+    tuned = [spec.model.hidden_layers, spec.model.units, *_fields(spec).values()]
+    constants = not any(is_tuned(param) for param in tuned)
     hp = kt.HyperParameters()
-    _declare(hp, "hidden_layers", spec.model.hidden_layers)
+    _declare(hp, "hidden_layers", spec.model.hidden_layers, constants)
     for index in range(max(layer_counts(spec.model.hidden_layers))):
         with _when_layer_exists(hp, spec, index):
-            _declare(hp, f"units_{index}", spec.model.units)
-    _declare(hp, "activation", spec.model.activation)
-    _declare(hp, "dropout", spec.model.dropout)
-    _declare(hp, "optimizer", spec.optimizer.name)
-    _declare(hp, "learning_rate", spec.optimizer.learning_rate)
-    _declare(hp, "batch_size", spec.training.batch_size)
+            _declare(hp, f"units_{index}", spec.model.units, constants)
+    for name, param in _fields(spec).items():
+        _declare(hp, name, param, constants)
     return hp

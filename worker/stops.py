@@ -13,3 +13,4 @@ class StopReason(Enum):
     TIMED_OUT = "timed_out"  # the trial passed limits.trial_timeout_seconds: it fails with trial_timeout
     LEASE_LOST = "lease_lost"  # another worker owns the trial now: this one records nothing
     SHUTDOWN = "shutdown"  # this worker is shutting down: the trial is handed back with its checkpoint
+    PRUNED = "pruned"  # tuner.pruning's rule says it cannot win: completed with its best value so far

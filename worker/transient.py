@@ -9,6 +9,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from service.core.blobs import BlobStoreError
+from service.core.queue import QueueUnreachable
 
 
 class SearchBusy(Exception):
@@ -23,6 +24,7 @@ class StepLockLost(Exception):
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.RedisError,
     OperationalError,
+    QueueUnreachable,  # a send through service.core.queue
     BlobStoreError,
     SearchBusy,
     StepLockLost,

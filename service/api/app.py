@@ -21,6 +21,7 @@ from service.api import (
     routes_health,
     routes_jobs,
 )
+from service.api.async_redis import AsyncRedis
 from service.api.auth import check_auth_setting
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.cleanup import run_cleanup
@@ -29,27 +30,41 @@ from service.api.job_bodies import JobBodies
 from service.api.rate_limit import JobRateLimit
 from service.api.sweeper import run_sweeper
 from service.api.trusted_hosts import TrustedHosts
+from service.core import lazy_imports
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import artifact_store
 from service.core.dataset_store import DatasetStore
 from service.core.idempotency import IdempotencyStore
+from service.core.lazy_imports import MissingModule, missing
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
+
+
+async def _warm_up(delay: float) -> None:
+    """After start-up (`/healthz` answers at once), load what the first job and scrape need, off the loop."""
+    if delay < 0:
+        return
+    await asyncio.sleep(delay)
+    await asyncio.to_thread(lazy_imports.warm_up)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the sweeper for lost work and the cleanup of finished jobs run while it serves.
 
-    Raises UnsafeAuthSetting for KTUNE_AUTH=off on an address that is not loopback, however it is started.
+    Raises UnsafeAuthSetting for KTUNE_AUTH=off on an address that is not loopback, however it is started,
+    and MissingModule when a module it loads on first use (`service.core.lazy_imports`) is not installed.
     """
     settings = settings or get_settings()
     check_auth_setting(settings)
+    if absent := missing():
+        raise MissingModule(absent[0], "start")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         interval = max(1.0, settings.stale_queued_seconds / 4)
         sweeper = asyncio.create_task(run_sweeper(app.state.store, settings, interval))
         cleaner = asyncio.create_task(run_cleanup(app.state.store, app.state.artifacts, settings, interval))
+        warming = asyncio.create_task(_warm_up(settings.warm_imports_seconds))
         # What is imported and built by now lives as long as the process: frozen out of the garbage
         # collector, a full collection takes microseconds instead of ~50 ms of the event loop.
         gc.freeze()
@@ -58,8 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sweeper.cancel()
             cleaner.cancel()
+            warming.cancel()
             app.state.job_bodies.close()
-            await app.state.event_reader.close()
+            await app.state.async_redis.close()
 
     app = FastAPI(
         title="ktune",
@@ -78,7 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = ApiKeyStore(app.state.store)
     app.state.idempotency = IdempotencyStore(app.state.store)
     app.state.job_bodies = JobBodies(settings)
-    app.state.event_reader = EventReader(settings, app.state.store)
+    # The hot reads' and event streams' client: it connects on first use, on the serving loop.
+    app.state.async_redis = AsyncRedis(settings.redis_url)
+    app.state.event_reader = EventReader(settings, app.state.store, app.state.async_redis)
     app.state.ingest_limiter = routes_datasets.ingest_limiter(settings.dataset_ingest_concurrency)
     app.state.job_rate_limit = JobRateLimit(settings, app.state.store.rate_limit_prefix())
     app.add_middleware(

@@ -7,19 +7,19 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable
-from typing import BinaryIO
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, BinaryIO
 
 from service.api.deps import is_uuid
 from service.api.schemas import DatasetPublic
-from service.core import datasets
 from service.core.artifacts import ArtifactStore
+from service.core.dataset_models import BUILTINS, DatasetFileError, DatasetSource
 from service.core.dataset_store import DatasetInUse, DatasetRecord, DatasetStore
-from service.core.datasets import BUILTINS, DatasetFileError
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable, shorten
-from service.core.job_data import DatasetSource
+from service.core.lazy_imports import needed_for
 from service.core.records import utcnow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def store_upload(
     block at a time: never whole in memory. The table written is then published to the store (with S3 it
     stays here too, as this machine's cached copy).
     """
+    with needed_for("read an uploaded data set"):  # before the upload is copied
+        from service.core import datasets
     dataset_id = str(uuid.uuid4())
     part = artifacts.upload_path(dataset_id)
     table = artifacts.dataset_table_path(dataset_id)
@@ -81,6 +83,8 @@ def to_public(record: DatasetRecord) -> DatasetPublic:
 
 
 def builtin_public(name: str) -> DatasetPublic:
+    with needed_for("read a built-in data set"):
+        from service.core import datasets
     info = datasets.builtin_info(name)
     return DatasetPublic(
         id=name, name=name, builtin=True, task=BUILTINS[name], created_at=None, **info.model_dump()
@@ -137,6 +141,8 @@ def source(store: DatasetStore, artifacts: ArtifactStore, ref: str, field: str, 
     """The data set a job names (a built-in name or one of the tenant's uploads by id); raises
     InvalidRequest naming `field`."""
     if ref in BUILTINS:
+        with needed_for("read a built-in data set"):
+            from service.core import datasets
         return DatasetSource(ref, True, datasets.builtin_info(ref), _builtin_table(ref))
     record = _record(store, ref, tenant)
     if record is None:
@@ -145,12 +151,19 @@ def source(store: DatasetStore, artifacts: ArtifactStore, ref: str, field: str, 
 
 
 def _builtin_table(name: str) -> Callable[[], pa.Table]:
-    return lambda: datasets.builtin_table(name)
+    def table() -> pa.Table:
+        with needed_for("read a built-in data set"):
+            from service.core import datasets
+        return datasets.builtin_table(name)
+
+    return table
 
 
 def _uploaded_table(artifacts: ArtifactStore, dataset_id: str) -> Callable[[], pa.Table]:
     def table() -> pa.Table:
         path = artifacts.local_dataset_table(dataset_id)
+        with needed_for("read a data set"):
+            from service.core import datasets
         try:
             return datasets.open_table(path)
         except FileNotFoundError as exc:

@@ -10,21 +10,24 @@ parsed the body itself: the same field paths and messages.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from service.api.errors import invalid_request
 from service.core.data_plan import DataPlan
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest
-from service.core.job_data import stored_inline
+from service.core.lazy_imports import needed_for
 from service.core.settings import Limits
 from service.core.spec import JobCreate, JobSpec, check_limits
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Arrays and objects inside one another; a job needs 5 (data.train.x[row][column]).
 MAX_JSON_DEPTH = 32
@@ -39,9 +42,6 @@ FIELD_ORDER = (
 )
 
 _CHUNK = 1 << 20
-_STEP = np.zeros(256, dtype=np.int64)  # +1 where a byte opens an array or object, -1 where one closes
-_STEP[list(b"[{")] = 1
-_STEP[list(b"]}")] = -1
 _BRACKETS_AND_QUOTES = b'[]{}"'
 _OTHER_BYTES = bytes(b for b in range(256) if b not in _BRACKETS_AND_QUOTES)
 _STRING = re.compile(rb'"[^"]*"')
@@ -86,6 +86,8 @@ def parse_job(raw: bytes | bytearray, limits: Limits, fingerprint: bool = False)
     printed = request_fingerprint(job) if fingerprint else None
     if job.data.train is None:
         return ParsedJob(job.without_data(), dataset_request=job, fingerprint=printed)
+    with needed_for("read a job's inline data"):
+        from service.core.job_data import stored_inline
     plan, data = stored_inline(job)
     return ParsedJob(job.without_data(), plan, data, fingerprint=printed)
 
@@ -170,11 +172,25 @@ def json_depth(raw: bytes | bytearray) -> int:
     if b"\\" in raw:
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     marks = _STRING.sub(b"", raw.translate(None, _OTHER_BYTES))
+    with needed_for("read a job body"):
+        import numpy as np
+    step = _steps()
     codes = np.frombuffer(marks, dtype=np.uint8)
     level = deepest = 0
     for start in range(0, len(codes), _CHUNK):  # a chunk at a time: a body of brackets is all marks
         part = codes[start : start + _CHUNK]
-        steps = _STEP[part]
+        steps = step[part]
         levels = level + np.cumsum(steps)
         deepest, level = max(deepest, int(levels.max())), int(levels[-1])
     return deepest
+
+
+@functools.cache
+def _steps() -> np.ndarray:
+    """+1 where a byte opens an array or object, -1 where one closes, by byte value."""
+    with needed_for("read a job body"):
+        import numpy as np
+    step = np.zeros(256, dtype=np.int64)
+    step[list(b"[{")] = 1
+    step[list(b"]}")] = -1
+    return step

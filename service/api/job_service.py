@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 import redis
-from kombu.exceptions import OperationalError
 
 from service.api import dataset_service
 from service.api.admission import job_admission, refused
@@ -14,21 +14,25 @@ from service.api.cleanup import remove_job
 from service.api.job_parsing import ParsedJob
 from service.api.job_view import view_to_public as view_to_public  # re-exported: routes use it here
 from service.api.schemas import JobPublic, TrialPublic
-from service.core import data_codec, fair_share, lifecycle
+from service.core import fair_share, lifecycle, queue
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
+from service.core.catalog import output_units
 from service.core.data_plan import DataPlan
+from service.core.dataset_models import DatasetSource
 from service.core.dataset_store import DatasetStore
 from service.core.dry_run import JobValidation, validation_of
 from service.core.errors import Conflict, FieldProblem, InvalidRequest, NotFound, Unavailable
-from service.core.job_data import DatasetSource, PreparedDataset, prepare_dataset
-from service.core.labels import output_units
+from service.core.lazy_imports import needed_for
 from service.core.quotas import Quotas, tenant_quotas
 from service.core.records import JobRecord, TrialRecord, utcnow
 from service.core.settings import Limits
 from service.core.spec import DataShape, JobCreate, SpecError
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import JobDeletion, JobStore, JobView, OverQuota
+from service.core.store import JobDeletion, JobStore, JobView, OverQuota, StoredJob
+
+if TYPE_CHECKING:
+    from service.core.job_data import PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ def submit(
         raise Unavailable("the job store is unreachable; nothing was queued, try again shortly") from exc
     try:
         fair_share.send_start(store, record.id, tenant, spec.queue)
-    except (OperationalError, redis.RedisError) as exc:
+    except (queue.QueueUnreachable, redis.RedisError) as exc:
         log.exception("could not queue job %s", record.id)
         lifecycle.fail(store, record.id, "enqueue_failed", "the job's start could not be sent to the queue")
         raise Unavailable("the job could not be queued; nothing was kept queued, try again shortly") from exc
@@ -101,7 +105,9 @@ def _data_of(
     for field, used in sources.items():
         if not used.builtin and not datasets.attach_job(used.ref, job_id):
             raise InvalidRequest([FieldProblem(field, f"data set '{used.ref}' was deleted just now")])
-    return prepared.plan, data_codec.encode(prepared.plan, None)
+    with needed_for("store a job's data"):
+        from service.core.data_codec import encode
+    return prepared.plan, encode(prepared.plan, None)
 
 
 def _resolve_datasets(
@@ -117,6 +123,8 @@ def _resolve_datasets(
             datasets, artifacts, request.data.validation_dataset, "data.validation_dataset", tenant
         )
         sources["data.validation_dataset"] = validation
+    with needed_for("read a data set"):
+        from service.core.job_data import prepare_dataset
     try:
         prepared = prepare_dataset(request, source, validation, limits)
     except SpecError as exc:
@@ -152,11 +160,12 @@ def get(store: JobStore, job_id: str, tenant: str) -> JobRecord:
     return record
 
 
-def owned(view: JobView | None, job_id: str, tenant: str) -> JobView:
-    """The view, if it is of the tenant's job; NotFound as `get`."""
-    if view is None or view.record.tenant != tenant:
+def owned(job: StoredJob | None, job_id: str, tenant: str) -> StoredJob:
+    """The stored job, if it is the tenant's; NotFound as `get` (another tenant's job is not told apart from
+    a missing one)."""
+    if job is None or job.tenant != tenant:
         raise _not_found(job_id)
-    return view
+    return job
 
 
 def _not_found(job_id: str) -> NotFound:

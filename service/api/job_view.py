@@ -38,4 +38,5 @@ def view_to_public(view: JobView) -> JobPublic:
         finished_at=record.finished_at,
         spec=spec,
         webhook=record.webhook,
+        stopped_by=record.stopped_by,
     )

@@ -4,22 +4,23 @@ API process' request latencies.
 What the job store holds (jobs, trial counters kept by the workers, queue lengths) is read from Redis on
 each scrape, so every API replica reports the same values for them; request latencies are the scraped
 replica's own. Like /healthz, /metrics needs no API key: it carries counts, never a tenant's data.
+
+prometheus_client is loaded at the first scrape (`service.api.metrics_export`), not at start: requests are
+timed into a LatencyHistogram of this module until then and after.
 """
 
 from __future__ import annotations
 
+import bisect
+import threading
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.schemas import ErrorBody
-from service.core import trial_metrics
-from service.core.queue import QUEUES
+from service.core.lazy_imports import needed_for
 from service.core.store import JobStore
 
 PATH = "/metrics"
@@ -33,73 +34,45 @@ UNMATCHED = "unmatched"  # the route label of requests no route matched (404s, r
 router = APIRouter(tags=["health"])
 
 
-class StoreCollector(Collector):
-    """The job store's numbers, read on each scrape: a few cheap reads (index sizes, one hash, list
-    lengths) whatever the number of jobs."""
+class LatencyHistogram:
+    """Request durations by (method, route template, status class): per series, the count in each of
+    LATENCY_BUCKETS (and above the last), their sum. Plain Python, so that timing each request needs no
+    prometheus_client: `service.api.metrics_export` loads it at the first scrape and reads these."""
 
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self._series: dict[tuple[str, str, str], LatencySeries] = {}
+        self._lock = threading.Lock()  # requests are timed on the event loop, scrapes read in a thread
 
-    def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("ktune_jobs", "Jobs by status, every tenant's", labels=["status"])
-        for status, count in self.store.job_counts().items():
-            jobs.add_metric([status.value], count)
-        yield jobs
-        depth = GaugeMetricFamily(
-            "ktune_queue_depth", "Messages waiting in each Celery queue, all priorities", labels=["queue"]
-        )
-        for queue, length in self.store.queue_lengths(QUEUES).items():
-            depth.add_metric([queue], length)
-        yield depth
-        counts = trial_metrics.read(self.store)
-        yield CounterMetricFamily(
-            "ktune_trials_started",
-            "Trials a worker started running (one taken over from a lost worker counts again)",
-            value=counts.started,
-        )
-        ended = CounterMetricFamily(
-            "ktune_trials_finished",
-            "Trials that ended, by how: completed, failed or cancelled",
-            labels=["status"],
-        )
-        for trial_status, trial_count in counts.ended.items():
-            ended.add_metric([trial_status.value], trial_count)
-        yield ended
-        duration = HistogramMetricFamily(
-            "ktune_trial_duration_seconds", "Running time of each completed or failed trial"
-        )
-        duration.add_metric(
-            [],
-            [(_bound(bound), count) for bound, count in counts.duration_buckets],
-            sum_value=counts.duration_sum,
-        )
-        yield duration
+    def observe(self, labels: tuple[str, str, str], seconds: float) -> None:
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = LatencySeries([0] * (len(self.bounds) + 1))
+            # Prometheus' buckets hold durations up to and including their bound.
+            series.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+            series.total += seconds
+
+    def snapshot(self) -> dict[tuple[str, str, str], LatencySeries]:
+        """A copy of every series so far."""
+        with self._lock:
+            return {labels: LatencySeries(list(s.counts), s.total) for labels, s in self._series.items()}
 
 
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
+@dataclass
+class LatencySeries:
+    """One series of a LatencyHistogram: counts by bucket (not cumulative; the last is above every bound)
+    and the sum of the durations."""
 
-
-def registry_for(store: JobStore) -> tuple[CollectorRegistry, Histogram]:
-    """A registry of its own for one app (tests make many apps in a process): the store's numbers and the
-    request-latency histogram the middleware fills."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))
-    latency = Histogram(
-        "ktune_http_request_duration_seconds",
-        "Time this API process took to answer, by method, route template and status class",
-        ["method", "route", "status"],
-        buckets=LATENCY_BUCKETS,
-        registry=registry,
-    )
-    return registry, latency
+    counts: list[int]
+    total: float = 0.0
 
 
 class RequestLatency:
     """ASGI middleware: each HTTP request's duration into `histogram`, labelled by method, the matched
     route's template (`/v1/jobs/{job_id}`, so the series stay few) and status class (`2xx`)."""
 
-    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+    def __init__(self, app: ASGIApp, histogram: LatencyHistogram) -> None:
         self.app = app
         self.histogram = histogram
 
@@ -119,8 +92,8 @@ class RequestLatency:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            self.histogram.labels(scope["method"], route_label(scope), f"{status // 100}xx").observe(
-                time.perf_counter() - started
+            self.histogram.observe(
+                (scope["method"], route_label(scope), f"{status // 100}xx"), time.perf_counter() - started
             )
 
 
@@ -151,13 +124,14 @@ def route_label(scope: Scope) -> str:
 def metrics(request: Request) -> Response:
     """Jobs by status, trials started and finished, trial durations, queue depths (all from the job store,
     the same on every API replica) and this process' request latencies, for Prometheus to scrape."""
-    registry: CollectorRegistry = request.app.state.metrics_registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+    with needed_for("serve /metrics"):
+        from service.api import metrics_export
+    return Response(metrics_export.scrape(request.app), media_type=CONTENT_TYPE)
 
 
 def install(app: FastAPI, store: JobStore) -> None:
     """Serve /metrics and time every request (call after the app's other middleware: it runs first)."""
-    registry, latency = registry_for(store)
-    app.state.metrics_registry, app.state.request_latency = registry, latency
+    app.state.metrics_store = store
+    app.state.request_latency = latency = LatencyHistogram()
     app.add_middleware(RequestLatency, histogram=latency)
     app.include_router(router)

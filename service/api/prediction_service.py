@@ -10,7 +10,6 @@ from functools import partial
 import anyio
 import anyio.to_thread
 import redis
-from kombu.exceptions import OperationalError
 
 from service.api import job_service
 from service.core import queue
@@ -60,7 +59,7 @@ def predict(
     try:
         queue.send_predict(job_id, reply_id, rows, job_queue, seconds)
         answer = replies.wait(reply_id, seconds)
-    except (OperationalError, redis.RedisError) as exc:
+    except (queue.QueueUnreachable, redis.RedisError) as exc:
         log.warning("could not ask for predictions of job %s: %s", job_id, exc)
         raise Unavailable("the queue is unreachable; try again shortly") from exc
     if answer is None:

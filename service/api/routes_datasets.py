@@ -15,7 +15,7 @@ from service.api.admission import check_storage
 from service.api.auth import UNAUTHORIZED, CallerDep, authenticate
 from service.api.deps import ApiKeysDep, ArtifactsDep, DatasetsDep, SettingsDep, StoreDep
 from service.api.schemas import DatasetList, DatasetPublic, ErrorBody
-from service.core.datasets import BUILTINS
+from service.core.dataset_models import BUILTINS
 from service.core.errors import BadRequest, FieldProblem, InvalidRequest, KtuneError, UnsupportedMediaType
 from service.core.quotas import tenant_quotas
 

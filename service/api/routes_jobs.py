@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 
 from service.api import idempotency, job_service, prediction_service
 from service.api.auth import (
@@ -19,12 +18,14 @@ from service.api.auth import (
     CallerDep,
     PresentedKeyDep,
     authenticate,
-    authenticate_with,
+    authenticate_async,
+    authenticate_with_async,
 )
 from service.api.callbacks import check_callback
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
+    AsyncRedisDep,
     DatasetsDep,
     IdempotencyDep,
     JobBodiesDep,
@@ -37,6 +38,7 @@ from service.api.deps import (
 )
 from service.api.idempotency import IdempotencyKeyDep
 from service.api.job_bodies import OPENAPI_REQUEST_BODY
+from service.api.job_json import job_json, page_json
 from service.api.job_parsing import FIELD_ORDER, MAX_JSON_DEPTH, ParsedJob
 from service.api.rate_limit import limit_job_creation, limit_job_validation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
@@ -219,15 +221,18 @@ async def validate_job(
     return await run_in_threadpool(check)
 
 
-# The two reads clients poll check the key in the same round trip as their read (`authenticate_with`), so
-# their router has no `authenticate` of its own; every route on it must call `authenticate_with`.
+# The two reads clients poll check the key in the same round trip as their read (`authenticate_with_async`),
+# so their router has no `authenticate` of its own; every route on it must call `authenticate_with_async`.
+# They are `async def` and read through the API's asyncio Redis client: no worker thread per request. Their
+# answers are rendered by `job_json`, which remembers each job's JSON by its stored text.
 hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
 
 @hot_reads.get("", summary="List jobs", response_model=JobList, responses={422: {"model": ErrorBody}})
-def list_jobs(
+async def list_jobs(
     request: Request,
     store: StoreDep,
+    client: AsyncRedisDep,
     key: PresentedKeyDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
@@ -235,40 +240,47 @@ def list_jobs(
 ) -> Response:
     """List jobs, newest first, a page at a time, optionally only those with one status."""
     if cursor is not None and not cursor_pattern.match(cursor):
-        authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
+        # A request without a valid key is a 401 first, as on every route.
+        await authenticate_async(request, client, key)
         raise InvalidCursor(cursor)  # errors' 422
     keys: ApiKeyStore = request.app.state.api_keys
     # The page is read for the tenant the key had when last seen (one round trip), and read again in the
     # rare case the key turns out to be another tenant's now.
     guess = LOCAL_TENANT if key is None else keys.tenant_seen(key)
     if guess is None:
-        guess = authenticate(request, key).tenant
+        guess = (await authenticate_async(request, client, key)).tenant
 
     def page_of(tenant: str) -> Callable[[Any], object]:
         return lambda pipe: store.queue_job_page(pipe, tenant, status_filter, limit, cursor)
 
-    caller, [reply] = authenticate_with(request, key, page_of(guess))
+    caller, [reply] = await authenticate_with_async(request, client, key, page_of(guess))
     if caller.tenant != guess:
-        [reply] = store.read(page_of(caller.tenant))
-    views, next_cursor = store.job_page_from(reply, limit)
-    page = JobList(items=[job_service.view_to_public(view) for view in views], next_cursor=next_cursor)
-    return _json(page)
+        [reply] = await store.read_async(client, page_of(caller.tenant))
+    jobs, next_cursor = store.stored_page_from(reply, limit)
+    items = [job_json(await store.counted_async(client, job)) for job in jobs]
+    return _json(page_json(items, next_cursor))
 
 
 @hot_reads.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
+async def get_job(
+    request: Request, store: StoreDep, client: AsyncRedisDep, key: PresentedKeyDep, job_id: JobIdPath
+) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
     if not is_uuid(job_id):
-        authenticate(request, key)  # a request without a valid key is a 401 first, as on every route
+        # A request without a valid key is a 401 first, as on every route.
+        await authenticate_async(request, client, key)
         check_job_id(job_id)  # raises NotFound
-    caller, replies = authenticate_with(request, key, lambda pipe: store.queue_job_views(pipe, [job_id]))
-    [view] = store.job_views_from([job_id], replies)
-    return _json(job_service.view_to_public(job_service.owned(view, job_id, caller.tenant)))
+    caller, replies = await authenticate_with_async(
+        request, client, key, lambda pipe: store.queue_job_views(pipe, [job_id])
+    )
+    [job] = store.stored_jobs_from([job_id], replies)
+    job = await store.counted_async(client, job_service.owned(job, job_id, caller.tenant))
+    return _json(job_json(job))
 
 
-def _json(body: BaseModel) -> Response:
-    """`body` as the JSON FastAPI would send for it, without validating a model built here once more."""
-    return Response(body.model_dump_json(), media_type="application/json")
+def _json(body: str) -> Response:
+    """`body`, JSON as FastAPI would send it for the route's model (`job_json` renders it so)."""
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{job_id}/trials", summary="List a job's trials", response_model=TrialList, responses=_NOT_FOUND)
@@ -380,8 +392,8 @@ async def predict(
     "/{job_id}/artifacts/best-hyperparameters", summary="Get the best hyperparameters", responses=_ERRORS
 )
 def best_hyperparameters(job_id: JobIdDep, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
-    """The best trial's hyperparameters as JSON."""
+    """The best trial's hyperparameters, with the job's constants: its whole configuration, as JSON."""
     record = job_service.get(store, job_id, caller.tenant)
     if record.best is None:
         raise Conflict(f"job '{job_id}' ({record.status.value}) has no completed trial yet", "no_best_trial")
-    return record.best.hyperparameters
+    return {**record.best.constants, **record.best.hyperparameters}

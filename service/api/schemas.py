@@ -7,11 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.core.catalog import Label
 from service.core.data_plan import DataPlan
-from service.core.datasets import ColumnInfo
-from service.core.labels import Label
-from service.core.records import BestTrial, ErrorInfo, WebhookStatus
+from service.core.dataset_models import ColumnInfo
+from service.core.records import BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 
 
 class Progress(BaseModel):
@@ -37,9 +38,24 @@ class BestTrialPublic(BaseModel):
     trial_id: str = Field(
         deprecated=True, description="the same as `id` (its name before trials had one name everywhere)"
     )
-    hyperparameters: dict[str, Any]
+    hyperparameters: dict[str, Any] = Field(description="the values the search chose (tuned only)")
     objective_value: float
     metrics: dict[str, float]
+    constants: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the job's constant values, under the names a hyperparameter would have (with "
+        "`hyperparameters`, the whole configuration; jobs started before constants were listed apart "
+        "have them in `hyperparameters`)",
+    )
+    best_epoch: int | None = Field(
+        None, description="the epoch (from 0) of its best objective value; the latest over its executions"
+    )
+    chosen_by: str = Field(
+        "objective",
+        description="the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal "
+        "objective value, a better objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) "
+        "or `first_completed` (equal by every rule: the first to complete)",
+    )
 
     @classmethod
     def of(cls, best: BestTrial) -> BestTrialPublic:
@@ -56,6 +72,11 @@ class JobPublic(BaseModel):
     algorithm: str
     objective: ObjectivePublic
     progress: Progress
+    stopped_by: StoppedBy | None = Field(
+        None,
+        description="the completion criterion (tuner.stop_when) that ended the search before max_trials: "
+        "objective_reaches or no_improvement_trials, its setting, the trial that met it, a sentence",
+    )
     best_trial: BestTrialPublic | None = Field(description="the best completed trial so far")
     error: ErrorInfo | None
     waiting: ErrorInfo | None = Field(
@@ -105,7 +126,12 @@ class TrialPublic(BaseModel):
 
     id: str = Field(description="the trial's id; a job's best_trial.id names one of them")
     status: TrialStatus
-    hyperparameters: dict[str, Any]
+    hyperparameters: dict[str, Any] = Field(description="the values the search chose (tuned only)")
+    constants: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the job's constant values, under the names a hyperparameter would have (with "
+        "`hyperparameters`, the whole configuration)",
+    )
     objective_value: float | None = Field(description="best epoch's objective, averaged over executions")
     metrics: dict[str, float] = Field(description="all metrics at the best epoch, averaged over executions")
     executions: list[ExecutionPublic]
@@ -115,6 +141,11 @@ class TrialPublic(BaseModel):
     duration_seconds: float | None
     worker: str | None
     error: ErrorInfo | None
+    stopped_early: EarlyStop | None = Field(
+        None,
+        description="set when tuner.pruning stopped the trial while it trained: the epoch and the reason; "
+        "the trial is completed with its best value so far",
+    )
 
 
 class TrialList(BaseModel):

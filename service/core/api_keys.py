@@ -26,6 +26,7 @@ from typing import Any
 from service.core.quotas import QUOTA_NAMES
 from service.core.records import utcnow
 from service.core.store import JobStore
+from service.core.store_base import call_script_async
 
 KEY_PREFIX = "ktk_"
 _TOKEN = re.compile(r"ktk_(?P<key_id>[0-9a-f]{12})_[A-Za-z0-9_-]{43}")
@@ -133,6 +134,24 @@ class ApiKeyStore:
         )
         return self._checked(token, key_id, fields), replies
 
+    async def verify_with_async(
+        self, client: Any, token: str, reads: Callable[[Any], object]
+    ) -> tuple[ApiKey | None, list[Any]]:
+        """`verify_with` through `client`, an asyncio client of the same Redis (`store.async_client`): the key
+        check, the reads and (at most once a minute) the note of the key's use never wait on a thread."""
+        match = _TOKEN.fullmatch(token)
+        if match is None:
+            return None, []
+        key_id = match["key_id"]
+        fields, *replies = await self._jobs.read_async(
+            client, lambda pipe: (pipe.hgetall(self.keys.api_key(key_id)), reads(pipe))
+        )
+        key = self._matched(token, key_id, fields)
+        now = None if key is None else self._use_to_note(key)
+        if key is not None and now is not None:
+            await call_script_async(client, self._touch, [self.keys.api_key(key_id)], [now])
+        return key, replies
+
     def tenant_seen(self, token: str) -> str | None:
         """The tenant `token`'s key had when this process last verified it, if it did: a guess to read with,
         which only `verify` confirms."""
@@ -140,15 +159,28 @@ class ApiKeyStore:
         return None if match is None else self._tenants.get(match["key_id"])
 
     def _checked(self, token: str, key_id: str, fields: dict[str, str]) -> ApiKey | None:
+        key = self._matched(token, key_id, fields)
+        now = None if key is None else self._use_to_note(key)
+        if key is not None and now is not None:
+            self._touch(keys=[self.keys.api_key(key_id)], args=[now])
+        return key
+
+    def _matched(self, token: str, key_id: str, fields: dict[str, str]) -> ApiKey | None:
+        """The key whose stored record is `fields`, if `token` is that key."""
         stored = fields.get("sha256")
         if stored is None or not hmac.compare_digest(stored, _digest(token)):
             return None
         key = _api_key(key_id, fields)
         self._tenants[key_id] = key.tenant
+        return key
+
+    @staticmethod
+    def _use_to_note(key: ApiKey) -> str | None:
+        """The time to write as the key's last use, when it is due (`LAST_USE_INTERVAL_SECONDS`)."""
         now = utcnow()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= LAST_USE_INTERVAL_SECONDS:
-            self._touch(keys=[self.keys.api_key(key.key_id)], args=[now.isoformat()])
-        return key
+            return now.isoformat()
+        return None
 
     def get(self, key_id: str) -> ApiKey | None:
         if not _KEY_ID.fullmatch(key_id):

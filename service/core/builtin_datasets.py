@@ -10,26 +10,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 
-from service.core.dataset_models import DatasetInfo
+from service.core.dataset_models import BUILTINS, DatasetInfo
 from service.core.dataset_writer import ColumnTracker, to_stored
-
-BUILTINS: Mapping[str, Literal["classification", "regression"]] = MappingProxyType(
-    {
-        "iris": "classification",
-        "wine": "classification",
-        "breast_cancer": "classification",
-        "digits": "classification",
-        "diabetes": "regression",
-    }
-)
 
 
 def _builtin_name(name: str) -> str:

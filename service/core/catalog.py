@@ -6,11 +6,15 @@ maps these names to Keras objects in `worker.model_builder`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
 Direction = Literal["min", "max"]
+# A classifier's class label (`service.core.labels` works with them); here, with no numpy, so that the
+# request and response models need none.
+Label = str | int
 
 
 class Task(StrEnum):
@@ -89,3 +93,10 @@ def computed_metrics(metrics: tuple[str, ...] | list[str], with_validation: bool
     """The names Keras logs for a job compiled with these metrics: loss, metrics, then val_ versions."""
     names = ["loss", *metrics]
     return names + [f"val_{name}" for name in names] if with_validation else names
+
+
+def output_units(task: Task, classes: Sequence[Label] | None) -> int:
+    """Units of the output layer: one per class for multiclass, else 1 (a sigmoid or a value)."""
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        return len(classes or ())
+    return 1

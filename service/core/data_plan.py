@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from service.core.labels import Label
+from service.core.catalog import Label
 from service.core.spec import PreprocessingSpec
 
 FeatureType = Literal["numeric", "categorical"]

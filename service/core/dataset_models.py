@@ -2,21 +2,40 @@
 
 Apart from the code that reads files so that the API's schemas, the dataset store and the worker share
 these models, and the readers, the writer and the built-ins fill and raise them, without importing each
-other. `service.core.datasets` re-exports the public names; import them from there.
+other. `service.core.datasets` re-exports the public names; the API imports them from here, which loads no
+pyarrow (see `service.core.lazy_imports`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from service.core.errors import shorten
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 ColumnType = Literal["numeric", "categorical", "text"]
 Format = Literal["csv", "parquet", "npz", "builtin"]
 
 MAX_TRACKED_VALUES = 1000  # distinct values tracked per column; a string column with more is text
+
+# The sets that ship inside scikit-learn (`service.core.builtin_datasets` loads them), by name, with the
+# task they are for.
+BUILTINS: Mapping[str, Literal["classification", "regression"]] = MappingProxyType(
+    {
+        "iris": "classification",
+        "wine": "classification",
+        "breast_cancer": "classification",
+        "digits": "classification",
+        "diabetes": "regression",
+    }
+)
 
 
 class ColumnInfo(BaseModel):
@@ -48,6 +67,16 @@ class DatasetInfo(BaseModel):
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A data set a job names: its id or built-in name, what its upload found, and its rows (on demand)."""
+
+    ref: str
+    builtin: bool
+    info: DatasetInfo
+    table: Callable[[], pa.Table]
 
 
 class DatasetFileError(ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.core.datasets import DatasetInfo
+from service.core.dataset_models import DatasetInfo
 from service.core.records import LEGACY_TENANT
 from service.core.states import JobStatus
 from service.core.store import InvalidCursor, JobStore, cursor_pattern, index_member

@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as pa_ipc
 
-from service.core.builtin_datasets import BUILTINS, builtin_info, builtin_table
+from service.core.builtin_datasets import builtin_info, builtin_table
 from service.core.dataset_models import (
+    BUILTINS,
     MAX_TRACKED_VALUES,
     ColumnInfo,
     ColumnType,

@@ -13,7 +13,14 @@ from pydantic import BaseModel, Field
 
 from service.core.catalog import computed_metrics
 from service.core.params import FloatRange, IntRange, grid_values, is_tuned, value_count
-from service.core.spec import DataShape, JobSpec, grid_size, largest_model_parameters, tuned_params
+from service.core.spec import (
+    OPTUNA_ALGORITHMS,
+    DataShape,
+    JobSpec,
+    grid_size,
+    largest_model_parameters,
+    tuned_params,
+)
 
 # keras-tuner's name of each request field it tunes (`worker.space`); units are units_0, units_1, ...
 _HYPERPARAMETER_NAMES = {
@@ -136,11 +143,17 @@ def _warnings(spec: JobSpec, size: int | None, data_warnings: list[str]) -> list
             )
         )
     else:
+        # keras-tuner's oracles never repeat a configuration; Optuna's samplers may.
+        ending = (
+            "some trials repeat a configuration"
+            if spec.tuner.algorithm in OPTUNA_ALGORITHMS
+            else "the search ends once it finds no configuration it has not tried"
+        )
         found.append(
             ValidationWarning(
                 code="space_smaller_than_max_trials",
                 message=f"the search space has {size} distinct configurations but tuner.max_trials is "
-                f"{trials}: the search ends once it finds no configuration it has not tried",
+                f"{trials}: {ending}",
             )
         )
     return found

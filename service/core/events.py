@@ -62,7 +62,12 @@ def queue(pipe: Any, store: Any, job_id: str, event_type: str, **values: Any) ->
 
 def finished_values(trial: TrialRecord) -> dict[str, Any]:
     """A trial.finished event's own values."""
-    return {"trial_id": trial.id, "status": trial.status.value, "objective_value": trial.objective_value}
+    return {
+        "trial_id": trial.id,
+        "status": trial.status.value,
+        "objective_value": trial.objective_value,
+        "stopped_early": trial.stopped_early.model_dump() if trial.stopped_early else None,
+    }
 
 
 def trial_started(store: Any, job_id: str, trial: TrialRecord) -> None:

@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from service.core.catalog import Task
+from service.core.catalog import Label, Task, output_units
 from service.core.data_codec import DataArrays, encode
 from service.core.data_plan import DataPlan, FeatureInfo, SplitInfo
-from service.core.datasets import ColumnInfo, DatasetInfo
+from service.core.dataset_models import ColumnInfo, DatasetInfo, DatasetSource
 from service.core.labels import (
-    Label,
     LabelError,
     as_labels,
     check_classes,
     classes_of,
     column_indices,
-    output_units,
     to_indices,
 )
 from service.core.settings import Limits
@@ -118,16 +115,6 @@ def _missing_classes(classes: list[Label] | None, y: np.ndarray, y_val: np.ndarr
         f"the validation rows lack {len(absent)} of the training rows' classes ({names}): the objective "
         "says nothing about them; send more rows of those classes or a larger validation_split"
     ]
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """A data set a job names: its id or built-in name, what its upload found, and its rows (on demand)."""
-
-    ref: str
-    builtin: bool
-    info: DatasetInfo
-    table: Callable[[], pa.Table]
 
 
 @dataclass(frozen=True)

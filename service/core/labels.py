@@ -14,9 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.core.catalog import Task
+from service.core.catalog import Label, Task
 
-Label = str | int
 _SHOWN = 5  # rows named in a message about many rows
 
 
@@ -120,10 +119,3 @@ def column_indices(column: pa.ChunkedArray, classes: Sequence[Label]) -> np.ndar
         _refuse(np.isin(np.arange(len(column)), rows), column.to_numpy(), "are not among the classes")
     result: np.ndarray = indices.to_numpy(zero_copy_only=False).astype(np.int32)
     return result
-
-
-def output_units(task: Task, classes: Sequence[Label] | None) -> int:
-    """Units of the output layer: one per class for multiclass, else 1 (a sigmoid or a value)."""
-    if task is Task.MULTICLASS_CLASSIFICATION:
-        return len(classes or ())
-    return 1

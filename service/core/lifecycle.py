@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 import redis
-from kombu.exceptions import OperationalError
 
 from service.core import events, fair_share, queue, trial_metrics
 from service.core.records import ErrorInfo, TrialRecord, utcnow
 from service.core.spec import stored_queue
 from service.core.states import JOB_TRANSITIONS, TRIAL_TRANSITIONS, JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,15 @@ def start(store: JobStore, job_id: str, max_running: int | None = None) -> bool:
     return started
 
 
-def succeed(store: JobStore, job_id: str) -> bool:
-    """running -> succeeded."""
+def succeed(store: JobStore, job_id: str, stopped_by: StoppedBy | None = None) -> bool:
+    """running -> succeeded; `stopped_by`: the completion criterion that ended its search, if one did."""
+    ended = {"stopped_by": stopped_by} if stopped_by is not None else {}
     return _ended(
         store,
         job_id,
-        store.transition(job_id, _sources(JobStatus.SUCCEEDED), JobStatus.SUCCEEDED, finished_at=utcnow()),
+        store.transition(
+            job_id, _sources(JobStatus.SUCCEEDED), JobStatus.SUCCEEDED, finished_at=utcnow(), **ended
+        ),
     )
 
 
@@ -82,7 +85,7 @@ def _ended(store: JobStore, job_id: str, moved: bool) -> bool:
         if tenant is not None:
             for waiting in store.oldest_jobs(tenant, JobStatus.QUEUED, _ADMIT):
                 fair_share.resend_start(store, waiting)
-    except (redis.RedisError, OperationalError):
+    except (redis.RedisError, queue.QueueUnreachable):
         # The sweeper re-sends the start of a queued job that waits too long; the day's count is a bound.
         log.warning("after job %s ended, its tenant's queued jobs were not nudged", job_id, exc_info=True)
     _send_webhook(store, job_id)
@@ -97,7 +100,7 @@ def _send_webhook(store: JobStore, job_id: str) -> None:
         if record is None or not record.spec.get("callback_url"):
             return
         queue.send_deliver_webhook(job_id, stored_queue(record.spec))
-    except (redis.RedisError, OperationalError):
+    except (redis.RedisError, queue.QueueUnreachable):
         log.error("the webhook of job %s could not be queued; it is not sent", job_id, exc_info=True)
 
 

@@ -12,10 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.core.catalog import Task
+from service.core.catalog import Label, Task
 from service.core.data_plan import FeatureInfo
 from service.core.errors import MAX_FIELD_PROBLEMS, FieldProblem, InvalidRequest, shorten
-from service.core.labels import Label
 from service.core.params import StrictModel
 
 Cell = float | str

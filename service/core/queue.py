@@ -1,15 +1,22 @@
 """The Celery app both sides share: the API sends tasks by name, workers register and run them.
 
-Importing this never imports TensorFlow: task code lives in `worker.tasks`, loaded only by workers.
+Importing this never imports TensorFlow: task code lives in `worker.tasks`, loaded only by workers. Nor
+Celery: the API loads it when it first sends a task (`service.core.lazy_imports`), and the send functions
+turn kombu's OperationalError into QueueUnreachable, so their callers need no kombu to catch it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from celery import Celery
-
+from service.core.lazy_imports import needed_for
 from service.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 START_JOB = "ktune.start_job"
 RUN_TRIAL = "ktune.run_trial"
@@ -18,8 +25,24 @@ PREDICT = "ktune.predict"
 QUEUES = ("cpu", "gpu")
 
 
+class QueueUnreachable(Exception):
+    """The broker refused or could not take a message (kombu's OperationalError, which is the cause)."""
+
+
+@contextlib.contextmanager
+def _sending() -> Iterator[None]:
+    from kombu.exceptions import OperationalError  # loaded with Celery by get_celery
+
+    try:
+        yield
+    except OperationalError as exc:
+        raise QueueUnreachable(str(exc)) from exc
+
+
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for long, late-acknowledged trial tasks on the Redis broker."""
+    with needed_for("send work to the queue"):
+        from celery import Celery
     app = Celery("ktune", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         task_serializer="json",
@@ -53,23 +76,30 @@ def get_celery() -> Celery:
 
 
 def send_start_job(job_id: str, queue: str, priority: int = 0) -> None:
-    """Queue the first step of a job's search; raises kombu's OperationalError when Redis is down.
+    """Queue the first step of a job's search; raises QueueUnreachable when Redis is down.
 
     `priority` 0 is taken first (`service.core.fair_share` ranks a tenant's work).
     """
-    get_celery().send_task(START_JOB, args=[job_id], queue=queue, priority=priority)
+    app = get_celery()
+    with _sending():
+        app.send_task(START_JOB, args=[job_id], queue=queue, priority=priority)
 
 
 def send_run_trial(job_id: str, trial_id: str, queue: str, priority: int = 0) -> None:
-    """Queue one trial of a job."""
-    get_celery().send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue, priority=priority)
+    """Queue one trial of a job; raises QueueUnreachable."""
+    app = get_celery()
+    with _sending():
+        app.send_task(RUN_TRIAL, args=[job_id, trial_id], queue=queue, priority=priority)
 
 
 def send_deliver_webhook(job_id: str, queue: str, attempt: int = 1, countdown: float = 0) -> None:
-    """Queue a POST of an ended job to its callback_url (attempt `attempt`, after `countdown` seconds)."""
-    get_celery().send_task(
-        DELIVER_WEBHOOK, args=[job_id, attempt], queue=queue, priority=0, countdown=countdown or None
-    )
+    """Queue a POST of an ended job to its callback_url (attempt `attempt`, after `countdown` seconds);
+    raises QueueUnreachable."""
+    app = get_celery()
+    with _sending():
+        app.send_task(
+            DELIVER_WEBHOOK, args=[job_id, attempt], queue=queue, priority=0, countdown=countdown or None
+        )
 
 
 def send_predict(
@@ -77,5 +107,7 @@ def send_predict(
 ) -> None:
     """Ask a worker of the job's queue for predictions of `rows`, answered under `reply_id`
     (`service.core.replies`); at the highest priority, and dropped unstarted after `seconds`, when no one
-    waits any more."""
-    get_celery().send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)
+    waits any more. Raises QueueUnreachable."""
+    app = get_celery()
+    with _sending():
+        app.send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)

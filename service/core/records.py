@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from service.core.data_plan import DataPlan
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 
 
 def utcnow() -> datetime:
@@ -22,6 +23,9 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+_CONSTANTS = "the job's constant values (not tuned), under the names a hyperparameter would have"
+
+
 class BestTrial(BaseModel):
     """The best completed trial of a job so far."""
 
@@ -29,6 +33,16 @@ class BestTrial(BaseModel):
     hyperparameters: dict[str, Any]
     objective_value: float
     metrics: dict[str, float]
+    constants: dict[str, Any] = Field(default_factory=dict, description=_CONSTANTS)
+    best_epoch: int | None = Field(
+        None, description="the epoch (from 0) of its best objective value; the latest over its executions"
+    )
+    chosen_by: str = Field(
+        "objective",
+        description="the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal "
+        "objective value, a better objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) "
+        "or `first_completed` (equal by every rule: the first to complete)",
+    )
 
 
 class WebhookAttempt(BaseModel):
@@ -71,6 +85,7 @@ class JobRecord(BaseModel):
     waiting: ErrorInfo | None = None  # why the job is not progressing, while it waits (no worker ...)
     data: DataPlan | None = None  # what the job trains on (None for jobs stored before plans existed)
     webhook: WebhookStatus | None = None  # the deliveries of its callback_url, once one was tried
+    stopped_by: StoppedBy | None = None  # the completion criterion (tuner.stop_when) that ended its search
 
 
 class ExecutionRecord(BaseModel):
@@ -86,12 +101,21 @@ class ExecutionRecord(BaseModel):
     )
 
 
+class EarlyStop(BaseModel):
+    """Why a trial was stopped while it trained (`tuner.pruning`); it counts as completed all the same."""
+
+    epoch: int = Field(description="the epochs it had trained, counting from 1, when it was stopped")
+    rule: str = Field(description="the tuner.pruning rule that stopped it: median or asha")
+    reason: str = Field(description="the values the rule compared, in words")
+
+
 class TrialRecord(BaseModel):
     """A trial as stored and shown: hyperparameters, progress and result."""
 
     id: str
     status: TrialStatus
     hyperparameters: dict[str, Any]
+    constants: dict[str, Any] = Field(default_factory=dict, description=_CONSTANTS)
     objective_value: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     executions: list[ExecutionRecord] = Field(default_factory=list)
@@ -101,6 +125,7 @@ class TrialRecord(BaseModel):
     duration_seconds: float | None = None
     worker: str | None = None
     error: ErrorInfo | None = None
+    stopped_early: EarlyStop | None = None  # pruned by tuner.pruning: completed with its best value so far
 
     def cancelled(self) -> TrialRecord:
         """This trial, stopped because its job was cancelled or ran out of time."""

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         description="a worker pool process is replaced after this many tasks, bounding its memory",
     )
     training_loop: str = Field("fast", description="'fast' (compiled epochs) or 'fit' (plain model.fit)")
+    warm_imports_seconds: float = Field(
+        1.0,
+        description="the API loads the modules its first requests need (numpy, pyarrow, Celery, "
+        "prometheus_client) in the background this long after it starts serving; negative: at first use",
+    )
     stale_queued_seconds: int = Field(
         60, description="a job still queued after this long has its start message sent again"
     )

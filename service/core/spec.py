@@ -18,20 +18,15 @@ from service.core.catalog import (
     OPTIMIZERS,
     TASK_RULES,
     Direction,
+    Label,
     Task,
     computed_metrics,
     metric_direction,
-)
-from service.core.errors import shorten
-from service.core.labels import (
-    Label,
-    LabelError,
-    as_labels,
-    check_classes,
-    classes_of,
     output_units,
-    to_indices,
 )
+from service.core.enqueue import EnqueueError, enqueued_values
+from service.core.errors import shorten
+from service.core.lazy_imports import needed_for
 from service.core.params import (
     Float,
     FloatChoice,
@@ -48,7 +43,9 @@ from service.core.params import (
     names,
     value_count,
 )
+from service.core.pruning_spec import PruningSpec, pruning_problem
 from service.core.settings import Limits
+from service.core.stop_when import StopWhen
 from service.core.webhooks import CallbackRefused, check_scheme
 
 
@@ -281,16 +278,34 @@ class TrainingSpec(StrictModel):
 
 
 class ObjectiveSpec(StrictModel):
-    """The metric the search optimises, and whether lower or higher is better."""
+    """The metric the search optimises, and whether lower or higher is better; how ties are broken."""
 
     name: str
     direction: Direction | None = Field(None, description="inferred from the name when left out")
+    tie_breaker: str | None = Field(
+        "val_loss",
+        description="between trials with equal objective values, the better value of this metric wins "
+        "(its direction inferred from its name; null: none); ignored when it is the objective itself",
+    )
+    prefer_fewer_epochs: bool = Field(
+        False,
+        description="between trials still tied after tie_breaker, the one that reached its best epoch in "
+        "fewer epochs wins (else the first to complete)",
+    )
+
+
+# The algorithms that are Optuna's samplers (worker/optuna_search.py); the rest are keras-tuner's oracles.
+OPTUNA_ALGORITHMS = frozenset({"tpe", "cmaes"})
 
 
 class TunerSpec(StrictModel):
-    """The search algorithm (keras-tuner's oracles) and its budget."""
+    """The search algorithm (keras-tuner's oracles, Optuna's TPE and CMA-ES samplers) and its budget."""
 
-    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    algorithm: Literal["random", "grid", "bayesian", "hyperband", "tpe", "cmaes"] = Field(
+        "random",
+        description="keras-tuner's random, grid, bayesian or hyperband; Optuna's tpe, or cmaes (numeric "
+        "hyperparameters only)",
+    )
     max_trials: Int = Field(10, ge=1)
     executions_per_trial: Int = Field(1, ge=1)
     max_parallel_trials: Int = Field(
@@ -300,6 +315,34 @@ class TunerSpec(StrictModel):
     max_epochs: Int | None = Field(None, ge=1, description="hyperband only; defaults to training.epochs")
     factor: Int = Field(3, ge=2, description="hyperband only")
     hyperband_iterations: Int = Field(1, ge=1, description="hyperband only")
+    num_initial_points: Int | None = Field(
+        None,
+        ge=1,
+        description="bayesian only: random trials before the Gaussian process suggests the next ones; "
+        "default max(3, min(3 x tuned hyperparameters, max_trials // 4)), each layer's units counting as one",
+    )
+
+    pruning: PruningSpec | None = Field(
+        None, description="stop trials that cannot win while they train (not with hyperband); see the README"
+    )
+    stop_when: StopWhen | None = Field(
+        None, description="end the search before max_trials (completion criteria); see the README"
+    )
+    enqueue: list[dict[str, Any]] | None = Field(
+        None,
+        description="hyperparameter values to try first, in order, each as one of the max_trials trials; "
+        "names left out are drawn by the search (see the README)",
+    )
+
+    @model_validator(mode="after")
+    def _bayesian_only(self) -> Self:
+        if self.num_initial_points is not None and self.algorithm != "bayesian":
+            raise SpecError(
+                "tuner.num_initial_points",
+                f"applies to bayesian search only, not {self.algorithm}: leave it out, or set "
+                "tuner.algorithm to bayesian",
+            )
+        return self
 
 
 class ResourcesSpec(StrictModel):
@@ -386,12 +429,23 @@ class JobSpec(StrictModel):
                     f"{list(rules.allowed_metrics)}",
                 )
         self._check_targets()
+        tuner = self.tuner
+        if problem := pruning_problem(tuner.pruning, tuner.algorithm, self.training.epochs, tuner.max_trials):
+            raise SpecError(*problem)
+        self._check_numeric_for_cmaes()
         valid = self.computed_metrics
         if self.objective is not None and self.objective.name not in valid:
             raise SpecError(
                 "objective.name",
                 f"objective '{shorten(self.objective.name)}' is not a metric this job computes: "
                 f"choose one of {valid}",
+            )
+        tie_breaker = self.objective.tie_breaker if self.objective is not None else None
+        if tie_breaker is not None and tie_breaker not in valid:
+            raise SpecError(
+                "objective.tie_breaker",
+                f"'{shorten(tie_breaker)}' is not a metric this job computes: choose one of {valid}, or "
+                "null for none",
             )
         if self.objective_name not in valid:
             # The task's default objective must be computed too, or every trial would fail.
@@ -402,6 +456,27 @@ class JobSpec(StrictModel):
             )
         return self
 
+    def _check_numeric_for_cmaes(self) -> None:
+        # CMA-ES samples numbers only (Optuna would draw a list of names at random, unguided).
+        if self.tuner.algorithm != "cmaes":
+            return
+        for field, param in tuned_params(self).items():
+            if isinstance(param, NameChoice):
+                raise SpecError(
+                    "tuner.algorithm",
+                    f"cmaes tunes numeric hyperparameters only, and {field} lists names: use tpe, or give "
+                    f"{field} a single value",
+                )
+
+    @model_validator(mode="after")
+    def _enqueued_fit_space(self) -> Self:
+        if self.tuner.enqueue:
+            try:
+                self.tuner.enqueue = enqueued_values(self)
+            except EnqueueError as exc:
+                raise SpecError(exc.field, exc.message) from None
+        return self
+
     def _check_targets(self) -> None:
         """`JobCreate`'s rules on the data's targets (none without data), run where they always ran, so
         a request breaking several rules gets the same error as before the split."""
@@ -410,7 +485,9 @@ class JobSpec(StrictModel):
         """A copy with every default the task implies written out, as the job is stored and shown."""
         return self.model_copy(
             update={
-                "objective": ObjectiveSpec(name=self.objective_name, direction=self.objective_direction),
+                "objective": (self.objective or ObjectiveSpec(name=self.objective_name)).model_copy(
+                    update={"name": self.objective_name, "direction": self.objective_direction}
+                ),
                 "training": self.training.model_copy(
                     update={"loss": self.loss, "metrics": list(self.metrics)}
                 ),
@@ -475,6 +552,8 @@ class JobCreate(JobSpec):
                         field, f"regression needs numeric targets: {len(strings)} hold strings: {shown}"
                     )
             return
+        with needed_for("check a classifier's labels"):
+            from service.core.labels import LabelError, as_labels, check_classes, classes_of, to_indices
         labels = {}
         for field, targets in sections.items():
             try:
@@ -496,6 +575,8 @@ class JobCreate(JobSpec):
         """An inline classifier's classes, sorted; None for regression and for data sets."""
         if self.task is Task.REGRESSION or self.data.train is None:
             return None
+        with needed_for("read a classifier's classes"):
+            from service.core.labels import as_labels, classes_of
         return classes_of(as_labels(self.data.train.y))
 
 

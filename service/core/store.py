@@ -5,6 +5,7 @@
 - `store_tenants.TenantRecords`: tenants' quota counts, fair-share order and artifact bytes
 - `store_retention.JobRetention`: deleting finished jobs and the leftover keys of deleted ones
 - `store_trials.TrialRecords`: trial records, statuses and counts, histories, the search log
+- `store_pruning.PruningRecords`: the trials' objective values by epoch and rung, for `tuner.pruning`
 - `store_coordination.Coordination`: the step lock, trial leases, and the sweeper's and cleanup's claims
 - `store_workers.WorkerRecords`: worker heartbeats, draining marks, queue lengths and served marks
 What they share is in `store_base`; every key name, and the layout they make, in `store_keys`.
@@ -16,12 +17,14 @@ from collections import Counter
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from service.core.states import JobStatus, TrialStatus
 from service.core.store_base import InvalidCursor, cursor_pattern, index_member
 from service.core.store_coordination import Coordination
-from service.core.store_jobs import JobRecords, JobView
+from service.core.store_jobs import JobRecords, JobView, StoredJob
 from service.core.store_keys import broker_lists
+from service.core.store_pruning import PruningRecords
 from service.core.store_retention import JobDeletion, JobRetention
 from service.core.store_tenants import Admission, OverQuota, TenantRecords
 from service.core.store_trials import TrialRecords, history_entries, queue_trial_counts, trial_counts
@@ -34,6 +37,7 @@ __all__ = [
     "JobStore",
     "JobView",
     "OverQuota",
+    "StoredJob",
     "broker_lists",
     "cursor_pattern",
     "history_entries",
@@ -41,20 +45,32 @@ __all__ = [
 ]
 
 
-class JobStore(JobRecords, TenantRecords, JobRetention, TrialRecords, Coordination, WorkerRecords):
+CLIENT_OPTIONS: dict[str, Any] = {
+    "health_check_interval": 15,
+    "socket_connect_timeout": 5,
+    # A Redis that hangs raises instead of freezing a worker (or its lease thread, or the API's event loop).
+    "socket_timeout": 15,
+    "retry_on_timeout": True,
+}
+"""The settings of every client of the store's Redis, sync or asyncio (besides the URL, which names the
+server, database and password)."""
+
+
+def async_client(url: str) -> Any:
+    """An asyncio client of the store's Redis at `url` (str replies), with the sync clients' settings; it
+    connects on first use, and must be used from one event loop only (`service.api.async_redis`)."""
+    return redis.asyncio.Redis.from_url(url, decode_responses=True, **CLIENT_OPTIONS)
+
+
+class JobStore(
+    JobRecords, TenantRecords, JobRetention, TrialRecords, PruningRecords, Coordination, WorkerRecords
+):
     """Jobs, trials and search state in Redis. Finished trials are never rewritten by the store's callers."""
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
-        options: dict[str, Any] = {
-            "health_check_interval": 15,
-            "socket_connect_timeout": 5,
-            # A Redis that hangs raises instead of freezing a worker (or its lease thread).
-            "socket_timeout": 15,
-            "retry_on_timeout": True,
-        }
-        client = redis.Redis.from_url(url, decode_responses=True, **options)
-        return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **options))
+        client = redis.Redis.from_url(url, decode_responses=True, **CLIENT_OPTIONS)
+        return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **CLIENT_OPTIONS))
 
     def trial_send_counts(
         self, job_id: str, tenant: str

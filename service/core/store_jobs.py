@@ -16,6 +16,7 @@ from service.core import events
 from service.core.data_plan import DataPlan
 from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, JobRecord, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
+from service.core.stop_when import StoppedBy
 from service.core.store_base import (
     InvalidCursor,
     StoreBase,
@@ -26,7 +27,7 @@ from service.core.store_base import (
 )
 from service.core.store_keys import TENANT_STATUS, JobPart
 from service.core.store_tenants import Admission, OverQuota
-from service.core.store_trials import queue_trial_counts, trial_counts
+from service.core.store_trials import queue_trial_counts
 
 # Stores a new, queued job with its data and index entries, if its tenant's quotas admit it: fewer than
 # ARGV[3] queued jobs, and ARGV[4] more trials within the day's ARGV[5] (each '' for no limit), and starts
@@ -103,6 +104,40 @@ class JobView:
     trial_counts: Counter[TrialStatus]
 
 
+@dataclass(frozen=True)
+class StoredJob:
+    """What a `JobView` is made of, as Redis returned it: the job's hash, its trial counts (status -> count)
+    and how many trials it has. Text, not yet parsed: a rendering of the job can be remembered by it."""
+
+    id: str
+    fields: dict[str, str]
+    counts: dict[str, str]
+    trials: int
+
+    @property
+    def tenant(self) -> str:
+        return self.fields.get("tenant", LEGACY_TENANT)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the counts cover every trial: false for a job whose trials were stored before the counts
+        were kept, which `recounted` counts from its trials' statuses."""
+        return sum(n for n in map(int, self.counts.values()) if n > 0) == self.trials
+
+    def recounted(self, statuses: list[str]) -> StoredJob:
+        """This job with its counts made from its trials' statuses (the values of its trial-status hash)."""
+        counts = Counter(statuses)
+        return StoredJob(self.id, self.fields, {s: str(n) for s, n in counts.items()}, len(statuses))
+
+    def view(self, spec: dict[str, Any] | None = None) -> JobView:
+        """The job parsed (with `spec`, its spec as parsed already); its counts must cover every trial
+        (`counted`)."""
+        record = JobRecords.record_of(self.id, self.fields, spec)
+        assert record is not None, "a stored job has a status"
+        counts = Counter({TrialStatus(s): int(n) for s, n in self.counts.items() if int(n) > 0})
+        return JobView(record, counts)
+
+
 _DAY_COUNT_SECONDS = 3 * 24 * 3600  # a day's trial count outlives the day, for jobs that end the next one
 
 
@@ -153,7 +188,7 @@ class JobRecords(StoreBase):
             raise OverQuota(str(reply[1]), int(reply[2]))
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        return self._record(job_id, self.redis.hgetall(self.keys.job(job_id)))
+        return self.record_of(job_id, self.redis.hgetall(self.keys.job(job_id)))
 
     def job_views(self, job_ids: list[str]) -> list[JobView | None]:
         """Each job with its trial counts (None for a job that does not exist), in one round trip."""
@@ -168,26 +203,42 @@ class JobRecords(StoreBase):
 
     def job_views_from(self, job_ids: list[str], replies: list[Any]) -> list[JobView | None]:
         """The views of `job_ids` from the replies of the reads `queue_job_views` queued, in that order."""
-        views: list[JobView | None] = []
-        for i, job_id in enumerate(job_ids):
-            fields, counts, trials = replies[3 * i : 3 * i + 3]
-            record = self._record(job_id, fields)
-            views.append(
-                None
-                if record is None
-                else JobView(record, trial_counts(self.redis, self.keys, job_id, counts, trials))
-            )
-        return views
+        return [None if job is None else self._view(job) for job in self.stored_jobs_from(job_ids, replies)]
 
     @staticmethod
-    def _record(job_id: str, fields: dict[str, str]) -> JobRecord | None:
+    def stored_jobs_from(job_ids: list[str], replies: list[Any]) -> list[StoredJob | None]:
+        """`job_views_from`, unparsed: each job as stored (None for a job that does not exist)."""
+        jobs: list[StoredJob | None] = []
+        for i, job_id in enumerate(job_ids):
+            fields, counts, trials = replies[3 * i : 3 * i + 3]
+            jobs.append(StoredJob(job_id, fields, counts, int(trials)) if "status" in fields else None)
+        return jobs
+
+    def _view(self, job: StoredJob) -> JobView:
+        if not job.counted:
+            job = job.recounted(self.redis.hvals(self.keys.trial_status(job.id)))
+        return job.view()
+
+    async def counted_async(self, client: Any, job: StoredJob) -> StoredJob:
+        """`job` with counts that cover every trial, read through the asyncio `client` when it needs them
+        (`StoredJob.counted`)."""
+        if job.counted:
+            return job
+        return job.recounted(await client.hvals(self.keys.trial_status(job.id)))
+
+    @staticmethod
+    def record_of(
+        job_id: str, fields: dict[str, str], spec: dict[str, Any] | None = None
+    ) -> JobRecord | None:
+        """The record a job's hash holds; None when there is no job (no status). `spec`: the stored spec,
+        parsed already."""
         if "status" not in fields:
             return None
         return JobRecord(
             id=job_id,
             tenant=fields.get("tenant", LEGACY_TENANT),
             status=JobStatus(fields["status"]),
-            spec=json.loads(fields["spec"]),
+            spec=json.loads(fields["spec"]) if spec is None else spec,
             created_at=datetime.fromisoformat(fields["created_at"]),
             enqueued_at=optional_time(fields.get("enqueued_at")),
             start_sends=int(fields.get("start_sends", 0)),
@@ -200,6 +251,9 @@ class JobRecords(StoreBase):
             waiting=ErrorInfo.model_validate_json(fields["waiting"]) if fields.get("waiting") else None,
             data=DataPlan.model_validate_json(fields["data"]) if fields.get("data") else None,
             webhook=WebhookStatus.model_validate_json(fields["webhook"]) if fields.get("webhook") else None,
+            stopped_by=(
+                StoppedBy.model_validate_json(fields["stopped_by"]) if fields.get("stopped_by") else None
+            ),
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:
@@ -296,12 +350,17 @@ class JobRecords(StoreBase):
 
     def job_page_from(self, reply: list[Any], limit: int) -> tuple[list[JobView], str | None]:
         """The page and its cursor from the reply of the script `queue_job_page` queued."""
+        jobs, cursor = self.stored_page_from(reply, limit)
+        return [self._view(job) for job in jobs], cursor
+
+    def stored_page_from(self, reply: list[Any], limit: int) -> tuple[list[StoredJob], str | None]:
+        """`job_page_from`, unparsed: the page's jobs as stored, and its cursor."""
         members, *reads = reply
         page = members[:limit]
         # The script's HGETALLs come back as flat lists (field, value, ...).
         replies = [_pairs(read) if i % 3 < 2 else read for i, read in enumerate(reads)]
-        views = self.job_views_from([member.split(":", 1)[1] for member in page], replies)
-        return [view for view in views if view is not None], (page[-1] if len(members) > limit else None)
+        jobs = self.stored_jobs_from([member.split(":", 1)[1] for member in page], replies)
+        return [job for job in jobs if job is not None], (page[-1] if len(members) > limit else None)
 
     def jobs_with_status(self, status: JobStatus) -> list[str]:
         return [m.split(":", 1)[1] for m in self.redis.zrange(self.keys.jobs(status), 0, -1)]

@@ -20,6 +20,10 @@ Layout (prefix `ktune` by default):
   `{p}:job:{id}:requeued:{trial}` marks a trial the sweeper has just sent again;
   `{p}:job:{id}:losses:{trial}` counts the workers a trial lost while running;
   `{p}:job:{id}:nudged` marks a stalled job the sweeper has just nudged
+- `{p}:job:{id}:pruning` hash of what `tuner.pruning` compares trials by (`service.core.store_pruning`):
+  `epoch:{n}` the objective at epoch n of each trial that trained to its end, `completed` how many did,
+  `rung:{k}` the objective of each trial that reached ASHA's rung k, and a `done:{trial}` /
+  `rung:{k}:{trial}` mark per value so that a trial run again never adds one twice
 - `{p}:job:{id}:events` the job's event stream (`service.core.events`, capped): status changes (written
   with the change), trials started and finished, epochs, new bests
 - `{p}:queue:{queue}:served-at` when a worker was last seen consuming a Celery queue
@@ -63,8 +67,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from kombu.transport.redis import Channel as BrokerChannel
-
 from service.core.states import JobStatus
 
 
@@ -82,6 +84,7 @@ class JobPart(StrEnum):
     LOCK_WAKE = "lock-wake"
     NUDGED = "nudged"
     EVENTS = "events"
+    PRUNING = "pruning"
 
 
 class TrialPart(StrEnum):
@@ -150,6 +153,9 @@ class StoreKeys:
 
     def job_events(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.EVENTS)
+
+    def job_pruning(self, job_id: str) -> str:
+        return self.job_part(job_id, JobPart.PRUNING)
 
     def trial_lease(self, job_id: str, trial_id: str) -> str:
         return self.trial_part(job_id, TrialPart.LEASE, trial_id)
@@ -260,6 +266,13 @@ class StoreKeys:
         return f"{self.prefix}:reply:{reply_id}"
 
 
+# How kombu's Redis transport names a queue's list per priority step (its Channel's `sep` and
+# `priority_steps`), written out so that naming them needs no kombu at the API's start;
+# tests/unit/test_store_keys.py checks them against kombu's own.
+BROKER_SEP = "\x06\x16"
+BROKER_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
 def broker_lists(queue: str) -> list[str]:
     """kombu's Redis lists of a Celery queue, one per priority step; the first is named after the queue."""
-    return [f"{queue}{BrokerChannel.sep}{step}" if step else queue for step in BrokerChannel.priority_steps]
+    return [f"{queue}{BROKER_SEP}{step}" if step else queue for step in BROKER_PRIORITY_STEPS]

@@ -338,11 +338,13 @@ def long_job(
     batch_size: int = 4,
     max_parallel_trials: int = 1,
     epochs: int = 10_000,
+    algorithm: str = "random",
 ) -> str:
-    """Post an xor-classifier random search whose trials train for `epochs` (10,000: several seconds)."""
+    """Post an xor-classifier search (random unless told) whose trials train for `epochs` (10,000: several
+    seconds)."""
     body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["training"].update(epochs=epochs, batch_size=batch_size)
-    body["tuner"].update(algorithm="random", max_trials=max_trials, max_parallel_trials=max_parallel_trials)
+    body["tuner"].update(algorithm=algorithm, max_trials=max_trials, max_parallel_trials=max_parallel_trials)
     response = api.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
@@ -391,10 +393,12 @@ def sent_trials(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def running_job(ctx: WorkerContext) -> str:
-    """The README's classifier example as a random search of 2 parallel trials, stored and running."""
+def running_job(ctx: WorkerContext, algorithm: str = "random", max_trials: int = 4, **tuner: Any) -> str:
+    """The README's classifier example as a search of 2 parallel trials (random unless told, and `tuner`'s
+    other settings), stored and running."""
     body = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["tuner"].update(algorithm="random", max_trials=4)
+    body["tuner"].update(algorithm=algorithm, max_trials=max_trials)
+    body["tuner"].update(tuner)
     spec = JobCreate.model_validate(body).resolved()
     record = JobRecord(
         id=str(uuid.uuid4()),

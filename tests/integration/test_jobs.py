@@ -72,7 +72,11 @@ def test_xor_classifier_end_to_end(api: httpx.Client, workers: list[str], tmp_pa
     assert best["objective_value"] == best_value
     by_id = {t["id"]: t for t in trials}
     assert by_id[best["id"]]["objective_value"] == best_value, "best_trial.id names a trial of the list"
-    assert api.get(f"/v1/jobs/{job['id']}/artifacts/best-hyperparameters").json() == best["hyperparameters"]
+    assert best["constants"] == {"batch_size": 4} and "batch_size" not in best["hyperparameters"]
+    assert api.get(f"/v1/jobs/{job['id']}/artifacts/best-hyperparameters").json() == {
+        **best["hyperparameters"],
+        "batch_size": 4,
+    }, "the best hyperparameters with the job's constants: its whole configuration"
 
     response = api.get(f"/v1/jobs/{job['id']}/artifacts/best-model")
     assert response.status_code == 200
@@ -87,6 +91,33 @@ def test_xor_classifier_end_to_end(api: httpx.Client, workers: list[str], tmp_pa
     assert predicted.tolist() == y.tolist(), "the best model classifies XOR"
     _, accuracy = model.evaluate(x, y, verbose=0)
     assert accuracy == pytest.approx(best["objective_value"]), "the model reproduces its recorded score"
+
+
+def test_trials_tied_at_full_accuracy_are_told_apart_by_val_loss(api: httpx.Client) -> None:
+    body = example("xor-classifier")
+    # A space where most trials classify XOR perfectly: val_accuracy 1.0 ties them.
+    body["model"].update(hidden_layers={"min": 1, "max": 2}, units={"values": [16, 32]}, activation="tanh")
+    body["model"]["dropout"] = 0.0
+    body["optimizer"] = {"name": "adam", "learning_rate": {"values": [0.05, 0.03]}}
+    body["training"]["epochs"] = 120
+    body["tuner"] = {"algorithm": "random", "max_trials": 4, "max_parallel_trials": 2, "seed": 11}
+    job = post_job(api, body)
+    done = wait_job(api, job["id"], {"succeeded"})
+
+    trials = [
+        t for t in api.get(f"/v1/jobs/{job['id']}/trials").json()["items"] if t["status"] == "completed"
+    ]
+    top = max(t["objective_value"] for t in trials)
+    tied = [t for t in trials if t["objective_value"] == top]
+    assert top == 1.0 and len(tied) >= 2, "the test needs trials tied on the objective"
+    best = done["best_trial"]
+    assert best["id"] in {t["id"] for t in tied}
+    assert best["metrics"]["val_loss"] == min(t["metrics"]["val_loss"] for t in tied)
+    assert best["chosen_by"] == "tie_breaker:val_loss"
+    constants = {"activation": "tanh", "dropout": 0.0, "optimizer": "adam", "batch_size": 4}
+    assert best["constants"] == constants
+    for trial in trials:
+        assert trial["constants"] == constants and not constants.keys() & trial["hyperparameters"].keys()
 
 
 def test_cancel_running_job_stops_its_trial(api: httpx.Client) -> None:
@@ -271,3 +302,47 @@ def test_grid_and_hyperband_searches_run_to_the_end(api: httpx.Client, algorithm
             hps = trial["hyperparameters"]
             assert len(epochs) == hps["tuner/epochs"] - hps["tuner/initial_epoch"]
     assert "tuner/epochs" not in done["best_trial"]["hyperparameters"]
+
+
+def test_a_job_whose_objective_is_reached_succeeds_early_and_names_the_criterion(api: httpx.Client) -> None:
+    body = example("xor-classifier")
+    body["training"]["epochs"] = 20
+    # The binary cross-entropy of 4 rows is about 0.7 before any training: a val_loss of 10 is surely reached.
+    body["objective"] = {"name": "val_loss", "direction": "min"}
+    body["tuner"].update(
+        algorithm="random", max_trials=6, max_parallel_trials=2, stop_when={"objective_reaches": 10}
+    )
+    job = post_job(api, body)
+    assert job["stopped_by"] is None and job["spec"]["tuner"]["stop_when"] == {
+        "objective_reaches": 10.0,
+        "no_improvement_trials": None,
+    }
+
+    done = wait_job(api, job["id"], {"succeeded"})
+    trials = api.get(f"/v1/jobs/{job['id']}/trials", params={"history": "false"}).json()["items"]
+    # Both trials of the first step were handed out before either ended; the one still running finished.
+    assert [t["status"] for t in trials] == ["completed", "completed"]
+    assert done["progress"]["completed"] == 2 < done["progress"]["trials_total"] == 6
+    stopped = done["stopped_by"]
+    assert stopped["criterion"] == "objective_reaches" and stopped["value"] == 10
+    assert stopped["trial"] in {t["id"] for t in trials}
+    assert "objective_reaches 10" in stopped["message"]
+
+
+def test_enqueued_configurations_are_the_first_trials(api: httpx.Client) -> None:
+    body = example("xor-classifier")  # a Bayesian search
+    body["training"]["epochs"] = 20
+    entries = [
+        {"hidden_layers": 2, "units_0": 24, "units_1": 8, "activation": "tanh", "dropout": 0.1},
+        {"hidden_layers": 1, "optimizer": "rmsprop", "learning_rate": 0.01},
+    ]
+    body["tuner"].update(max_trials=3, max_parallel_trials=1, enqueue=entries)
+    job = post_job(api, body)
+    done = wait_job(api, job["id"], {"succeeded"})
+    assert done["progress"]["completed"] + done["progress"]["failed"] == 3, "they count toward max_trials"
+    trials = sorted(api.get(f"/v1/jobs/{job['id']}/trials").json()["items"], key=lambda t: t["id"])
+    first, second, third = (t["hyperparameters"] for t in trials)
+    assert first.items() >= entries[0].items() and second.items() >= entries[1].items()
+    assert "units_1" not in second and 8 <= second["units_0"] <= 128, "left out: drawn by the search"
+    assert not third.items() >= entries[0].items() and not third.items() >= entries[1].items()
+    assert done["stopped_by"] is None

@@ -175,9 +175,13 @@ def test_a_trial_that_keeps_killing_its_worker_fails_and_the_search_goes_on(frag
     assert done["progress"]["failed"] == 1 and done["progress"]["completed"] == 1
 
 
-def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(fragile: Deployment) -> None:
+# tpe: Optuna's study, which the new worker has never held, replayed from the log in Redis.
+@pytest.mark.parametrize("algorithm", ["random", "tpe"])
+def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(
+    fragile: Deployment, algorithm: str
+) -> None:
     api = fragile.client
-    job_id = long_job(api, max_trials=3)
+    job_id = long_job(api, max_trials=3, algorithm=algorithm)
 
     def second_trial_training() -> dict[str, Any] | None:
         trials = api.get(f"/v1/jobs/{job_id}/trials").json()["items"]
@@ -187,7 +191,7 @@ def test_a_job_whose_every_worker_died_finishes_when_one_comes_back(fragile: Dep
     first = wait_for(second_trial_training, 120, "one trial done and the next training")
     for name in list(fragile.workers):
         fragile.kill_worker(name)
-    fragile.start_worker("r3@ktune-test")
+    fragile.start_worker(f"r3-{algorithm}@ktune-test")
     fragile.wait_ready(workers=1)
 
     done = wait_job(api, job_id, {"succeeded"}, timeout=180)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from service.core import lifecycle, queue
-from service.core.records import TrialRecord, utcnow
+from service.core.records import BestTrial, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobStore
 from service.core.store_trials import HandIn
@@ -305,3 +305,133 @@ def test_a_result_whose_worker_died_before_a_step_took_it_in_is_taken_in_by_the_
     assert [t.trial_id for t in oracle.trials.values() if t.status == "COMPLETED"] == [trial.id]
     assert store.trial_status_counts(job_id) == {TrialStatus.COMPLETED: 1, TrialStatus.QUEUED: 2}
     assert len(sent_trials) == 3
+
+
+# --- completion criteria (tuner.stop_when) ------------------------------------------------------------------
+
+
+def _start(ctx: WorkerContext, job_id: str, trial_id: str) -> TrialRecord:
+    record = ctx.store.get_trial(job_id, trial_id)
+    assert record is not None
+    running = record.model_copy(update={"status": TrialStatus.RUNNING, "started_at": utcnow()})
+    assert lifecycle.start_trial(ctx.store, job_id, running)
+    return running
+
+
+def test_a_reached_objective_hands_out_no_more_trials_and_the_job_succeeds_once_those_running_end(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx, max_trials=10, stop_when={"objective_reaches": 0.9})
+    search.advance(worker_ctx, job_id)
+    first, second = (_start(worker_ctx, job_id, trial_id) for trial_id in sent_trials)
+    search.finish_trial(worker_ctx, job_id, first, _completed(0.5))
+    assert len(sent_trials) == 3, "not reached: the search goes on"
+    third = _start(worker_ctx, job_id, sent_trials[2])
+    search.finish_trial(worker_ctx, job_id, second, _completed(0.95))
+    assert len(sent_trials) == 3, "reached: no new trial"
+    record = store.get_job(job_id)
+    assert record is not None and record.status is JobStatus.RUNNING, "the third trial still runs"
+    search.finish_trial(worker_ctx, job_id, third, _completed(1.0))
+    record = store.get_job(job_id)
+    assert record is not None and record.status is JobStatus.SUCCEEDED
+    assert record.stopped_by is not None
+    assert (record.stopped_by.criterion, record.stopped_by.value, record.stopped_by.trial) == (
+        "objective_reaches",
+        0.9,
+        second.id,
+    )
+    trials = store.get_trials(job_id)
+    assert [t.status for t in trials] == [TrialStatus.COMPLETED] * 3, "the trial in flight ran to its end"
+
+
+def test_a_redelivered_finish_does_not_count_twice_toward_no_improvement(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(
+        worker_ctx, max_trials=10, max_parallel_trials=1, stop_when={"no_improvement_trials": 2}
+    )
+    search.advance(worker_ctx, job_id)
+    best = _start(worker_ctx, job_id, sent_trials[-1])
+    search.finish_trial(worker_ctx, job_id, best, _completed(0.75))
+    worse = _start(worker_ctx, job_id, sent_trials[-1])
+    search.finish_trial(worker_ctx, job_id, worse, _completed(0.5))
+    search.finish_trial(worker_ctx, job_id, worse, _completed(0.5))  # the same finish, delivered again
+    assert store.get_status(job_id) is JobStatus.RUNNING, "one trial without improvement, not two"
+    assert len(sent_trials) == 3
+    # Every worker lost: the next step replays the whole log, standing included.
+    search_state.forget(store, job_id)
+    last = _start(worker_ctx, job_id, sent_trials[-1])
+    search.finish_trial(worker_ctx, job_id, last, _completed(0.75))  # a tie does not improve
+    record = store.get_job(job_id)
+    assert record is not None and record.status is JobStatus.SUCCEEDED
+    assert record.stopped_by is not None and record.stopped_by.criterion == "no_improvement_trials"
+    assert record.stopped_by.trial == last.id and record.stopped_by.value == 2
+    assert f"(trial {best.id})" in record.stopped_by.message
+    assert len(sent_trials) == 3
+
+
+def test_an_enqueued_trial_is_handed_out_first_and_once(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    entry = {"hidden_layers": 1, "units_0": 24, "activation": "tanh", "optimizer": "rmsprop"}
+    job_id = running_job(worker_ctx, max_parallel_trials=1, enqueue=[entry])
+    search.advance(worker_ctx, job_id)
+    search.advance(worker_ctx, job_id)  # a repeated start: nothing more
+    assert len(sent_trials) == 1
+    first = _start(worker_ctx, job_id, sent_trials[0])
+    assert first.hyperparameters.items() >= entry.items()
+    search_state.forget(worker_ctx.store, job_id)
+    search.finish_trial(worker_ctx, job_id, first, _completed(0.5))
+    second = worker_ctx.store.get_trial(job_id, sent_trials[1])
+    assert second is not None and not second.hyperparameters.items() >= entry.items()
+
+
+def _accurate(ctx: WorkerContext, job_id: str, trial_id: str, val_loss: float) -> search.TrialOutcome:
+    """A completed trial at val_accuracy 1.0, with its model written where a trial leaves a candidate."""
+    candidate = ctx.artifacts.candidate_model_path(job_id, trial_id)
+    candidate.parent.mkdir(parents=True, exist_ok=True)
+    candidate.write_bytes(f"model of trial {trial_id}".encode())
+    metrics = {"loss": val_loss, "accuracy": 1.0, "val_loss": val_loss, "val_accuracy": 1.0}
+    return search.TrialOutcome(TrialStatus.COMPLETED, metrics, 1.0, 7, candidate)
+
+
+def test_trials_tied_on_the_objective_are_ranked_by_val_loss_and_the_job_says_so(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx)  # xor-classifier: val_accuracy, batch_size 4 a constant
+    best_model = worker_ctx.artifacts.best_model_path(job_id)
+    search.advance(worker_ctx, job_id)
+
+    def finish(trial_id: str, val_loss: float) -> search.TrialOutcome:
+        outcome = _accurate(worker_ctx, job_id, trial_id, val_loss)
+        search.finish_trial(worker_ctx, job_id, _start(worker_ctx, job_id, trial_id), outcome)
+        return outcome
+
+    def best() -> BestTrial:
+        record = store.get_job(job_id)
+        assert record is not None and record.best is not None
+        return record.best
+
+    first, second = sent_trials
+    finish(first, 0.1)
+    assert (best().trial_id, best().chosen_by, best().best_epoch) == (first, "objective", 7)
+    assert best().constants == {"batch_size": 4} and "batch_size" not in best().hyperparameters
+
+    outcome = finish(second, 0.3)
+    assert (best().trial_id, best().chosen_by) == (first, "tie_breaker:val_loss"), "it won a tie by val_loss"
+    assert outcome.candidate is not None and not outcome.candidate.exists(), (
+        "a trial that lost leaves no model"
+    )
+    assert best_model.read_bytes() == f"model of trial {first}".encode()
+
+    third = sent_trials[2]
+    finish(third, 0.05)
+    assert (best().trial_id, best().chosen_by) == (third, "tie_breaker:val_loss")
+    assert best().metrics["val_loss"] == 0.05
+    assert best_model.read_bytes() == f"model of trial {third}".encode(), "its model is the job's best"
+    trial = store.get_trial(job_id, third)
+    assert trial is not None and trial.constants == {"batch_size": 4}
+    assert "batch_size" not in trial.hyperparameters

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from service.core.data_plan import DataPlan
 from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, utcnow
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import InvalidCursor, JobStore
-from tests.integration.store_records import job_record, keys_under, stored_job, trial_record
+from service.core.store import InvalidCursor, JobStore, StoredJob
+from tests.integration.store_records import job_record, keys_under, run_async, stored_job, trial_record
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +201,42 @@ def test_jobs_with_status_lists_every_tenants_jobs_oldest_first(scratch_store: J
         scratch_store.create_job(record, b"x")
     assert scratch_store.jobs_with_status(JobStatus.QUEUED) == [older.id, newer.id]
     assert scratch_store.jobs_with_status(JobStatus.SUCCEEDED) == []
+
+
+def test_stored_jobs_are_the_text_views_are_parsed_from(scratch_store: JobStore) -> None:
+    job_id = stored_job(scratch_store, "globex")
+    assert scratch_store.transition_trial(job_id, trial_record("00"), [None])
+    replies = scratch_store.read(lambda pipe: scratch_store.queue_job_views(pipe, [job_id, MISSING]))
+    job, missing = scratch_store.stored_jobs_from([job_id, MISSING], replies)
+    assert missing is None and job is not None
+    assert (job.id, job.tenant, job.counts, job.trials, job.counted) == (
+        job_id,
+        "globex",
+        {"queued": "1"},
+        1,
+        True,
+    )
+    assert job.fields == scratch_store.redis.hgetall(scratch_store.keys.job(job_id)), "unparsed"
+    [view] = scratch_store.job_views([job_id])
+    assert job.view() == view
+
+
+def test_a_job_stored_before_trial_counts_were_kept_is_counted_from_its_trials_async(
+    scratch_store: JobStore, redis_url: str
+) -> None:
+    job_id = stored_job(scratch_store)
+    for trial_id in ("00", "01"):
+        assert scratch_store.transition_trial(job_id, trial_record(trial_id), [None])
+    scratch_store.redis.delete(scratch_store.keys.trial_counts(job_id))  # as an older store kept it
+    replies = scratch_store.read(lambda pipe: scratch_store.queue_job_views(pipe, [job_id]))
+    [job] = scratch_store.stored_jobs_from([job_id], replies)
+    assert job is not None and not job.counted
+
+    async def count(client: Any) -> StoredJob:
+        assert job is not None
+        return await scratch_store.counted_async(client, job)
+
+    counted = run_async(redis_url, count)
+    assert counted.counted and counted.view().trial_counts == {TrialStatus.QUEUED: 2}
+    [view] = scratch_store.job_views([job_id])
+    assert view is not None and view.trial_counts == counted.view().trial_counts

@@ -40,6 +40,8 @@ def every_key_of(store: JobStore, tenant: str) -> str:
     assert store.claim_requeue(job_id, "01", 30)
     store.count_trial_loss(job_id, "01")
     assert store.claim_nudge(job_id, 30)
+    assert store.record_completed_curve(job_id, "00", [0.5, 0.25])  # tuner.pruning's values
+    store.record_rung(job_id, "01", 0, 0.5)
     assert store.start(job_id, None)
     assert store.transition(job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, finished_at=utcnow())
     store.release_lease(job_id, "01", "worker")

@@ -27,10 +27,14 @@ pytestmark = pytest.mark.integration
 def test_a_job_that_cannot_be_queued_is_failed_not_left_queued(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def refuse(job_id: str, queue_name: str, priority: int = 0) -> None:
-        raise OperationalError("broker unreachable")
+    class RefusingBroker:
+        """Celery's send_task as it fails when the broker cannot take the message."""
 
-    monkeypatch.setattr(queue, "send_start_job", refuse)
+        def send_task(self, *args: object, **kwargs: object) -> None:
+            raise OperationalError("broker unreachable")
+
+    # queue.send_start_job itself runs: it turns kombu's error into QueueUnreachable, which submit catches.
+    monkeypatch.setattr(queue, "get_celery", RefusingBroker)
     store = JobStore.from_url(redis_url, prefix="ktune-submit-test")
     job = parse_job((ROOT / "examples" / "xor-seed.json").read_bytes(), Limits())
 

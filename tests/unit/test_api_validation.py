@@ -44,10 +44,21 @@ class _NoRedis:
         raise AssertionError(f"Redis was used ({name}) on a request that fails validation")
 
 
+class _NoAsyncRedis:
+    """The app's asyncio client (`api.async_redis.AsyncRedis`), for the hot reads: must not be used either."""
+
+    def client(self) -> _NoRedis:
+        return _NoRedis()
+
+    async def close(self) -> None:
+        pass
+
+
 def _app(limits: Limits = LIMITS) -> FastAPI:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=limits, auth="off")  # keys: test_auth.py
     app = create_app(settings)
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
+    app.state.async_redis = _NoAsyncRedis()
     return app
 
 
@@ -141,6 +152,16 @@ def test_invalid_bodies_name_the_offending_path(
     fields = fields_of(client.post("/v1/jobs", json=changed(seed(), path, value)))
     assert field in fields, fields
     assert fragment in fields[field]
+
+
+@pytest.mark.parametrize("route", ["/v1/jobs", "/v1/jobs/validate"])
+def test_cmaes_over_a_list_of_names_is_a_422_on_tuner_algorithm_with_the_fix(
+    client: TestClient, route: str
+) -> None:
+    body = changed(classifier(), "tuner.algorithm", "cmaes")  # it tunes activation and optimizer names
+    fields = fields_of(client.post(route, json=body))
+    assert list(fields) == ["tuner.algorithm"]
+    assert "lists names: use tpe" in fields["tuner.algorithm"]
 
 
 def test_missing_data_is_named(client: TestClient) -> None:
@@ -447,3 +468,43 @@ def test_a_405_carries_allow_with_every_method_of_the_path(
     response = client.request(method, path)
     assert error_of(response, 405)["code"] == "method_not_allowed"
     assert response.headers["allow"] == allow
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/jobs/validate"])
+@pytest.mark.parametrize(
+    ("tuner", "field", "fragment"),
+    [
+        ({"stop_when": {}}, "tuner.stop_when", "give objective_reaches (a number), no_improvement_trials"),
+        ({"stop_when": {"no_improvement_trials": 0}}, "tuner.stop_when.no_improvement_trials", "equal to 1"),
+        ({"stop_when": {"no_improvement_trials": 2.5}}, "tuner.stop_when.no_improvement_trials", "integer"),
+        ({"stop_when": {"objective_reaches": "high"}}, "tuner.stop_when.objective_reaches", "number"),
+        ({"stop_when": {"objective_reaches": 1, "patience": 2}}, "tuner.stop_when.patience", "not a field"),
+        (
+            {"enqueue": [{"activation": "selu"}]},
+            "tuner.enqueue[0].activation",
+            "choose from ['relu', 'tanh']",
+        ),
+        ({"enqueue": [{}, {"unit_0": 8}]}, "tuner.enqueue[1].unit_0", "is not a hyperparameter of this job"),
+        ({"enqueue": [{"dropout": 0.35}]}, "tuner.enqueue[0].dropout", "give a number from 0.0 to 0.3"),
+        ({"enqueue": [{}] * 13}, "tuner.enqueue", "13 entries, more than tuner.max_trials (12)"),
+    ],
+)
+def test_bad_completion_criteria_and_enqueued_trials_are_a_422_on_submit_and_dry_run(
+    client: TestClient, path: str, tuner: dict[str, Any], field: str, fragment: str
+) -> None:
+    body = classifier()
+    body["tuner"].update(tuner)
+    fields = fields_of(client.post(path, json=body))
+    assert list(fields) == [field]
+    assert fragment in fields[field]
+
+
+def test_an_infinite_objective_target_is_a_422(client: TestClient) -> None:
+    # JSON has no infinity; Python's parser reads the literal as it reads NaN.
+    text = json.dumps(changed(classifier(), "tuner.stop_when", {"objective_reaches": 1})).replace(
+        '"objective_reaches": 1', '"objective_reaches": Infinity'
+    )
+    for path in ("/v1/jobs", "/v1/jobs/validate"):
+        response = client.post(path, content=text, headers={"Content-Type": "application/json"})
+        fields = fields_of(response)
+        assert list(fields) == ["tuner.stop_when.objective_reaches"], fields

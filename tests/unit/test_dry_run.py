@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.core.catalog import Task
+from service.core.catalog import Task, output_units
 from service.core.dry_run import logged_metrics, space_size, validation_of
-from service.core.labels import output_units
 from service.core.params import bounds
 from service.core.spec import JobCreate, grid_size, inline_shape
 
@@ -109,6 +108,20 @@ def test_a_grid_smaller_than_max_trials_is_warned_about() -> None:
         ("data", False),
         ("grid_smaller_than_max_trials", True),
     ]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "ending"),
+    [("random", "ends once it finds no configuration"), ("tpe", "some trials repeat a configuration")],
+)
+def test_a_space_smaller_than_max_trials_is_warned_about_as_the_algorithm_behaves(
+    algorithm: str, ending: str
+) -> None:
+    spec = spec_of(
+        REGRESSION, model={"units": {"values": [4, 8]}}, tuner={"algorithm": algorithm, "max_trials": 5}
+    )
+    [warning] = validation_of(spec, _shape(spec), []).warnings
+    assert warning.code == "space_smaller_than_max_trials" and ending in warning.message
 
 
 def test_no_warning_when_the_grid_is_large_enough() -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from service.core.lazy_imports import DEFERRED
+
 HEAVY = ("tensorflow", "keras", "keras_tuner")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +52,55 @@ def test_no_service_module_nor_the_app_loads_tensorflow_or_scikit_learn() -> Non
     loaded = loaded_after(statement)
     assert {"fastapi", "pyarrow", "service"} <= loaded  # the statement ran
     assert not loaded & {*HEAVY, "sklearn", "scipy"}
+
+
+# What `python -m service` imports and does before it serves (its lifespan included), then a liveness
+# probe and a job read (a 503 here: no Redis).
+STARTED = (
+    "import json, service.__main__, uvicorn\n"
+    "from fastapi.testclient import TestClient\n"
+    "from service.api.app import create_app\n"
+    "from service.core.settings import Settings\n"
+    "app = create_app(Settings(redis_url='redis://127.0.0.1:1/0', auth='off', warm_imports_seconds=-1))\n"
+    "with TestClient(app, base_url='http://localhost') as client:\n"
+    "    assert client.get('/healthz').status_code == 200\n"
+    "    assert client.get('/v1/jobs/0b7c5a52-2f0d-4c53-9a53-6c3f6f0e7a11').status_code == 503\n"
+)
+
+
+def test_starting_the_api_loads_none_of_the_modules_it_defers() -> None:
+    """numpy, pyarrow, Celery, kombu and prometheus_client wait for the requests that need them
+    (`service.core.lazy_imports`): a replica answers /healthz in well under a second. Requests are timed
+    (the latency middleware ran for both) without prometheus_client."""
+    loaded = loaded_after(STARTED)
+    assert {"fastapi", "uvicorn", "service"} <= loaded  # the statement ran
+    assert not loaded & set(DEFERRED)
+
+
+def test_a_serving_api_loads_them_in_the_background_before_the_first_job() -> None:
+    """So the first job costs what later ones do (`KTUNE_WARM_IMPORTS_SECONDS`)."""
+    warmed = STARTED.replace("warm_imports_seconds=-1", "warm_imports_seconds=0") + (
+        "    import sys, time\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while not {'numpy', 'pyarrow', 'celery', 'kombu', 'prometheus_client'} <= sys.modules.keys():\n"
+        "        assert time.monotonic() < deadline, 'not loaded in the background'\n"
+        "        time.sleep(0.05)\n"
+    )
+    assert set(DEFERRED) <= loaded_after(warmed)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "module"),
+    [
+        ("client.get('/metrics')", "prometheus_client"),  # 503 without Redis, after loading it
+        ("client.post('/v1/jobs/validate', json=json.load(open('examples/xor-seed.json')))", "numpy"),
+        ("client.get('/v1/datasets/iris')", "pyarrow"),
+        ("from service.core.queue import get_celery; get_celery()", "kombu"),
+    ],
+)
+def test_the_requests_that_need_a_deferred_module_load_it(request_line: str, module: str) -> None:
+    """The other side of the test above: its absence there means laziness, not a module no longer used."""
+    assert module in loaded_after(STARTED + f"    {request_line}\n")
 
 
 def test_shared_core_needs_neither_fastapi_nor_tensorflow() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.core.catalog import Task
-from service.core.labels import LabelError, as_labels, check_classes, classes_of, output_units, to_indices
+from service.core.catalog import Task, output_units
+from service.core.labels import LabelError, as_labels, check_classes, classes_of, to_indices
 
 
 def test_labels_one_to_three_make_three_classes_not_four() -> None:

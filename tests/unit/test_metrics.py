@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.api.metrics import UNMATCHED, registry_for
+from service.api.metrics import LATENCY_BUCKETS, UNMATCHED, LatencyHistogram
+from service.api.metrics_export import LatencyCollector, registry_for
 from service.api.schemas import ErrorBody
 from service.core.settings import Settings
 from service.core.store import JobStore
@@ -38,7 +39,7 @@ def test_requests_are_timed_by_route_template_and_status_class(app: FastAPI) -> 
     # Read from the histogram itself: all of /metrics would need Redis for the store's numbers.
     samples = [
         sample
-        for metric in app.state.request_latency.collect()
+        for metric in LatencyCollector(app.state.request_latency).collect()
         for sample in metric.samples
         if sample.name == f"{LATENCY}_count"
     ]
@@ -50,6 +51,21 @@ def test_requests_are_timed_by_route_template_and_status_class(app: FastAPI) -> 
 
 def test_each_app_has_its_own_registry() -> None:
     store = JobStore.from_url("redis://127.0.0.1:1/0")
-    first, _ = registry_for(store)
-    second, _ = registry_for(store)  # would raise "Duplicated timeseries" in one shared registry
+    first = registry_for(store, LatencyHistogram())
+    second = registry_for(store, LatencyHistogram())  # would raise "Duplicated timeseries" in one registry
     assert first is not second
+
+
+def test_latencies_fall_in_prometheus_buckets_up_to_and_including_each_bound() -> None:
+    """The histogram kept without prometheus_client reads as prometheus_client's own Histogram would."""
+    histogram = LatencyHistogram()
+    labels = ("GET", "/healthz", "2xx")
+    for seconds in (0.001, 0.005, 0.0051, 31.0):
+        histogram.observe(labels, seconds)
+    [family] = LatencyCollector(histogram).collect()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[(f"{LATENCY}_bucket", "0.005")] == 2  # 0.005 itself is in the 0.005 bucket
+    assert samples[(f"{LATENCY}_bucket", "0.01")] == 3
+    assert samples[(f"{LATENCY}_bucket", repr(LATENCY_BUCKETS[-1]))] == 3
+    assert samples[(f"{LATENCY}_bucket", "+Inf")] == samples[(f"{LATENCY}_count", None)] == 4
+    assert samples[(f"{LATENCY}_sum", None)] == pytest.approx(0.001 + 0.005 + 0.0051 + 31.0)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import keras_tuner as kt
 import pytest
 from keras_tuner.src.engine.oracle import Oracle as KerasTunerOracle
 from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 
 from service.core.spec import JobCreate
-from worker.oracles import Watch, dump_oracle, load_oracle, log_entry, new_oracle, replay
+from worker import constants
+from worker.oracles import Watch, as_reloaded, dump_oracle, load_oracle, log_entry, new_oracle, replay
 
 ALGORITHMS = ["random", "grid", "bayesian", "hyperband"]
 
@@ -44,6 +46,7 @@ def spec_of(algorithm: str, learning_rates: list[float] | None = None, max_trial
                 "max_trials": max_trials or (20 if algorithm == "bayesian" else 12),
                 "seed": 7,
                 "factor": 3,
+                **({"num_initial_points": 15} if algorithm == "bayesian" else {}),
             },
         }
     )
@@ -101,7 +104,8 @@ def search(spec: JobCreate, parallel: int, mode: str) -> list[tuple[str, str, di
     def begin() -> Any:
         if mode == "reload":
             return round_trip(oracle, spec)
-        return logged.begin() if mode == "log" else oracle
+        # A worker that kept the oracle resets what keras-tuner keeps outside its state, as at each step.
+        return logged.begin() if mode == "log" else as_reloaded(oracle)
 
     def commit(touched: tuple[str, ...] = ()) -> None:
         if mode == "log":
@@ -281,3 +285,125 @@ def test_values_are_drawn_as_keras_tuner_draws_them(algorithm: str) -> None:
         for oracle in (ours, theirs):
             oracle._tried_so_far.add(oracle._compute_values_hash(drawn))
     assert {name.split("_")[0] for name in drawn} >= {"units", "learning"}
+
+
+# --- tuner.enqueue -----------------------------------------------------------------------------------------
+
+ENQUEUED = [
+    {
+        "hidden_layers": 2,
+        "units_0": 16,
+        "units_1": 4,
+        "activation": "relu",
+        "learning_rate": 0.01,
+    },  # the best
+    {"hidden_layers": 1, "activation": "tanh"},  # units_0 and learning_rate drawn
+]
+
+
+def enqueued_spec(algorithm: str, max_trials: int = 0) -> JobCreate:
+    spec = spec_of(algorithm, max_trials=max_trials)
+    body = spec.model_dump(mode="json")
+    body["tuner"]["enqueue"] = ENQUEUED
+    return JobCreate.model_validate(body)
+
+
+def first_trials(spec: JobCreate, count: int) -> list[dict[str, Any]]:
+    oracle = new_oracle(spec)
+    return [dict(oracle.create_trial(f"slot-{slot}").hyperparameters.values) for slot in range(count)]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("mode", ["memory", "reload", "log"])
+def test_enqueued_values_are_the_first_trials_and_used_once(algorithm: str, mode: str) -> None:
+    spec = enqueued_spec(algorithm)
+    ended = search(spec, 2, mode)
+    first, second = (values for _, _, values in sorted(ended)[:2])
+    assert first.items() >= ENQUEUED[0].items()
+    assert second.items() >= ENQUEUED[1].items()
+    assert {"units_0", "learning_rate"} <= second.keys() and "units_1" not in second, "drawn, if active"
+    later = [values for _, _, values in sorted(ended)[2:]]
+    assert len(later) >= 2
+    if algorithm != "grid":  # the grid's walk may come to an entry's values again (documented)
+        assert first not in later and second not in later, "each entry is one trial, and searches go on"
+    assert len(ended) <= spec.tuner.max_trials, "enqueued trials count toward max_trials"
+    assert search(spec, 2, mode) == ended, "the same search every time"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_search_resumed_from_its_log_neither_repeats_nor_skips_an_entry(algorithm: str) -> None:
+    spec = enqueued_spec(algorithm)
+    logged = LoggedSearch(spec)
+    made = []
+    for slot in range(3):
+        oracle = logged.begin()
+        made.append(dict(oracle.create_trial(f"slot-{slot}").hyperparameters.values))
+        logged.commit()
+    # Every worker lost: a new one replays the whole log.
+    oracle = replay(spec, [json.loads(entry) for entry in logged.log])
+    fourth = dict(oracle.create_trial("slot-3").hyperparameters.values)
+    assert made[0].items() >= ENQUEUED[0].items() and made[1].items() >= ENQUEUED[1].items()
+    # (The second entry fixes two values only: a draw may match it by chance; the count says it was used.)
+    for values in [made[2], fourth]:
+        assert not values.items() >= ENQUEUED[0].items()
+    assert oracle.ktune == {"enqueued": 2}
+
+
+def test_the_values_drawn_for_an_entry_follow_the_seed() -> None:
+    spec = enqueued_spec("random")
+    assert first_trials(spec, 3) == first_trials(spec, 3)
+    other = JobCreate.model_validate(
+        {**spec.model_dump(mode="json"), "tuner": {**spec.tuner.model_dump(), "seed": 8}}
+    )
+    assert first_trials(other, 2)[0] == first_trials(spec, 2)[0], "a whole entry needs no draw"
+    assert first_trials(other, 2)[1] != first_trials(spec, 2)[1]
+
+
+def test_a_grid_walks_its_whole_grid_after_the_enqueued_trials() -> None:
+    grid = spec_of("grid", max_trials=200)
+    walked = {json.dumps(values, sort_keys=True) for _, status, values in search(grid, 2, "log")}
+    body = grid.model_dump(mode="json")
+    body["tuner"]["enqueue"] = [{"hidden_layers": 1, "units_0": 8, "learning_rate": 0.01}]
+    with_entry = JobCreate.model_validate(body)
+    ended = search(with_entry, 2, "log")
+    assert ended[0][2].items() >= {"hidden_layers": 1, "units_0": 8, "learning_rate": 0.01}.items()
+    # Every fifth trial is made to fail: which ones moves by one, so compare what was tried.
+    tried = [json.dumps(values, sort_keys=True) for _, _, values in ended]
+    assert set(tried) == walked and len(tried) == len(walked) + 1, "the whole grid, and the entry once more"
+
+
+def test_hyperband_runs_enqueued_values_in_round_0_of_its_first_bracket() -> None:
+    spec = enqueued_spec("hyperband", max_trials=40)
+    oracle = new_oracle(spec)
+    first = [oracle.create_trial(f"slot-{slot}").hyperparameters.values for slot in range(3)]
+    bracket = first[2]["tuner/bracket"]
+    assert [values["tuner/bracket"] for values in first] == [bracket] * 3
+    assert [values["tuner/round"] for values in first] == [0, 0, 0]
+    assert first[0]["tuner/epochs"] == first[2]["tuner/epochs"] < spec.training.epochs
+    assert first[0].items() >= ENQUEUED[0].items() and first[1].items() >= ENQUEUED[1].items()
+    ended = search(spec, 1, "log")
+    promoted = [values for _, _, values in ended if values.get("tuner/trial_id") == "00"]
+    assert promoted, "a good enqueued trial goes on to the next round like any other"
+
+
+def test_a_search_stored_with_constants_as_fixed_hyperparameters_goes_on_as_it_began() -> None:
+    """Searches stored before constants left the space keep their space, their trials' values and
+    keras-tuner's count of initial points; a trial's configuration is the same either way."""
+    spec = spec_of("bayesian")
+    oracle = new_oracle(spec)
+    older = kt.HyperParameters.from_config(oracle.hyperparameters.get_config())
+    for name, value in (("dropout", 0.0), ("optimizer", "adam"), ("batch_size", 32)):
+        older.Fixed(name, value)
+    oracle.hyperparameters, oracle.num_initial_points = older, None
+    first = oracle.create_trial("a")
+    assert first.hyperparameters.values["optimizer"] == "adam"
+
+    loaded = round_trip(oracle, spec)
+    assert loaded.num_initial_points is None, "keras-tuner's 3 x dimensions, as the search began"
+    assert len(loaded.hyperparameters.space) == 8
+    values = dict(loaded.create_trial("b").hyperparameters.values)
+    assert (values["optimizer"], values["batch_size"]) == ("adam", 32)
+    tuned, fixed = constants.split(spec, values)
+    assert not {"dropout", "optimizer", "batch_size"} & tuned.keys()
+    assert fixed == {"dropout": 0.0, "optimizer": "adam", "batch_size": 32}
+    assert constants.configuration(spec, tuned) == constants.configuration(spec, values) == values

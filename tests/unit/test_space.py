@@ -68,13 +68,13 @@ def test_seed_units_are_active_only_for_existing_layers(layers: int) -> None:
     assert active_units(hp, layers) == [f"units_{i}" for i in range(layers)]
 
 
-def test_seed_learning_rate_is_a_choice_and_constants_are_fixed() -> None:
+def test_seed_learning_rate_is_a_choice_and_constants_are_not_hyperparameters() -> None:
     space = declared(search_space(example("xor-seed.json")))
     learning_rate = space["learning_rate"]
     assert isinstance(learning_rate, hps.Choice)
     assert list(learning_rate.values) == [0.01, 0.001, 0.0001]
-    fixed = {name: h.value for name, h in space.items() if isinstance(h, hps.Fixed)}
-    assert fixed == {"activation": "relu", "dropout": 0.0, "optimizer": "adam", "batch_size": 32}
+    assert not {"activation", "dropout", "optimizer", "batch_size"} & space.keys()
+    assert not any(isinstance(h, hps.Fixed) for h in space.values())
 
 
 def test_classifier_declares_step_log_and_choice() -> None:
@@ -93,7 +93,8 @@ def test_classifier_declares_step_log_and_choice() -> None:
     optimizer = space["optimizer"]
     assert isinstance(optimizer, hps.Choice)
     assert list(optimizer.values) == ["adam", "rmsprop"]
-    assert isinstance(space["batch_size"], hps.Fixed) and space["batch_size"].value == 4
+    assert "batch_size" not in space, "a constant batch size is no hyperparameter"
+    assert len(space) == 8  # hidden_layers, units_0-2, activation, dropout, optimizer, learning_rate
     assert sorted(name for name in space if name.startswith("units_")) == ["units_0", "units_1", "units_2"]
     assert (space["units_2"].min_value, space["units_2"].max_value, space["units_2"].step) == (8, 128, 8)
 
@@ -107,7 +108,7 @@ def test_classifier_units_follow_hidden_layers() -> None:
 def test_constant_hidden_layers_gives_unconditional_units() -> None:
     hp = search_space(with_model(hidden_layers=3, units={"min": 4, "max": 16, "step": 4}))
     space = declared(hp)
-    assert isinstance(space["hidden_layers"], hps.Fixed) and space["hidden_layers"].value == 3
+    assert "hidden_layers" not in space
     assert sorted(name for name in space if name.startswith("units_")) == ["units_0", "units_1", "units_2"]
     for name in ("units_0", "units_1", "units_2"):
         assert isinstance(space[name], hps.Int)
@@ -115,7 +116,13 @@ def test_constant_hidden_layers_gives_unconditional_units() -> None:
         assert hp.is_active(name)
 
 
-def test_all_constants_are_fixed_and_every_layer_gets_its_units() -> None:
+def test_constant_units_are_no_hyperparameters_under_tuned_hidden_layers() -> None:
+    space = declared(search_space(with_model(hidden_layers={"min": 1, "max": 3}, units=16)))
+    assert set(space) == {"hidden_layers"}
+
+
+def test_a_space_that_tunes_nothing_keeps_its_constants_fixed() -> None:
+    """keras-tuner's Hyperband hands out no trial for an empty space: the one configuration is kept."""
     space = declared(search_space(with_model(hidden_layers=2, units=16)))
     assert {name: type(h).__name__ for name, h in space.items()} == {
         "hidden_layers": "Fixed",
@@ -160,6 +167,9 @@ def test_layer_counts(param: Any, counts: list[int]) -> None:
     assert layer_counts(with_model(hidden_layers=param).model.hidden_layers) == counts
 
 
+TUNED_UNITS = {"values": [8, 16]}  # constant units would be no hyperparameters: nothing to activate
+
+
 def _sampled_layer_counts(hp: kt.HyperParameters) -> set[int]:
     layers = declared(hp)["hidden_layers"]
     return {layers.prob_to_value(p / 1000) for p in range(1000)}
@@ -167,7 +177,7 @@ def _sampled_layer_counts(hp: kt.HyperParameters) -> set[int]:
 
 @pytest.mark.parametrize("sampling", ["log", "reverse_log"])
 def test_layer_counts_match_what_keras_tuner_samples_with_a_log_step(sampling: str) -> None:
-    spec = with_model(hidden_layers={"min": 1, "max": 8, "step": 2, "sampling": sampling})
+    spec = with_model(hidden_layers={"min": 1, "max": 8, "step": 2, "sampling": sampling}, units=TUNED_UNITS)
     hp = search_space(spec)
     sampled = _sampled_layer_counts(hp)
     assert sampled <= set(layer_counts(spec.model.hidden_layers))
@@ -176,7 +186,7 @@ def test_layer_counts_match_what_keras_tuner_samples_with_a_log_step(sampling: s
 
 
 def test_layer_counts_match_what_keras_tuner_samples_with_a_linear_step() -> None:
-    spec = with_model(hidden_layers={"min": 1, "max": 8, "step": 3})
+    spec = with_model(hidden_layers={"min": 1, "max": 8, "step": 3}, units=TUNED_UNITS)
     hp = search_space(spec)
     sampled = _sampled_layer_counts(hp)
     assert sampled == set(layer_counts(spec.model.hidden_layers)) == {1, 4, 7}

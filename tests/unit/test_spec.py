@@ -1048,3 +1048,42 @@ def test_dataset_fields_do_not_mix_with_inline_arrays() -> None:
     assert_rejected(with_(REGRESSION, data__target="y"), "data", "target go with dataset")
     body = {"task": "regression", "data": {"dataset": "iris", "validation": {"x": [[1]], "y": [1]}}}
     assert_rejected(body, "data", "use validation_dataset")
+
+
+# --- tuner.num_initial_points and the objective's tie rules ---------------------------------------------
+
+
+def test_num_initial_points_is_accepted_for_bayesian_search() -> None:
+    body = with_(example("xor-classifier.json"), tuner__num_initial_points=5)
+    assert JobCreate.model_validate(body).tuner.num_initial_points == 5
+
+
+@pytest.mark.parametrize("algorithm", ["random", "grid", "hyperband"])
+def test_num_initial_points_of_another_algorithm_is_named(algorithm: str) -> None:
+    body = with_(example("xor-classifier.json"), tuner__algorithm=algorithm, tuner__num_initial_points=5)
+    assert_rejected(body, "tuner.num_initial_points", "bayesian search only", f"not {algorithm}")
+
+
+def test_num_initial_points_must_be_positive() -> None:
+    assert_rejected(
+        with_(example("xor-classifier.json"), tuner__num_initial_points=0), "tuner.num_initial_points"
+    )
+
+
+def test_resolved_keeps_the_tie_rules_and_fills_their_defaults() -> None:
+    default = JobCreate.model_validate(BINARY).resolved().objective
+    assert default is not None and (default.tie_breaker, default.prefer_fewer_epochs) == ("val_loss", False)
+    body = with_(
+        BINARY, objective={"name": "val_accuracy", "tie_breaker": "loss", "prefer_fewer_epochs": True}
+    )
+    objective = JobCreate.model_validate(body).resolved().objective
+    assert objective is not None
+    assert (objective.name, objective.direction) == ("val_accuracy", "max")
+    assert (objective.tie_breaker, objective.prefer_fewer_epochs) == ("loss", True)
+    none = JobCreate.model_validate(with_(BINARY, objective={"name": "val_accuracy", "tie_breaker": None}))
+    assert none.resolved().objective is not None and none.resolved().objective.tie_breaker is None
+
+
+def test_a_tie_breaker_the_job_does_not_compute_is_named() -> None:
+    body = with_(BINARY, objective={"name": "val_accuracy", "tie_breaker": "val_auc"})
+    assert_rejected(body, "objective.tie_breaker", "'val_auc' is not a metric this job computes", "val_loss")

@@ -78,3 +78,11 @@ def test_every_name_is_under_the_prefix() -> None:
 def test_a_queue_has_one_broker_list_per_priority_step_the_first_named_after_it() -> None:
     lists = broker_lists("cpu")
     assert lists[0] == "cpu" and len(lists) == len(set(lists)) > 1
+
+
+def test_the_broker_lists_are_the_ones_kombu_writes() -> None:
+    """The names are written out (so the API starts without kombu): they must stay kombu's."""
+    from kombu.transport.redis import Channel
+
+    expected = [f"cpu{Channel.sep}{step}" if step else "cpu" for step in Channel.priority_steps]
+    assert broker_lists("cpu") == expected

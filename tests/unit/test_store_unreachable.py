@@ -94,3 +94,17 @@ def test_readyz_says_unreachable_without_redis_text(client: TestClient) -> None:
     assert response.status_code == 503
     assert response.json()["checks"]["redis"] == "unreachable"
     assert_nothing_of_redis(response.text)
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/jobs/00000000-0000-4000-8000-000000000000", "/v1/jobs/x"])
+def test_the_hot_reads_check_of_a_key_is_a_503_without_redis_text(
+    tmp_path_factory: pytest.TempPathFactory, path: str
+) -> None:
+    """With keys on, the job GET and the page read Redis through the asyncio client: the same fixed 503."""
+    settings = Settings(redis_url=URL, auth="on", artifact_dir=str(tmp_path_factory.mktemp("artifacts")))
+    keyed = TestClient(create_app(settings), raise_server_exceptions=False)
+    key = "ktk_0123456789ab_" + "s" * 43
+    for _ in range(2):  # the second on a loop of its own, as TestClient runs each request
+        response = keyed.get(path, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+        assert_nothing_of_redis(response.text)
