@@ -18,14 +18,12 @@ from service.api.auth import (
     CallerDep,
     PresentedKeyDep,
     authenticate,
-    authenticate_async,
-    authenticate_with_async,
+    authenticate_with,
 )
 from service.api.callbacks import check_callback
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
-    AsyncRedisDep,
     DatasetsDep,
     IdempotencyDep,
     JobBodiesDep,
@@ -221,18 +219,18 @@ async def validate_job(
     return await run_in_threadpool(check)
 
 
-# The two reads clients poll check the key in the same round trip as their read (`authenticate_with_async`),
-# so their router has no `authenticate` of its own; every route on it must call `authenticate_with_async`.
-# They are `async def` and read through the API's asyncio Redis client: no worker thread per request. Their
-# answers are rendered by `job_json`, which remembers each job's JSON by its stored text.
+# The two reads clients poll check the key in the same round trip as their read (`authenticate_with`), so
+# their router has no `authenticate` of its own; every route on it must call `authenticate_with`. Their
+# answers are rendered by `job_json`, which remembers each job's JSON by its stored text. They are plain
+# `def` routes on the sync client: measured against `async def` routes on an asyncio client (bench/reads.py,
+# docs/benchmarks.md), the asyncio client's pipeline cost more CPU than the worker-thread hop it saved.
 hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
 
 @hot_reads.get("", summary="List jobs", response_model=JobList, responses={422: {"model": ErrorBody}})
-async def list_jobs(
+def list_jobs(
     request: Request,
     store: StoreDep,
-    client: AsyncRedisDep,
     key: PresentedKeyDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
@@ -241,41 +239,35 @@ async def list_jobs(
     """List jobs, newest first, a page at a time, optionally only those with one status."""
     if cursor is not None and not cursor_pattern.match(cursor):
         # A request without a valid key is a 401 first, as on every route.
-        await authenticate_async(request, client, key)
+        authenticate(request, key)
         raise InvalidCursor(cursor)  # errors' 422
     keys: ApiKeyStore = request.app.state.api_keys
     # The page is read for the tenant the key had when last seen (one round trip), and read again in the
     # rare case the key turns out to be another tenant's now.
     guess = LOCAL_TENANT if key is None else keys.tenant_seen(key)
     if guess is None:
-        guess = (await authenticate_async(request, client, key)).tenant
+        guess = authenticate(request, key).tenant
 
     def page_of(tenant: str) -> Callable[[Any], object]:
         return lambda pipe: store.queue_job_page(pipe, tenant, status_filter, limit, cursor)
 
-    caller, [reply] = await authenticate_with_async(request, client, key, page_of(guess))
+    caller, [reply] = authenticate_with(request, key, page_of(guess))
     if caller.tenant != guess:
-        [reply] = await store.read_async(client, page_of(caller.tenant))
+        [reply] = store.read(page_of(caller.tenant))
     jobs, next_cursor = store.stored_page_from(reply, limit)
-    items = [job_json(await store.counted_async(client, job)) for job in jobs]
-    return _json(page_json(items, next_cursor))
+    return _json(page_json([job_json(store.counted_job(job)) for job in jobs], next_cursor))
 
 
 @hot_reads.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
-async def get_job(
-    request: Request, store: StoreDep, client: AsyncRedisDep, key: PresentedKeyDep, job_id: JobIdPath
-) -> Response:
+def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
     if not is_uuid(job_id):
         # A request without a valid key is a 401 first, as on every route.
-        await authenticate_async(request, client, key)
+        authenticate(request, key)
         check_job_id(job_id)  # raises NotFound
-    caller, replies = await authenticate_with_async(
-        request, client, key, lambda pipe: store.queue_job_views(pipe, [job_id])
-    )
+    caller, replies = authenticate_with(request, key, lambda pipe: store.queue_job_views(pipe, [job_id]))
     [job] = store.stored_jobs_from([job_id], replies)
-    job = await store.counted_async(client, job_service.owned(job, job_id, caller.tenant))
-    return _json(job_json(job))
+    return _json(job_json(store.counted_job(job_service.owned(job, job_id, caller.tenant))))
 
 
 def _json(body: str) -> Response:

@@ -219,12 +219,11 @@ class JobRecords(StoreBase):
             job = job.recounted(self.redis.hvals(self.keys.trial_status(job.id)))
         return job.view()
 
-    async def counted_async(self, client: Any, job: StoredJob) -> StoredJob:
-        """`job` with counts that cover every trial, read through the asyncio `client` when it needs them
-        (`StoredJob.counted`)."""
+    def counted_job(self, job: StoredJob) -> StoredJob:
+        """`job` with counts that cover every trial, read when it needs them (`StoredJob.counted`)."""
         if job.counted:
             return job
-        return job.recounted(await client.hvals(self.keys.trial_status(job.id)))
+        return job.recounted(self.redis.hvals(self.keys.trial_status(job.id)))
 
     @staticmethod
     def record_of(
