@@ -1,0 +1,87 @@
+"""POST /v1/jobs/{id}/finalize apart from HTTP: the job and its test set checked here, the retraining done
+by a worker of the job's queue (`worker.finalization`), its state kept in the job (`finalization`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import redis
+
+from service.api import job_service
+from service.core import queue
+from service.core.errors import Conflict, Unavailable
+from service.core.finalization import (
+    Finalization,
+    FinalizationError,
+    FinalizationStatus,
+    FinalizeRequest,
+    check_test_set,
+)
+from service.core.records import utcnow
+from service.core.settings import Settings
+from service.core.spec import queue_for
+from service.core.states import JobStatus
+from service.core.store import JobStore
+from service.core.store_finalization import Finalizations
+
+log = logging.getLogger(__name__)
+
+
+def finalize(
+    store: JobStore, settings: Settings, job_id: str, tenant: str, request: FinalizeRequest
+) -> Finalization:
+    """Queue the job's finalization; a finished one is replaced. Raises NotFound (another tenant's job too),
+    Conflict (`job_not_finished`, `no_best_model`, `finalization_running`), InvalidRequest naming `test.x`,
+    `test.x[i]` or `test.y`, Unavailable when the queue is unreachable."""
+    record = job_service.get(store, job_id, tenant)
+    if record.status is not JobStatus.SUCCEEDED:
+        raise Conflict(
+            f"job '{job_id}' is {record.status.value}: only a succeeded job can be finalized (wait for it to "
+            "end)",
+            "job_not_finished",
+        )
+    if record.best is None or record.data is None:
+        raise Conflict(f"job '{job_id}' has no best trial to finalize", "no_best_model")
+    test = (
+        None
+        if request.test is None
+        else check_test_set(request.test, record.data.features, record.data.classes)
+    )
+    now = utcnow()
+    run = Finalization(
+        run_id=str(uuid.uuid4()),
+        status=FinalizationStatus.QUEUED,
+        requested_at=now,
+        deadline_at=now + timedelta(seconds=settings.finalize_timeout_seconds),
+        test_rows=0 if test is None else len(test.rows),
+    )
+    finalizations = Finalizations(store)
+    active = finalizations.begin(job_id, run, now)
+    if active is not None:
+        raise Conflict(
+            f"job '{job_id}' has a finalization {active.status.value} ({active.run_id}); wait for it to end, "
+            "then finalize again",
+            "finalization_running",
+        )
+    job_queue = queue_for(record.spec.get("resources", {}).get("accelerator", "any"))
+    message: dict[str, list[Any]] | None = None
+    if test is not None:
+        message = {"rows": list(test.rows), "targets": list(test.targets)}
+    try:
+        queue.send_finalize(job_id, run.run_id, message, job_queue)
+    except (queue.QueueUnreachable, redis.RedisError) as exc:
+        log.warning("could not queue the finalization of job %s: %s", job_id, exc)
+        error = FinalizationError(
+            code="queue_unreachable", message="the queue was unreachable: finalize again"
+        )
+        failed = run.model_copy(
+            update={"status": FinalizationStatus.FAILED, "finished_at": utcnow(), "error": error}
+        )
+        with contextlib.suppress(redis.RedisError):  # else its deadline fails it
+            finalizations.update(job_id, failed)
+        raise Unavailable("the queue is unreachable; try again shortly") from exc
+    return run
