@@ -116,6 +116,11 @@ def _run(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, list[Any]
         "wall_seconds": round(time.monotonic() - began, 3),
     }
     _save_card(ctx.artifacts, job_id, run_id, card)
+    if ctx.store.get_status(job_id) is None:
+        ctx.artifacts.delete_job(job_id)  # deleted while this trained: leave none of its files behind
+        raise ValueError(f"job '{job_id}' was deleted")
+    # What the job now stores counts against its tenant's artifact_bytes quota.
+    ctx.store.set_job_usage(job_id, ctx.artifacts.job_bytes(job_id))
     return {
         "status": FinalizationStatus.SUCCEEDED,
         "epochs": epochs,

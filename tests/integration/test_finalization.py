@@ -120,3 +120,14 @@ def test_a_running_job_cannot_be_finalized(api: httpx.Client, workers: list[str]
     assert response.status_code == 409, response.text
     assert response.json()["error"]["code"] == "job_not_finished"
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+
+
+def test_deleting_a_finalized_job_deletes_its_final_model(
+    api: httpx.Client, xor_job: str, service_env: dict[str, str]
+) -> None:
+    finalized(api, xor_job)
+    files = Path(service_env["KTUNE_ARTIFACT_DIR"]) / "jobs" / xor_job
+    assert (files / "final-model.keras").exists() and (files / "final-model-card.json").exists()
+    assert api.delete(f"/v1/jobs/{xor_job}").status_code == 204
+    assert not files.exists()
+    assert api.get(f"/v1/jobs/{xor_job}/artifacts/final-model").status_code == 404
