@@ -22,13 +22,14 @@ import numpy as np
 
 from service.core.artifacts import ArtifactStore
 from service.core.catalog import Task
+from service.core.data_plan import DataPlan
 from service.core.finalization import FinalizationError, FinalizationStatus
 from service.core.predictions import Cell
 from service.core.records import BestTrial, utcnow
 from service.core.store_finalization import Finalizations
 from worker.constants import configuration
 from worker.context import WorkerContext, load_spec
-from worker.data import job_data
+from worker.data import dataset_test_rows, job_data
 from worker.model_builder import build_model
 from worker.outcome import exported_model
 from worker.predictions import model_inputs
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 _LIBRARIES = ("tensorflow", "keras", "keras-tuner")
 
 
-def finalize(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, list[Any]] | None) -> None:
+def finalize(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, Any] | None) -> None:
     """Run the job's finalization `run_id` unless it was replaced or has ended; its outcome is stored."""
     finalizations = Finalizations(ctx.store)
     record = finalizations.get(job_id)
@@ -65,7 +66,7 @@ def finalize(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, list[
     finalizations.update(job_id, record.model_copy(update={**update, "finished_at": utcnow()}))
 
 
-def _run(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, list[Any]] | None) -> dict[str, Any]:
+def _run(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, Any] | None) -> dict[str, Any]:
     """Train, evaluate and store the final model and its card; the finalization's new fields."""
     began = time.monotonic()
     job = ctx.store.get_job(job_id)
@@ -86,11 +87,12 @@ def _run(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, list[Any]
     exported = exported_model(model, data, spec)
     logs = model.evaluate(both.x_train, both.y_train, batch_size=batch_size, verbose=0, return_dict=True)
     train_metrics = _metrics(logs)
-    test_metrics = None
+    test_metrics, test_rows = None, 0
     if test is not None:
-        x = model_inputs(_rows(test["rows"]), job.data.features)
-        y = _trainer_targets(np.asarray(test["targets"]), spec.task)
+        x, targets = _test_set(ctx, job.data, test)
+        y = _trainer_targets(targets, spec.task)
         test_metrics = _metrics(exported.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True))
+        test_rows = len(targets)
     _save_model(ctx.artifacts, job_id, run_id, exported)
     card = {
         "job_id": job_id,
@@ -103,7 +105,8 @@ def _run(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, list[Any]
             "checksum": job.data.split.checksum,
             "split": job.data.split.model_dump(mode="json"),
             "rows_trained": len(both.x_train),
-            "test_rows": 0 if test is None else len(test["rows"]),
+            "test_rows": test_rows,
+            "test_dataset": None if test is None else test.get("dataset"),
         },
         "hyperparameters": values,
         "constants": best.constants,
@@ -136,8 +139,23 @@ def _train_and_validation(train: TrainData) -> TrainData:
     return TrainData(x, y, x[:0], y[:0])
 
 
-def _rows(rows: list[list[Cell]]) -> list[list[Cell]]:
-    return [list(row) for row in rows]
+def _test_set(ctx: WorkerContext, plan: DataPlan, test: dict[str, Any]) -> tuple[Any, np.ndarray]:
+    """The test rows as the final model takes them (raw, like predict's), and their targets."""
+    if "dataset" not in test:
+        rows: list[list[Cell]] = [list(row) for row in test["rows"]]
+        return model_inputs(rows, plan.features), np.asarray(test["targets"])
+    columns, targets = dataset_test_rows(ctx.artifacts, plan, str(test["dataset"]))
+    if all(f.type == "numeric" for f in plan.features):
+        matrix = np.stack([columns[f.name] for f in plan.features], axis=1).astype(np.float32)
+        return matrix, targets
+    inputs: dict[str, np.ndarray] = {}
+    for feature in plan.features:
+        values = columns[feature.name]
+        if feature.type == "categorical":  # a missing category as the model takes it, as in predict
+            inputs[feature.name] = np.asarray(["" if v is None else str(v) for v in values], dtype=object)
+        else:
+            inputs[feature.name] = values.astype(np.float32)
+    return inputs, targets
 
 
 def _trainer_targets(y: np.ndarray, task: Task) -> np.ndarray:

@@ -75,7 +75,7 @@ def predict(job_id: str, reply_id: str, rows: list[list[float | str]]) -> None:
 # Acknowledged on receipt and never retried: a finalization whose worker is lost fails at its deadline
 # (service.core.finalization.current), and the client finalizes again.
 @app.task(name=FINALIZE, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
-def finalize(job_id: str, run_id: str, test: dict[str, list[Any]] | None) -> None:
+def finalize(job_id: str, run_id: str, test: dict[str, Any] | None) -> None:
     """Retrain the job's best hyperparameters on training + validation rows; store the final model."""
     warm_up()
     from worker import finalization

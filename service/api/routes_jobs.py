@@ -379,7 +379,7 @@ def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingRe
         },
         422: {
             "model": ErrorBody,
-            "description": "`test.x`, a row `test.x[i]` or `test.y` does not fit the job",
+            "description": "`test.x`, a row `test.x[i]`, `test.y` or `test_dataset` does not fit the job",
         },
         503: {"model": ErrorBody, "description": "the queue is unreachable"},
     },
@@ -387,6 +387,8 @@ def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingRe
 def finalize(
     job_id: JobIdDep,
     store: StoreDep,
+    datasets: DatasetsDep,
+    artifacts: ArtifactsDep,
     settings: SettingsDep,
     caller: CallerDep,
     body: Annotated[FinalizeRequest | None, Body()] = None,
@@ -395,7 +397,7 @@ def finalize(
     worker), evaluate on `test` if given; follow it in the job's `finalization`. A new one replaces an ended
     one."""
     request = body if body is not None else FinalizeRequest()
-    return finalization_service.finalize(store, settings, job_id, caller.tenant, request)
+    return finalization_service.finalize(store, datasets, artifacts, settings, job_id, caller.tenant, request)
 
 
 @router.get(

@@ -103,6 +103,13 @@ class FinalizeRequest(StrictModel):
     """What to finalize with; an empty body is no test evaluation."""
 
     test: HeldOutSet | None = Field(None, description="a held-out test set the final model is evaluated on")
+    test_dataset: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="instead of `test`: a data set (an upload's id or a built-in name) with the columns of "
+        "the data set the job trained on; every row is a test row",
+    )
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,9 @@ def send_predict(
         app.send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)
 
 
-def send_finalize(job_id: str, run_id: str, test: dict[str, list[Any]] | None, queue: str) -> None:
+def send_finalize(job_id: str, run_id: str, test: dict[str, Any] | None, queue: str) -> None:
     """Ask a worker of the job's queue to finalize it (`worker.finalization`), with the checked test set
-    (`rows`, `targets`) or None. Raises QueueUnreachable."""
+    (`rows`, `targets`), a test data set (`dataset`) or None. Raises QueueUnreachable."""
     app = get_celery()
     with _sending():
         app.send_task(FINALIZE, args=[job_id, run_id, test], queue=queue)

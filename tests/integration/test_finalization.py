@@ -112,6 +112,53 @@ def test_test_rows_must_fit_the_job(api: httpx.Client, xor_job: str) -> None:
     response = api.post(f"/v1/jobs/{xor_job}/finalize", json={"test": {"x": [[0, 0]], "y": ["maybe"]}})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["fields"][0]["field"] == "test.y"
+    # A test data set needs a job trained on a data set, and one that exists.
+    for ref in ("iris", "no-such-data-set"):
+        response = api.post(f"/v1/jobs/{xor_job}/finalize", json={"test_dataset": ref})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["fields"][0]["field"] == "test_dataset"
+    both = {"test": {"x": XOR_ROWS, "y": XOR_LABELS}, "test_dataset": "iris"}
+    response = api.post(f"/v1/jobs/{xor_job}/finalize", json=both)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "test_dataset"
+
+
+def test_a_data_set_job_is_evaluated_on_a_test_data_set(api: httpx.Client, tmp_path: Path) -> None:
+    import keras
+
+    from service.core import datasets
+    from service.core.labels import column_indices
+
+    body = {
+        "task": "multiclass_classification",
+        "data": {"dataset": "iris"},
+        "model": {"hidden_layers": 1, "units": {"values": [8]}},
+        "optimizer": {"learning_rate": 0.05},
+        "training": {"epochs": 5, "batch_size": 16},
+        "tuner": {"algorithm": "random", "max_trials": 1, "seed": 5},
+    }
+    created = api.post("/v1/jobs", json=body)
+    assert created.status_code == 202, created.text
+    job = wait_job(api, created.json()["id"], {"succeeded"})
+    response = api.post(f"/v1/jobs/{job['id']}/finalize", json={"test_dataset": "iris"})
+    assert response.status_code == 202, response.text
+    result = finalized(api, job["id"])
+    assert result["status"] == "succeeded", result
+    table = datasets.builtin_table("iris")
+    assert result["test_rows"] == table.num_rows
+
+    names = [f["name"] for f in job["data"]["features"]]
+    columns = datasets.column_arrays(table, names)
+    x = np.stack([columns[n] for n in names], axis=1).astype(np.float32)
+    y = column_indices(table.column("target"), job["data"]["classes"])
+    download = api.get(f"/v1/jobs/{job['id']}/artifacts/final-model")
+    path = tmp_path / "iris.keras"
+    path.write_bytes(download.content)
+    evaluated = keras.models.load_model(path).evaluate(x, y, verbose=0, return_dict=True)
+    for name, value in result["test_metrics"].items():
+        assert evaluated[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    card = api.get(f"/v1/jobs/{job['id']}/artifacts/final-model-card").json()
+    assert card["data"]["test_dataset"] == "iris"
 
 
 def test_a_running_job_cannot_be_finalized(api: httpx.Client, workers: list[str]) -> None:

@@ -40,6 +40,7 @@ def test_an_empty_body_is_no_test_set() -> None:
         ({"test": {"x": [], "y": []}}, ("test", "x")),
         ({"test": {"x": [[0, 1]]}}, ("test", "y")),
         ({"test": {"x": [[0, 1]], "y": [1], "w": [1]}}, ("test", "w")),
+        ({"test_dataset": ""}, ("test_dataset",)),
     ],
 )
 def test_a_malformed_request_names_the_field(body: dict[str, object], field: tuple[str, ...]) -> None:
