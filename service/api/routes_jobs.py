@@ -371,6 +371,9 @@ def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingRe
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Finalization,
     responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON"},
+        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+        413: {"model": ErrorBody, "description": "body too large"},
         **_NOT_FOUND,
         409: {
             "model": ErrorBody,
@@ -385,6 +388,7 @@ def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingRe
     },
 )
 def finalize(
+    response: Response,
     job_id: JobIdDep,
     store: StoreDep,
     datasets: DatasetsDep,
@@ -397,7 +401,9 @@ def finalize(
     worker), evaluate on `test` if given; follow it in the job's `finalization`. A new one replaces an ended
     one."""
     request = body if body is not None else FinalizeRequest()
-    return finalization_service.finalize(store, datasets, artifacts, settings, job_id, caller.tenant, request)
+    run = finalization_service.finalize(store, datasets, artifacts, settings, job_id, caller.tenant, request)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"  # its `finalization` follows this run
+    return run
 
 
 @router.get(
