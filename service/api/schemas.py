@@ -11,7 +11,7 @@ from service.core.catalog import Label
 from service.core.data_plan import DataPlan
 from service.core.dataset_models import ColumnInfo
 from service.core.finalization import Finalization
-from service.core.records import BestTrial, EarlyStop, ErrorInfo, WebhookStatus
+from service.core.records import BEST_EPOCH, CHOSEN_BY, BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
 
@@ -48,15 +48,8 @@ class BestTrialPublic(BaseModel):
         "`hyperparameters`, the whole configuration; jobs started before constants were listed apart "
         "have them in `hyperparameters`)",
     )
-    best_epoch: int | None = Field(
-        None, description="the epoch (from 0) of its best objective value; the latest over its executions"
-    )
-    chosen_by: str = Field(
-        "objective",
-        description="the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal "
-        "objective value, a better objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) "
-        "or `first_completed` (equal by every rule: the first to complete)",
-    )
+    best_epoch: int | None = Field(None, description=BEST_EPOCH)
+    chosen_by: str = Field("objective", description=CHOSEN_BY)
 
     @classmethod
     def of(cls, best: BestTrial) -> BestTrialPublic:

@@ -24,6 +24,12 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+BEST_EPOCH = "the epoch (from 0) of its best objective value; the latest over its executions"
+CHOSEN_BY = (
+    "the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal objective value, a better "
+    "objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) or `first_completed` (equal by "
+    "every rule: the first to complete)"
+)
 _CONSTANTS = "the job's constant values (not tuned), under the names a hyperparameter would have"
 
 
@@ -35,15 +41,8 @@ class BestTrial(BaseModel):
     objective_value: float
     metrics: dict[str, float]
     constants: dict[str, Any] = Field(default_factory=dict, description=_CONSTANTS)
-    best_epoch: int | None = Field(
-        None, description="the epoch (from 0) of its best objective value; the latest over its executions"
-    )
-    chosen_by: str = Field(
-        "objective",
-        description="the rule that made it the best: `objective`, `tie_breaker:<metric>` (an equal "
-        "objective value, a better objective.tie_breaker), `fewer_epochs` (objective.prefer_fewer_epochs) "
-        "or `first_completed` (equal by every rule: the first to complete)",
-    )
+    best_epoch: int | None = Field(None, description=BEST_EPOCH)
+    chosen_by: str = Field("objective", description=CHOSEN_BY)
 
 
 class WebhookAttempt(BaseModel):

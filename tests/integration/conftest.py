@@ -399,6 +399,11 @@ def running_job(ctx: WorkerContext, algorithm: str = "random", max_trials: int =
     body = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
     body["tuner"].update(algorithm=algorithm, max_trials=max_trials)
     body["tuner"].update(tuner)
+    return running_job_of(ctx, body)
+
+
+def running_job_of(ctx: WorkerContext, body: dict[str, Any]) -> str:
+    """The job `body` asks for, stored and running."""
     spec = JobCreate.model_validate(body).resolved()
     record = JobRecord(
         id=str(uuid.uuid4()),

@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from service.core import lifecycle
-from service.core.job_data import stored_inline
-from service.core.records import JobRecord, utcnow
-from service.core.spec import JobCreate
-from service.core.states import JobStatus, TrialStatus
+from service.core.states import TrialStatus
 from service.core.store import JobStore
-from tests.integration.conftest import Deployment, wait_job
+from tests.integration.conftest import Deployment, running_job_of, wait_job
 from worker import runner, search
 from worker.context import WorkerContext
 
@@ -92,24 +87,11 @@ def test_a_trial_that_cannot_win_is_stopped_and_counts_as_completed(
     assert told == {t["id"]: t["stopped_early"] for t in trials}, "trial.finished events say it too"
 
 
-def _running_job(ctx: WorkerContext, body: dict[str, Any]) -> str:
-    spec = JobCreate.model_validate(body).resolved()
-    record = JobRecord(
-        id=str(uuid.uuid4()),
-        status=JobStatus.QUEUED,
-        spec=spec.model_dump(mode="json", exclude={"data"}),
-        created_at=utcnow(),
-    )
-    ctx.store.create_job(record, stored_inline(spec)[1])
-    assert lifecycle.start(ctx.store, record.id)
-    return record.id
-
-
 def test_a_trial_run_again_after_its_worker_failed_keeps_its_curve_once(
     worker_ctx: WorkerContext, sent_trials: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = worker_ctx.store
-    job_id = _running_job(worker_ctx, regression_job({"rule": "median", "min_trials": 1}, max_trials=2))
+    job_id = running_job_of(worker_ctx, regression_job({"rule": "median", "min_trials": 1}, max_trials=2))
     search.advance(worker_ctx, job_id)
     [trial_id] = sent_trials
     finish = runner._finish
