@@ -22,7 +22,7 @@ from service.core.records import JobRecord, TrialRecord
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from service.core.store import JobStore
-from service.core.warm_start_spec import SeedTrial
+from service.core.warm_start_spec import MAX_SEED_TRIALS, SeedTrial
 
 
 def with_seed_trials(store: JobStore, spec: JobSpec, tenant: str) -> JobSpec:
@@ -44,8 +44,20 @@ def with_seed_trials(store: JobStore, spec: JobSpec, tenant: str) -> JobSpec:
                 [FieldProblem(field, f"no job with id '{job_id}': give a finished job's id")]
             )
         seeds += _seeds_of(store, spec, record, field)
-    tuner = spec.tuner.model_copy(update={"warm_start": warm.model_copy(update={"trials": seeds})})
+    tuner = spec.tuner.model_copy(
+        update={"warm_start": warm.model_copy(update={"trials": best(spec, seeds)})}
+    )
     return spec.model_copy(update={"tuner": tuner})
+
+
+def best(spec: JobSpec, seeds: list[SeedTrial]) -> list[SeedTrial]:
+    """`seeds`, or the best MAX_SEED_TRIALS of them by their objective value, in the order they came."""
+    if len(seeds) <= MAX_SEED_TRIALS:
+        return seeds
+    sign = -1 if spec.objective_direction == "max" else 1
+    ranked = sorted(range(len(seeds)), key=lambda index: sign * seeds[index].objective_value)
+    kept = set(ranked[:MAX_SEED_TRIALS])
+    return [seed for index, seed in enumerate(seeds) if index in kept]
 
 
 def _seeds_of(store: JobStore, spec: JobSpec, record: JobRecord, field: str) -> list[SeedTrial]:

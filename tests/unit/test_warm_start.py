@@ -16,7 +16,8 @@ from service.core.enqueue import EnqueueError
 from service.core.records import TrialRecord
 from service.core.spec import JobCreate
 from service.core.states import TrialStatus
-from service.core.warm_start import seed_values
+from service.core.warm_start import best, seed_values
+from service.core.warm_start_spec import MAX_SEED_TRIALS, SeedTrial
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -97,3 +98,17 @@ def test_the_request_takes_one_to_five_distinct_jobs_and_not_hyperband_or_grid()
     for algorithm in ("hyperband", "grid"):
         message = request_problems({"jobs": ["a"]}, algorithm)["tuner.warm_start"]
         assert algorithm in message and "random, bayesian, tpe or cmaes" in message
+
+
+def test_past_the_limit_the_best_seeds_are_kept_in_their_order() -> None:
+    seeds = [
+        SeedTrial(job_id="a", trial_id=str(i), values={}, objective_value=float(i % 7))
+        for i in range(MAX_SEED_TRIALS + 10)
+    ]
+    spec = classifier()  # val_accuracy, maximised
+    kept = best(spec, seeds)
+    assert len(kept) == MAX_SEED_TRIALS and kept == sorted(kept, key=lambda seed: int(seed.trial_id))
+    assert min(seed.objective_value for seed in kept) >= max(
+        seed.objective_value for seed in seeds if seed not in kept
+    )
+    assert best(spec, seeds[:3]) == seeds[:3]
