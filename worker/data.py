@@ -121,6 +121,14 @@ def _dataset_raw(plan: DataPlan, artifacts: ArtifactStore) -> RawSplit:
     )
 
 
+def dataset_test_rows(
+    artifacts: ArtifactStore, plan: DataPlan, ref: str
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every row of the data set `ref` as a test set of the job: its feature columns (`column_arrays`) and
+    targets as class indices or values. Raises LabelError for a class the job does not know."""
+    return _columns(_table(artifacts, ref, ref in datasets.BUILTINS), [f.name for f in plan.features], plan)
+
+
 def _columns(table: pa.Table, names: list[str], plan: DataPlan) -> tuple[dict[str, np.ndarray], np.ndarray]:
     assert plan.target is not None
     columns = datasets.column_arrays(table, names)

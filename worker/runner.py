@@ -72,6 +72,10 @@ def _run_leased(ctx: WorkerContext, job_id: str, record: TrialRecord, lease: Kee
     status = store.get_status(job_id)
     if status is None:
         return  # the job was deleted
+    if record.status is TrialStatus.RUNNING and store.result_handed_in(job_id, record.id):
+        # Its worker handed in its result and was lost before a search step took it in: take that step.
+        search.advance(ctx, job_id)
+        return
     spec = load_spec(store, job_id)
     runtime_left = search.runtime_left(ctx, job_id, spec)
     if status.is_final() or runtime_left <= 0:

@@ -8,22 +8,24 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from service.core import events, fair_share, lifecycle
 from service.core.records import BestTrial, ErrorInfo, TrialRecord, utcnow
 from service.core.spec import JobSpec
-from service.core.states import TrialStatus
+from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
 from service.core.store import JobStore
-from worker import completion, constants, ranking, search_state
+from service.core.store_trials import HandIn
+from worker import completion, constants, ranking, results, search_state
 from worker.context import WorkerContext, load_spec
 from worker.lease import Keeper, step_lock
 from worker.oracles import KtStatus, is_seeded, ktune_state
+from worker.results import TrialOutcome
 from worker.search_state import SearchState
 from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
+
+__all__ = ["TrialOutcome", "advance", "finish_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def search_step(ctx: WorkerContext, job_id: str) -> Iterator[Keeper]:
     Raises SearchBusy when another step holds it for longer than `KTUNE_STEP_WAIT_SECONDS`.
     """
     store, settings = ctx.store, ctx.settings
-    owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:8]}"
+    owner = _step_owner(ctx)
     deadline = time.monotonic() + settings.step_wait_seconds
     while not store.acquire_step_lock(job_id, owner, settings.step_lock_seconds):
         if time.monotonic() > deadline:
@@ -52,6 +54,10 @@ def search_step(ctx: WorkerContext, job_id: str) -> Iterator[Keeper]:
         store.wait_step_lock(job_id, _LOCK_POLL_SECONDS)
     with step_lock(store, job_id, owner, settings.step_lock_seconds) as lock:
         yield lock
+
+
+def _step_owner(ctx: WorkerContext) -> str:
+    return f"{ctx.worker_name}:{uuid.uuid4().hex[:8]}"
 
 
 def _save(
@@ -89,16 +95,20 @@ def advance(ctx: WorkerContext, job_id: str) -> None:
 
 def _advance(ctx: WorkerContext, job_id: str) -> tuple[list[str], str]:
     with search_step(ctx, job_id) as lock:
-        return _hand_out(ctx, job_id, lock)
+        return _step(ctx, job_id, lock)
 
 
 def _hand_out(
-    ctx: WorkerContext, job_id: str, lock: Keeper, state: SearchState | None = None
+    ctx: WorkerContext,
+    job_id: str,
+    lock: Keeper,
+    state: SearchState | None = None,
+    status: JobStatus | None = None,
 ) -> tuple[list[str], str]:
-    """`advance`'s step, in a step that holds the lock (and has checked out `state`, if given): the trials
-    it recorded, and the queue to send them to."""
+    """Hand out trials, in a step that holds the lock (and has checked out `state` and read the job's
+    `status` in this hold, if given): the trials it recorded, and the queue to send them to."""
     store = ctx.store
-    status = store.get_status(job_id)
+    status = status or store.get_status(job_id)
     if status is None or status.is_final():
         return [], ""
     spec = load_spec(store, job_id)
@@ -119,14 +129,12 @@ def _hand_out(
             stopped = trial.status == KtStatus.STOPPED
             break
     _save(store, job_id, state, lock)
+    # Every ongoing trial, not only those this step created: one a step cut short stored in the oracle
+    # without its record gets it now (a trial with a record keeps it: queueing only makes new ones).
     ongoing = list(oracle.ongoing_trials.values())
-    recorded = store.trials_recorded(job_id, [trial.trial_id for trial in ongoing])
-    created = [
-        trial.trial_id
-        for trial in ongoing
-        if not recorded[trial.trial_id]
-        and lifecycle.queue_trial(store, job_id, _queued(spec, trial.trial_id, trial.hyperparameters.values))
-    ]
+    records = [_queued(spec, trial.trial_id, trial.hyperparameters.values) for trial in ongoing]
+    queued = lifecycle.queue_trials(store, job_id, records)
+    created = [record.id for record, new in zip(records, queued, strict=True) if new]
     if stopped and not oracle.ongoing_trials:
         _end_search(ctx, job_id, oracle)
     return created, spec.queue
@@ -184,19 +192,6 @@ def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
         )
 
 
-@dataclass
-class TrialOutcome:
-    """What training a trial produced, handed to `finish_trial`."""
-
-    status: TrialStatus
-    metrics: dict[str, float]
-    objective_value: float | None
-    best_step: int
-    candidate: Path | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-
 def current_best(ctx: WorkerContext, job_id: str) -> BestTrial | None:
     record = ctx.store.get_job(job_id)
     return record.best if record else None
@@ -223,6 +218,7 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
     except Exception as exc:
         fail_search(ctx, job_id, exc)
         lifecycle.end_trial(ctx.store, job_id, _finished(record, outcome))
+        ctx.store.results_taken_in(job_id, [record.id], [])
         if outcome.candidate is not None:
             outcome.candidate.unlink(missing_ok=True)
         return
@@ -234,31 +230,83 @@ def finish_trial(ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: 
 def _finish(
     ctx: WorkerContext, job_id: str, record: TrialRecord, outcome: TrialOutcome
 ) -> tuple[list[str], str]:
-    """Take in the trial's result, then hand out the next trials in the same hold of the lock (one step, as
-    `advance`'s would be after it: each part logs its own changes, so a step cut short between them is a
-    taken-in result whose next trials the next step hands out)."""
+    """Take in the trial's result, then hand out the next trials in the same hold of the lock.
+
+    A result without a candidate model is handed in to the store first (group commit): the step that
+    holds the job's lock takes in every result handed in, so while one step runs, the results of other
+    workers wait for it or for the next, and one step takes in many. A worker whose result another step
+    took in is done (that step handed out the next trials); one that finds the lock free takes the step.
+    A result with a candidate is taken in by its own worker's step, which holds the file to promote.
+    """
+    store, settings = ctx.store, ctx.settings
+    if outcome.candidate is not None:
+        with search_step(ctx, job_id) as lock:
+            return _step(ctx, job_id, lock, (record, outcome))
+    owner = _step_owner(ctx)
+    seconds = settings.step_lock_seconds
+    standing = store.hand_in_result(job_id, record.id, results.encode(record, outcome), owner, seconds)
+    deadline = time.monotonic() + settings.step_wait_seconds
+    while standing is HandIn.BUSY:
+        if time.monotonic() > deadline:
+            raise SearchBusy(f"the search of job {job_id} stayed busy for {settings.step_wait_seconds} s")
+        if store.wait_taken_in(job_id, record.id, _LOCK_POLL_SECONDS):
+            return [], ""  # taken in by another worker's step, which handed out the next trials
+        standing = store.step_or_taken_in(job_id, record.id, owner, seconds)
+    if standing is not HandIn.ACQUIRED:
+        return [], ""  # taken in by another worker's step (or the job is gone)
+    with step_lock(store, job_id, owner, seconds) as lock:
+        return _step(ctx, job_id, lock, (record, outcome))
+
+
+def _step(
+    ctx: WorkerContext,
+    job_id: str,
+    lock: Keeper,
+    own: tuple[TrialRecord, TrialOutcome] | None = None,
+) -> tuple[list[str], str]:
+    """One step under the job's lock: take in every result handed in (and this worker's own, `own`), then
+    hand out trials. Each part logs its own changes, so a step cut short between them leaves taken-in
+    results whose next trials the next step hands out; results are removed from the store only once their
+    trials are recorded, so a step cut short before that leaves them for the next step, which finds the
+    oracle told and only records them."""
     store = ctx.store
-    with search_step(ctx, job_id) as lock:
-        spec = load_spec(store, job_id)
-        status = store.get_status(job_id)
-        if status is None:
-            return [], ""  # the job was deleted
-        state = search_state.checkout(store, spec, job_id)
-        oracle = state.oracle
+    status = store.get_status(job_id)
+    if status is None:
+        return [], ""  # the job was deleted
+    spec = load_spec(store, job_id)
+    state, handed_in = search_state.checkout_with_results(store, spec, job_id)
+    taking = sorted(
+        (results.decode(raw) for trial_id, raw in handed_in.items() if own is None or trial_id != own[0].id),
+        key=lambda entry: entry[0],
+    )
+    taken = [(record, outcome) for _, record, outcome in taking] + ([own] if own is not None else [])
+    if not taken:
+        return _hand_out(ctx, job_id, lock, state, status)
+    oracle = state.oracle
+    told_now = []
+    for record, outcome in taken:
         kt_trial = oracle.trials[record.id]
         # A retried step may find the oracle already told: it must not count the trial twice.
         told = kt_trial.status in (KtStatus.COMPLETED, KtStatus.FAILED)
         if not told:
             _tell_oracle(store, job_id, oracle, kt_trial, outcome)
             _weigh_completion(spec, oracle, kt_trial)
-        outcome = _as_told(spec, kt_trial, outcome)
-        if not told and outcome.status is not TrialStatus.COMPLETED:
+        told_now.append((record, _as_told(spec, kt_trial, outcome)))
+        if not told and told_now[-1][1].status is not TrialStatus.COMPLETED:
             # Only a failure adds to the count (the check after the last one passed): no walk otherwise.
-            _check_failed_trials(store, job_id, spec, oracle, outcome)
-        _save(store, job_id, state, lock, (record.id,))
+            _check_failed_trials(store, job_id, spec, oracle, told_now[-1][1])
+    _save(store, job_id, state, lock, tuple(record.id for record, _ in taken))
+    for record, outcome in told_now:
         _keep_if_best(ctx, job_id, spec, oracle, record, outcome, running=not status.is_final())
-        lifecycle.end_trial(store, job_id, _finished(record, outcome))
-        return _hand_out(ctx, job_id, lock, search_state.resume(store, job_id))
+    lifecycle.end_trials(store, job_id, [_finished(record, outcome) for record, outcome in told_now])
+    store.results_taken_in(
+        job_id,
+        [record.id for record, _ in taken if record.id in handed_in],
+        [record.id for _, record, _ in taking],
+    )
+    # A failure may have ended the job (too many failed trials): then the status is read again.
+    failures = any(outcome.status is not TrialStatus.COMPLETED for _, outcome in told_now)
+    return _hand_out(ctx, job_id, lock, search_state.resume(store, job_id), None if failures else status)
 
 
 def _tell_oracle(store: JobStore, job_id: str, oracle: Any, kt_trial: Any, outcome: TrialOutcome) -> None:

@@ -43,8 +43,20 @@ def checkout(store: JobStore, spec: JobSpec, job_id: str) -> SearchState:
     """The job's oracle as its log has it now: the one this process kept, brought up to date, else one
     built from the whole log (or from the single state an older ktune stored). Raises ValueError for a
     state stored by a ktune too old to read."""
+    return _checkout(store, spec, job_id, False)[0]
+
+
+def checkout_with_results(store: JobStore, spec: JobSpec, job_id: str) -> tuple[SearchState, dict[str, str]]:
+    """`checkout`, and the results handed in for the job's next step (read with the log, in one round
+    trip)."""
+    return _checkout(store, spec, job_id, True)
+
+
+def _checkout(
+    store: JobStore, spec: JobSpec, job_id: str, results: bool
+) -> tuple[SearchState, dict[str, str]]:
     oracle, logged = _KEPT.pop((store.prefix, job_id), (None, 0))
-    length, entries = store.search_log(job_id, logged)
+    length, entries, handed_in = store.search_log_and_results(job_id, logged, results)
     if length < logged:  # not the log this oracle came from (cannot happen while job ids are unique)
         oracle, logged = None, 0
         length, entries = store.search_log(job_id, 0)
@@ -52,12 +64,12 @@ def checkout(store: JobStore, spec: JobSpec, job_id: str) -> SearchState:
         # Imported for such jobs only: a worker that never runs one never loads Optuna.
         from worker import optuna_search
 
-        return SearchState(optuna_search.replay(spec, entries, oracle), length)
+        return SearchState(optuna_search.replay(spec, entries, oracle), length), handed_in
     if oracle is None and length == 0:
         legacy = store.legacy_oracle_state(job_id)
         # Its first step logs the whole state, and the job goes on from the log.
-        return SearchState(as_reloaded(load_oracle(spec, legacy)), 0)
-    return SearchState(replay(spec, entries, oracle), length)
+        return SearchState(as_reloaded(load_oracle(spec, legacy)), 0), handed_in
+    return SearchState(replay(spec, entries, oracle), length), handed_in
 
 
 def log_entry(watch: Any, logged: int, touched: tuple[str, ...] = ()) -> dict[str, Any] | None:

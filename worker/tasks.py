@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.queue import DELIVER_WEBHOOK, PREDICT, RUN_TRIAL, START_JOB, get_celery
+from service.core.queue import DELIVER_WEBHOOK, FINALIZE, PREDICT, RUN_TRIAL, START_JOB, get_celery
 from worker.context import get_context
 from worker.runtime import warm_up
 from worker.transient import TRANSIENT_ERRORS
@@ -70,3 +70,14 @@ def predict(job_id: str, reply_id: str, rows: list[list[float | str]]) -> None:
     from worker import predictions
 
     predictions.answer(get_context(), job_id, reply_id, rows)
+
+
+# Acknowledged on receipt and never retried: a finalization whose worker is lost fails at its deadline
+# (service.core.finalization.current), and the client finalizes again.
+@app.task(name=FINALIZE, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
+def finalize(job_id: str, run_id: str, test: dict[str, Any] | None) -> None:
+    """Retrain the job's best hyperparameters on training + validation rows; store the final model."""
+    warm_up()
+    from worker import finalization
+
+    finalization.finalize(get_context(), job_id, run_id, test)

@@ -101,30 +101,6 @@ def authenticate_with(
     return Caller(found.tenant, found.key_id), replies
 
 
-async def authenticate_async(request: Request, client: Any, key: str | None) -> Caller:
-    """`authenticate` through `client`, the API's asyncio Redis client (`async_redis`), for `async def`
-    routes: nothing waits on a thread. Raises Unauthorized."""
-    if key is None:
-        return Caller(LOCAL_TENANT, None)
-    caller, _ = await authenticate_with_async(request, client, key, lambda pipe: None)
-    return caller
-
-
-async def authenticate_with_async(
-    request: Request, client: Any, key: str | None, reads: Callable[[Any], object]
-) -> tuple[Caller, list[Any]]:
-    """`authenticate_with` through `client`, the API's asyncio Redis client: the key check and the reads in
-    one round trip, without a worker thread. Raises Unauthorized."""
-    if key is None:
-        store: JobStore = request.app.state.store
-        return Caller(LOCAL_TENANT, None), await store.read_async(client, reads)
-    keys: ApiKeyStore = request.app.state.api_keys
-    found, replies = await keys.verify_with_async(client, key, reads)
-    if found is None:
-        raise _invalid_key()
-    return Caller(found.tenant, found.key_id), replies
-
-
 def _invalid_key() -> Unauthorized:
     return Unauthorized("the API key is not valid: it is unknown or has been revoked", "invalid_api_key")
 

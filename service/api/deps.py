@@ -3,18 +3,17 @@
 They only read what `create_app` made, so they are `async def`: FastAPI runs a plain `def` dependency in a
 worker thread, a hop (and a GIL hand-over) per dependency per request.
 
-The app's settings, job store, artifact store, job body reader and asyncio Redis client are made once by
+The app's settings, job store, artifact store and job body reader are made once by
 `create_app` and kept on `app.state`.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from service.api.async_redis import AsyncRedis
 from service.api.job_bodies import JobBodies
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
@@ -86,13 +85,6 @@ async def get_api_keys(request: Request) -> ApiKeyStore:
     return keys
 
 
-async def get_async_redis(request: Request) -> Any:
-    """The API's asyncio Redis client for the running event loop (`async_redis`); `async def` routes read
-    through it without a worker thread."""
-    clients: AsyncRedis = request.app.state.async_redis
-    return clients.client()
-
-
 async def get_job_bodies(request: Request) -> JobBodies:
     bodies: JobBodies = request.app.state.job_bodies
     return bodies
@@ -106,4 +98,3 @@ JobIdDep = Annotated[str, Depends(get_job_id)]
 JobBodiesDep = Annotated[JobBodies, Depends(get_job_bodies)]
 ApiKeysDep = Annotated[ApiKeyStore, Depends(get_api_keys)]
 IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]
-AsyncRedisDep = Annotated[Any, Depends(get_async_redis)]

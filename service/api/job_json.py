@@ -19,6 +19,8 @@ from pydantic_core import to_json
 
 from service.api.job_view import view_to_public
 from service.api.schemas import JobPublic
+from service.core.finalization import current_text
+from service.core.records import utcnow
 from service.core.store import StoredJob
 
 CACHED_JOBS = 1024
@@ -37,7 +39,15 @@ assert tuple(JobPublic.model_fields)[-2:] == _TAIL, "job_json splices spec and w
 def job_json(job: StoredJob) -> str:
     """`view_to_public(job.view()).model_dump_json()`, from the cache when this stored text was rendered
     before. `job` must be `counted`."""
-    return _render(job.id, tuple(job.fields.items()), tuple(job.counts.items()), job.trials)
+    fields = job.fields
+    stored = fields.get("finalization")
+    if stored is not None:
+        # A finalization past its deadline reads as failed: the text it renders from says so, so that the
+        # cached rendering of the text before the deadline is never the answer after it.
+        now = current_text(stored, utcnow())
+        if now is not stored:
+            fields = {**fields, "finalization": now}
+    return _render(job.id, tuple(fields.items()), tuple(job.counts.items()), job.trials)
 
 
 @functools.lru_cache(maxsize=CACHED_JOBS)

@@ -39,4 +39,5 @@ def view_to_public(view: JobView) -> JobPublic:
         spec=spec,
         webhook=record.webhook,
         stopped_by=record.stopped_by,
+        finalization=record.finalization,
     )

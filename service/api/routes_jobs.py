@@ -6,26 +6,24 @@ from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
 
-from service.api import idempotency, job_service, prediction_service
+from service.api import finalization_service, idempotency, job_service, prediction_service
 from service.api.auth import (
     LOCAL_TENANT,
     UNAUTHORIZED,
     CallerDep,
     PresentedKeyDep,
     authenticate,
-    authenticate_async,
-    authenticate_with_async,
+    authenticate_with,
 )
 from service.api.callbacks import check_callback
 from service.api.deps import (
     ApiKeysDep,
     ArtifactsDep,
-    AsyncRedisDep,
     DatasetsDep,
     IdempotencyDep,
     JobBodiesDep,
@@ -44,10 +42,11 @@ from service.api.rate_limit import limit_job_creation, limit_job_validation
 from service.api.schemas import ErrorBody, JobList, JobPublic, TrialList
 from service.core.api_keys import ApiKeyStore
 from service.core.artifacts import ArtifactStore
-from service.core.blobs import BlobNotFound
+from service.core.blobs import BlobNotFound, BlobStream
 from service.core.dataset_store import DatasetStore
 from service.core.dry_run import JobValidation
 from service.core.errors import Conflict
+from service.core.finalization import Finalization, FinalizeRequest
 from service.core.predictions import PredictionList, PredictRequest
 from service.core.quotas import Quotas
 from service.core.settings import Limits
@@ -222,18 +221,18 @@ async def validate_job(
     return await run_in_threadpool(check)
 
 
-# The two reads clients poll check the key in the same round trip as their read (`authenticate_with_async`),
-# so their router has no `authenticate` of its own; every route on it must call `authenticate_with_async`.
-# They are `async def` and read through the API's asyncio Redis client: no worker thread per request. Their
-# answers are rendered by `job_json`, which remembers each job's JSON by its stored text.
+# The two reads clients poll check the key in the same round trip as their read (`authenticate_with`), so
+# their router has no `authenticate` of its own; every route on it must call `authenticate_with`. Their
+# answers are rendered by `job_json`, which remembers each job's JSON by its stored text. They are plain
+# `def` routes on the sync client: measured against `async def` routes on an asyncio client (bench/reads.py,
+# docs/benchmarks.md), the asyncio client's pipeline cost more CPU than the worker-thread hop it saved.
 hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
 
 @hot_reads.get("", summary="List jobs", response_model=JobList, responses={422: {"model": ErrorBody}})
-async def list_jobs(
+def list_jobs(
     request: Request,
     store: StoreDep,
-    client: AsyncRedisDep,
     key: PresentedKeyDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
@@ -242,41 +241,35 @@ async def list_jobs(
     """List jobs, newest first, a page at a time, optionally only those with one status."""
     if cursor is not None and not cursor_pattern.match(cursor):
         # A request without a valid key is a 401 first, as on every route.
-        await authenticate_async(request, client, key)
+        authenticate(request, key)
         raise InvalidCursor(cursor)  # errors' 422
     keys: ApiKeyStore = request.app.state.api_keys
     # The page is read for the tenant the key had when last seen (one round trip), and read again in the
     # rare case the key turns out to be another tenant's now.
     guess = LOCAL_TENANT if key is None else keys.tenant_seen(key)
     if guess is None:
-        guess = (await authenticate_async(request, client, key)).tenant
+        guess = authenticate(request, key).tenant
 
     def page_of(tenant: str) -> Callable[[Any], object]:
         return lambda pipe: store.queue_job_page(pipe, tenant, status_filter, limit, cursor)
 
-    caller, [reply] = await authenticate_with_async(request, client, key, page_of(guess))
+    caller, [reply] = authenticate_with(request, key, page_of(guess))
     if caller.tenant != guess:
-        [reply] = await store.read_async(client, page_of(caller.tenant))
+        [reply] = store.read(page_of(caller.tenant))
     jobs, next_cursor = store.stored_page_from(reply, limit)
-    items = [job_json(await store.counted_async(client, job)) for job in jobs]
-    return _json(page_json(items, next_cursor))
+    return _json(page_json([job_json(store.counted_job(job)) for job in jobs], next_cursor))
 
 
 @hot_reads.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
-async def get_job(
-    request: Request, store: StoreDep, client: AsyncRedisDep, key: PresentedKeyDep, job_id: JobIdPath
-) -> Response:
+def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
     if not is_uuid(job_id):
         # A request without a valid key is a 401 first, as on every route.
-        await authenticate_async(request, client, key)
+        authenticate(request, key)
         check_job_id(job_id)  # raises NotFound
-    caller, replies = await authenticate_with_async(
-        request, client, key, lambda pipe: store.queue_job_views(pipe, [job_id])
-    )
+    caller, replies = authenticate_with(request, key, lambda pipe: store.queue_job_views(pipe, [job_id]))
     [job] = store.stored_jobs_from([job_id], replies)
-    job = await store.counted_async(client, job_service.owned(job, job_id, caller.tenant))
-    return _json(job_json(job))
+    return _json(job_json(store.counted_job(job_service.owned(job, job_id, caller.tenant))))
 
 
 def _json(body: str) -> Response:
@@ -350,15 +343,109 @@ def best_model(
         stream = artifacts.open_best_model(job_id)
     except BlobNotFound:
         raise no_model from None
+    return _streamed(stream, "application/octet-stream", f"{job_id}-best-model.keras")
+
+
+def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingResponse:
     # A chunk at a time from the store (Starlette iterates it in a thread): never a whole model in memory.
     return StreamingResponse(
         iter(stream),
-        media_type="application/octet-stream",
+        media_type=media_type,
         headers={
             "Content-Length": str(stream.size),
-            "Content-Disposition": f'attachment; filename="{job_id}-best-model.keras"',
+            "Content-Disposition": f'attachment; filename="{filename}"',
         },
     )
+
+
+@router.post(
+    "/{job_id}/finalize",
+    summary="Finalize a job: retrain its best hyperparameters on all its rows",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Finalization,
+    responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON"},
+        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        **_NOT_FOUND,
+        409: {
+            "model": ErrorBody,
+            "description": "the job has not succeeded (`job_not_finished`), has no best trial "
+            "(`no_best_model`), or a finalization of it is queued or running (`finalization_running`)",
+        },
+        422: {
+            "model": ErrorBody,
+            "description": "`test.x`, a row `test.x[i]`, `test.y` or `test_dataset` does not fit the job",
+        },
+        503: {"model": ErrorBody, "description": "the queue is unreachable"},
+    },
+)
+def finalize(
+    response: Response,
+    job_id: JobIdDep,
+    store: StoreDep,
+    datasets: DatasetsDep,
+    artifacts: ArtifactsDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    body: Annotated[FinalizeRequest | None, Body()] = None,
+) -> Finalization:
+    """Retrain the best trial's hyperparameters on training + validation rows for its best epoch count (by a
+    worker), evaluate on `test` if given; follow it in the job's `finalization`. A new one replaces an ended
+    one."""
+    request = body if body is not None else FinalizeRequest()
+    run = finalization_service.finalize(store, datasets, artifacts, settings, job_id, caller.tenant, request)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"  # its `finalization` follows this run
+    return run
+
+
+@router.get(
+    "/{job_id}/artifacts/final-model",
+    summary="Download the finalized model",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        **_ERRORS,
+        503: {"model": ErrorBody, "description": "the artifact store is unreachable"},
+    },
+)
+def final_model(
+    job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, caller: CallerDep
+) -> StreamingResponse:
+    """The model POST /v1/jobs/{id}/finalize trained, as a .keras file; 409 `no_final_model` before one."""
+    job_service.get(store, job_id, caller.tenant)
+    stream = _final_artifact(artifacts, job_id, artifacts.final_model_key(job_id))
+    return _streamed(stream, "application/octet-stream", f"{job_id}-final-model.keras")
+
+
+@router.get(
+    "/{job_id}/artifacts/final-model-card",
+    summary="Get the finalized model's card",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/json": {}}},
+        **_ERRORS,
+        503: {"model": ErrorBody, "description": "the artifact store is unreachable"},
+    },
+)
+def final_model_card(
+    job_id: JobIdDep, store: StoreDep, artifacts: ArtifactsDep, caller: CallerDep
+) -> StreamingResponse:
+    """The final model's card (JSON): data checksum and split, hyperparameters, metrics, versions, seed."""
+    job_service.get(store, job_id, caller.tenant)
+    stream = _final_artifact(artifacts, job_id, artifacts.final_model_card_key(job_id))
+    return _streamed(stream, "application/json", f"{job_id}-final-model-card.json")
+
+
+def _final_artifact(artifacts: ArtifactStore, job_id: str, key: str) -> BlobStream:
+    try:
+        return artifacts.open(key)
+    except BlobNotFound:
+        raise Conflict(
+            f"job '{job_id}' has no finalized model yet: POST /v1/jobs/{job_id}/finalize and wait for its "
+            "`finalization` to succeed",
+            "no_final_model",
+        ) from None
 
 
 @router.post(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from service.core.catalog import Label
 from service.core.data_plan import DataPlan
 from service.core.dataset_models import ColumnInfo
+from service.core.finalization import Finalization
 from service.core.records import BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
@@ -93,6 +94,9 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    finalization: Finalization | None = Field(
+        None, description="its latest finalization (POST /v1/jobs/{id}/finalize): status, error, metrics"
+    )
     spec: dict[str, Any] = Field(description="the request as accepted, defaults filled in, without its data")
     webhook: WebhookStatus | None = Field(
         None, description="the POSTs to the request's callback_url: each attempt, and whether one got a 2xx"

@@ -26,7 +26,6 @@ from typing import Any
 from service.core.quotas import QUOTA_NAMES
 from service.core.records import utcnow
 from service.core.store import JobStore
-from service.core.store_base import call_script_async
 
 KEY_PREFIX = "ktk_"
 _TOKEN = re.compile(r"ktk_(?P<key_id>[0-9a-f]{12})_[A-Za-z0-9_-]{43}")
@@ -133,24 +132,6 @@ class ApiKeyStore:
             lambda pipe: (pipe.hgetall(self.keys.api_key(key_id)), reads(pipe))
         )
         return self._checked(token, key_id, fields), replies
-
-    async def verify_with_async(
-        self, client: Any, token: str, reads: Callable[[Any], object]
-    ) -> tuple[ApiKey | None, list[Any]]:
-        """`verify_with` through `client`, an asyncio client of the same Redis (`store.async_client`): the key
-        check, the reads and (at most once a minute) the note of the key's use never wait on a thread."""
-        match = _TOKEN.fullmatch(token)
-        if match is None:
-            return None, []
-        key_id = match["key_id"]
-        fields, *replies = await self._jobs.read_async(
-            client, lambda pipe: (pipe.hgetall(self.keys.api_key(key_id)), reads(pipe))
-        )
-        key = self._matched(token, key_id, fields)
-        now = None if key is None else self._use_to_note(key)
-        if key is not None and now is not None:
-            await call_script_async(client, self._touch, [self.keys.api_key(key_id)], [now])
-        return key, replies
 
     def tenant_seen(self, token: str) -> str | None:
         """The tenant `token`'s key had when this process last verified it, if it did: a guess to read with,

@@ -104,6 +104,19 @@ class ArtifactStore:
         """The job's best model for reading a chunk at a time. Raises BlobNotFound, BlobStoreError."""
         return self.blobs.open(self.best_model_key(job_id))
 
+    @staticmethod
+    def final_model_key(job_id: str) -> str:
+        """The model POST /v1/jobs/{id}/finalize trains (`worker.finalization`)."""
+        return f"jobs/{job_id}/final-model.keras"
+
+    @staticmethod
+    def final_model_card_key(job_id: str) -> str:
+        return f"jobs/{job_id}/final-model-card.json"
+
+    def open(self, key: str) -> BlobStream:
+        """The object `key` for reading a chunk at a time. Raises BlobNotFound, BlobStoreError."""
+        return self.blobs.open(key)
+
     def candidate_model_path(self, job_id: str, trial_id: str) -> Path:
         """Where a trial writes its model before it is known to be the best (always local)."""
         return self.local_path(f"jobs/{job_id}/candidates/{trial_id}.keras")

@@ -50,20 +50,32 @@ def emit(store: Any, job_id: str, event_type: str, **values: Any) -> None:
         log.warning("could not write the %s event of job %s", event_type, job_id, exc_info=True)
 
 
+def queue(pipe: Any, store: Any, job_id: str, event_type: str, **values: Any) -> None:
+    """`emit`, queued on a pipeline the caller sends (a failure there is logged and swallowed too)."""
+    pipe.xadd(
+        store.keys.job_events(job_id),
+        {"type": event_type, "data": event_data(job_id, **values)},
+        maxlen=MAX_EVENTS,
+        approximate=True,
+    )
+
+
+def finished_values(trial: TrialRecord) -> dict[str, Any]:
+    """A trial.finished event's own values."""
+    return {
+        "trial_id": trial.id,
+        "status": trial.status.value,
+        "objective_value": trial.objective_value,
+        "stopped_early": trial.stopped_early.model_dump() if trial.stopped_early else None,
+    }
+
+
 def trial_started(store: Any, job_id: str, trial: TrialRecord) -> None:
     emit(store, job_id, TRIAL_STARTED, trial_id=trial.id)
 
 
 def trial_finished(store: Any, job_id: str, trial: TrialRecord) -> None:
-    emit(
-        store,
-        job_id,
-        TRIAL_FINISHED,
-        trial_id=trial.id,
-        status=trial.status.value,
-        objective_value=trial.objective_value,
-        stopped_early=trial.stopped_early.model_dump() if trial.stopped_early else None,
-    )
+    emit(store, job_id, TRIAL_FINISHED, **finished_values(trial))
 
 
 def trial_epoch(store: Any, job_id: str, trial_id: str, epoch: int, metrics: dict[str, float | None]) -> None:

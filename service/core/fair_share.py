@@ -12,6 +12,7 @@ is sent: messages already waiting keep theirs, and first-come order holds betwee
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from service.core import queue
@@ -28,9 +29,21 @@ def priority(rank: int) -> int:
     return max(step for lowest, step in _STEPS if rank >= lowest)
 
 
-def _other_jobs(store: JobStore, tenant: str) -> int:
-    """The tenant's queued and running jobs besides the one being sent."""
-    return max(0, sum(store.tenant_job_counts(tenant).values()) - 1)
+# A job's tenant never changes: a worker process reads it once per job (its last few jobs are kept).
+_TENANTS: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+
+def _tenant(store: JobStore, job_id: str) -> str | None:
+    key = (store.prefix, job_id)
+    tenant = _TENANTS.get(key)
+    if tenant is None:
+        tenant = store.get_tenant(job_id)
+        if tenant is None:
+            return None
+        _TENANTS[key] = tenant
+        while len(_TENANTS) > 64:
+            _TENANTS.popitem(last=False)
+    return tenant
 
 
 def send_start(store: JobStore, job_id: str, tenant: str, queue_name: str) -> None:
@@ -51,11 +64,11 @@ def send_trials(store: JobStore, job_id: str, trial_ids: Sequence[str], queue_na
     tenant's other jobs and the job's own trials already in flight."""
     if not trial_ids:
         return
-    tenant = store.get_tenant(job_id)
+    tenant = _tenant(store, job_id)
     if tenant is None:
         return
-    counts = store.trial_status_counts(job_id)
+    counts, jobs = store.trial_send_counts(job_id, tenant)
     ahead = counts[TrialStatus.QUEUED] + counts[TrialStatus.RUNNING] - len(trial_ids)
-    others = _other_jobs(store, tenant)
+    others = max(0, sum(jobs.values()) - 1)
     for index, trial_id in enumerate(trial_ids):
         queue.send_run_trial(job_id, trial_id, queue_name, priority(others + max(0, ahead) + index))

@@ -310,6 +310,8 @@ def _check_validation_dataset(
     task: Task,
     classes: list[Label] | None,
     impute: str | None,
+    field: str = "data.validation_dataset",
+    of: str = "training data set",
 ) -> None:
     info = validation.info
     missing = [f.name for f in features if info.column(f.name) is None]
@@ -317,35 +319,44 @@ def _check_validation_dataset(
         missing.append(target)
     if missing:
         raise SpecError(
-            "data.validation_dataset",
+            field,
             f"data set '{validation.ref}' lacks column {', '.join(repr(n) for n in missing[:_SHOWN])} of the "
-            "training data set",
+            f"{of}",
         )
     for feature in features:
         column = info.column(feature.name)
         assert column is not None
         if column.type != feature.type and not (feature.type == "categorical" and column.type == "text"):
             raise SpecError(
-                "data.validation_dataset",
+                field,
                 f"column '{feature.name}' is {column.type} in data set '{validation.ref}' but {feature.type} "
-                "in the training data set",
+                f"in the {of}",
             )
     target_column = info.column(target)
     assert target_column is not None
-    _check_missing(info, [target_column], "data.validation_dataset", impute=None)
+    _check_missing(info, [target_column], field, impute=None)
     used = [column for f in features if (column := info.column(f.name)) is not None]
-    _check_missing(info, used, "data.validation_dataset", impute)
-    _check_finite(used, "data.validation_dataset")
+    _check_missing(info, used, field, impute)
+    _check_finite(used, field)
     if classes is not None:
         own = _classes(task, target_column, max_classes=2**31)
         unknown = [c for c in own or () if c not in classes]
         if unknown:
-            raise SpecError(
-                "data.validation_dataset",
-                f"its target has classes the training data set lacks: {unknown[:_SHOWN]}",
-            )
+            raise SpecError(field, f"its target has classes the {of} lacks: {unknown[:_SHOWN]}")
     elif target_column.type != "numeric":
-        raise SpecError("data.validation_dataset", f"column '{target}' is not numeric there")
+        raise SpecError(field, f"column '{target}' is not numeric there")
+
+
+def check_test_dataset(test: DatasetSource, plan: DataPlan, task: Task) -> None:
+    """Check a test data set (POST /v1/jobs/{id}/finalize) against the data set the job trained on: its
+    feature and target columns, their types, no missing cells, only known classes. Raises SpecError naming
+    `test_dataset`."""
+    if plan.target is None:
+        raise SpecError(
+            "test_dataset", "the job trained on inline arrays: give its test set inline, as `test`"
+        )
+    features, target, classes = plan.features, plan.target, plan.classes
+    _check_validation_dataset(test, features, target, task, classes, None, "test_dataset", "job's data set")
 
 
 def _split(spec: JobCreate, rows: int, labels: np.ndarray | None) -> tuple[Split, int | None, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 
@@ -122,9 +123,19 @@ def start_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     running = trial.model_copy(update={"status": TrialStatus.RUNNING})
     moved = store.transition_trial(job_id, running, _trial_sources(TrialStatus.RUNNING), replace_history=True)
     if moved:
-        trial_metrics.record_started(store)
-        events.trial_started(store, job_id, running)
+        pipe = store.redis.pipeline(transaction=False)
+        trial_metrics.queue_started(pipe, store)
+        events.queue(pipe, store, job_id, events.TRIAL_STARTED, trial_id=running.id)
+        _send_counts(pipe)
     return moved
+
+
+def _send_counts(pipe: Any) -> None:
+    """Send a pipeline of trial metrics and events: best effort, as each is on its own."""
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        trial_metrics.lost(exc)
 
 
 def report_progress(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
@@ -140,13 +151,33 @@ def hand_back_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
 
 def end_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:
     """queued or running -> completed or failed, as `trial.status` says."""
-    if not trial.status.is_final() or trial.status is TrialStatus.CANCELLED:
-        raise ValueError(f"end_trial needs a completed or failed trial, not {trial.status.value}")
-    moved = store.transition_trial(job_id, trial, _trial_sources(trial.status))
-    if moved:
-        trial_metrics.record_ended(store, trial.status, trial.duration_seconds)
-        events.trial_finished(store, job_id, trial)
+    return end_trials(store, job_id, [trial])[0]
+
+
+def end_trials(store: JobStore, job_id: str, trials: list[TrialRecord]) -> list[bool]:
+    """`end_trial` for each of `trials`, in two round trips: whether each moved."""
+    for trial in trials:
+        if not trial.status.is_final() or trial.status is TrialStatus.CANCELLED:
+            raise ValueError(f"end_trial needs a completed or failed trial, not {trial.status.value}")
+    moved = [False] * len(trials)
+    for status in {trial.status for trial in trials}:
+        indexes = [i for i, trial in enumerate(trials) if trial.status is status]
+        stored = store.transition_trials(job_id, [trials[i] for i in indexes], _trial_sources(status))
+        for index, one in zip(indexes, stored, strict=True):
+            moved[index] = one
+    if any(moved):
+        pipe = store.redis.pipeline(transaction=False)
+        for trial in (trial for trial, one in zip(trials, moved, strict=True) if one):
+            trial_metrics.queue_ended(pipe, store, trial.status, trial.duration_seconds)
+            events.queue(pipe, store, job_id, events.TRIAL_FINISHED, **events.finished_values(trial))
+        _send_counts(pipe)
     return moved
+
+
+def queue_trials(store: JobStore, job_id: str, trials: list[TrialRecord]) -> list[bool]:
+    """`queue_trial` for each of `trials`, in one round trip: whether each was new."""
+    queued = [trial.model_copy(update={"status": TrialStatus.QUEUED}) for trial in trials]
+    return store.transition_trials(job_id, queued, [None])
 
 
 def cancel_trial(store: JobStore, job_id: str, trial: TrialRecord) -> bool:

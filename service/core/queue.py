@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.core.lazy_imports import needed_for
 from service.core.settings import Settings, get_settings
@@ -22,6 +22,7 @@ START_JOB = "ktune.start_job"
 RUN_TRIAL = "ktune.run_trial"
 DELIVER_WEBHOOK = "ktune.deliver_webhook"
 PREDICT = "ktune.predict"
+FINALIZE = "ktune.finalize"
 QUEUES = ("cpu", "gpu")
 
 
@@ -111,3 +112,11 @@ def send_predict(
     app = get_celery()
     with _sending():
         app.send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)
+
+
+def send_finalize(job_id: str, run_id: str, test: dict[str, Any] | None, queue: str) -> None:
+    """Ask a worker of the job's queue to finalize it (`worker.finalization`), with the checked test set
+    (`rows`, `targets`), a test data set (`dataset`) or None. Raises QueueUnreachable."""
+    app = get_celery()
+    with _sending():
+        app.send_task(FINALIZE, args=[job_id, run_id, test], queue=queue)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.core.data_plan import DataPlan
+from service.core.finalization import Finalization
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
 
@@ -86,6 +87,7 @@ class JobRecord(BaseModel):
     data: DataPlan | None = None  # what the job trains on (None for jobs stored before plans existed)
     webhook: WebhookStatus | None = None  # the deliveries of its callback_url, once one was tried
     stopped_by: StoppedBy | None = None  # the completion criterion (tuner.stop_when) that ended its search
+    finalization: Finalization | None = None  # its latest POST /v1/jobs/{id}/finalize
 
 
 class ExecutionRecord(BaseModel):

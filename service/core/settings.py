@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         description="a prediction waits this long for a worker's answer, then is a 503 "
         "prediction_unavailable (a worker busy with a trial takes it only once the trial ends)",
     )
+    finalize_timeout_seconds: float = Field(
+        3600,
+        gt=0,
+        description="a finalization not finished this long after it was queued, or after a worker started "
+        "it, has failed (worker_lost) and may be started again",
+    )
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
 

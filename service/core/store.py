@@ -13,11 +13,13 @@ What they share is in `store_base`; every key name, and the layout they make, in
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import redis
 import redis.asyncio
 
+from service.core.states import JobStatus, TrialStatus
 from service.core.store_base import InvalidCursor, cursor_pattern, index_member
 from service.core.store_coordination import Coordination
 from service.core.store_jobs import JobRecords, JobView, StoredJob
@@ -25,7 +27,7 @@ from service.core.store_keys import broker_lists
 from service.core.store_pruning import PruningRecords
 from service.core.store_retention import JobDeletion, JobRetention
 from service.core.store_tenants import Admission, OverQuota, TenantRecords
-from service.core.store_trials import TrialRecords, history_entries
+from service.core.store_trials import TrialRecords, history_entries, queue_trial_counts, trial_counts
 from service.core.store_workers import WorkerRecords
 
 __all__ = [
@@ -69,6 +71,17 @@ class JobStore(
     def from_url(cls, url: str, prefix: str = "ktune") -> JobStore:
         client = redis.Redis.from_url(url, decode_responses=True, **CLIENT_OPTIONS)
         return cls(client, prefix, redis.Redis.from_url(url, decode_responses=False, **CLIENT_OPTIONS))
+
+    def trial_send_counts(
+        self, job_id: str, tenant: str
+    ) -> tuple[Counter[TrialStatus], dict[JobStatus, int]]:
+        """How many of the job's trials have each status, and the tenant's queued and running jobs, in one
+        round trip: what ranking the job's trial messages reads (`fair_share.send_trials`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        queue_trial_counts(pipe, self.keys, [job_id])
+        self.queue_tenant_job_counts(pipe, tenant)
+        stored, trials, *jobs = pipe.execute()
+        return trial_counts(self.redis, self.keys, job_id, stored, trials), self.tenant_job_counts_from(jobs)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

@@ -52,24 +52,6 @@ class StoreBase:
                 return replies
         raise AssertionError("unreachable")
 
-    async def read_async(self, client: Any, queue: Callable[[Any], object]) -> list[Any]:
-        """`read` through `client`, an asyncio client of the same Redis (`store.async_client`): the replies of
-        the reads `queue` puts on a pipeline, in one round trip, with the same reload of lost read scripts and
-        one retry. For the API's hot reads, which need no worker thread this way."""
-        for attempt in (1, 2):
-            pipe = client.pipeline(transaction=False)
-            queue(pipe)
-            try:
-                replies: list[Any] = await pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in self._read_scripts:
-                    await client.script_load(script.script)
-            else:
-                return replies
-        raise AssertionError("unreachable")
-
     @property
     def _bytes(self) -> Any:
         if self._binary is None:
@@ -85,16 +67,6 @@ class StoreBase:
         if created is None:
             return None
         return index_member(datetime.fromisoformat(created), job_id)
-
-
-async def call_script_async(client: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
-    """Run `script` (a script registered on a sync client of the same Redis) through the asyncio `client`:
-    EVALSHA, and once more after loading it when Redis has lost it (a restart, SCRIPT FLUSH)."""
-    try:
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
-    except redis.exceptions.NoScriptError:
-        await client.script_load(script.script)
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
 
 
 def index_member(created_at: datetime, record_id: str) -> str:

@@ -14,6 +14,7 @@ import redis
 
 from service.core import events
 from service.core.data_plan import DataPlan
+from service.core.finalization import Finalization
 from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, JobRecord, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
@@ -219,12 +220,11 @@ class JobRecords(StoreBase):
             job = job.recounted(self.redis.hvals(self.keys.trial_status(job.id)))
         return job.view()
 
-    async def counted_async(self, client: Any, job: StoredJob) -> StoredJob:
-        """`job` with counts that cover every trial, read through the asyncio `client` when it needs them
-        (`StoredJob.counted`)."""
+    def counted_job(self, job: StoredJob) -> StoredJob:
+        """`job` with counts that cover every trial, read when it needs them (`StoredJob.counted`)."""
         if job.counted:
             return job
-        return job.recounted(await client.hvals(self.keys.trial_status(job.id)))
+        return job.recounted(self.redis.hvals(self.keys.trial_status(job.id)))
 
     @staticmethod
     def record_of(
@@ -253,6 +253,11 @@ class JobRecords(StoreBase):
             webhook=WebhookStatus.model_validate_json(fields["webhook"]) if fields.get("webhook") else None,
             stopped_by=(
                 StoppedBy.model_validate_json(fields["stopped_by"]) if fields.get("stopped_by") else None
+            ),
+            finalization=(
+                Finalization.model_validate_json(fields["finalization"])
+                if fields.get("finalization")
+                else None
             ),
         )
 

@@ -11,7 +11,9 @@ Layout (prefix `ktune` by default):
   as the trial trains
 - `{p}:job:{id}:search-log` list of the search algorithm's state: a whole state (JSON), then each step's
   changes (`worker.oracles`); `{p}:job:{id}:oracle` the whole state as a single value, as ktune stored it
-  before the log (read once, for a job that was running then)
+  before the log (read once, for a job that was running then); `{p}:job:{id}:results` hash trial id -> a
+  finished trial's result (JSON) handed in for the next search step, which takes in every one there;
+  `{p}:job:{id}:taken-in:{trial}` a token that step leaves for the worker waiting on that result
 - `{p}:job:{id}:lock` the owner of the job's search step (renewed while a step runs); `{p}:job:{id}:lock-wake`
   a token its release leaves for one waiting step;
   `{p}:job:{id}:lease:{trial}` a trial's owner;
@@ -76,6 +78,7 @@ class JobPart(StrEnum):
     TRIAL_STATUS = "trial-status"
     TRIAL_COUNTS = "trial-counts"
     SEARCH_LOG = "search-log"
+    RESULTS = "results"
     ORACLE = "oracle"
     LOCK = "lock"
     LOCK_WAKE = "lock-wake"
@@ -91,6 +94,7 @@ class TrialPart(StrEnum):
     REQUEUED = "requeued"
     LOSSES = "losses"
     HISTORY = "history"
+    TAKEN_IN = "taken-in"
 
 
 # The tails of a tenant's keys after `{p}:tenant:{tenant}`; Lua scripts use them too.
@@ -132,6 +136,9 @@ class StoreKeys:
     def search_log(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.SEARCH_LOG)
 
+    def trial_results(self, job_id: str) -> str:
+        return self.job_part(job_id, JobPart.RESULTS)
+
     def legacy_oracle(self, job_id: str) -> str:
         return self.job_part(job_id, JobPart.ORACLE)
 
@@ -161,6 +168,9 @@ class StoreKeys:
 
     def trial_history(self, job_id: str, trial_id: str) -> str:
         return self.trial_part(job_id, TrialPart.HISTORY, trial_id)
+
+    def result_taken_in(self, job_id: str, trial_id: str) -> str:
+        return self.trial_part(job_id, TrialPart.TAKEN_IN, trial_id)
 
     # listing indexes
     def jobs(self, status: JobStatus | None = None) -> str:

@@ -4,6 +4,7 @@ order for fair share, and the bytes they store in artifacts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -77,10 +78,18 @@ class TenantRecords(StoreBase):
     def tenant_job_counts(self, tenant: str) -> dict[JobStatus, int]:
         """The tenant's queued and running jobs."""
         pipe = self.redis.pipeline(transaction=False)
-        active = (JobStatus.QUEUED, JobStatus.RUNNING)
-        for status in active:
+        self.queue_tenant_job_counts(pipe, tenant)
+        return self.tenant_job_counts_from(pipe.execute())
+
+    _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    def queue_tenant_job_counts(self, pipe: Any, tenant: str) -> None:
+        """Queue on `pipe` what `tenant_job_counts` reads: one reply per active status."""
+        for status in self._ACTIVE:
             pipe.zcard(self.keys.tenant_jobs(tenant, status))
-        return dict(zip(active, (int(n) for n in pipe.execute()), strict=True))
+
+    def tenant_job_counts_from(self, replies: list[Any]) -> dict[JobStatus, int]:
+        return dict(zip(self._ACTIVE, (int(n) for n in replies), strict=True))
 
     def job_counts(self) -> dict[JobStatus, int]:
         """How many jobs (every tenant's) have each status, from the status indexes: one round trip."""

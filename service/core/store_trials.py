@@ -1,11 +1,12 @@
-"""Trials in the store: their records, statuses and counts, their per-epoch histories, and the job's
-search log (the search algorithm's state)."""
+"""Trials in the store: their records, statuses and counts, their per-epoch histories, the results handed
+in for the job's next search step, and the job's search log (the search algorithm's state)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -54,6 +55,33 @@ return 1
 """
 
 
+# Hands in a finished trial's result (ARGV[2]) for the job's next search step, while the job exists, and
+# takes the job's step lock for ARGV[3] (for ARGV[4] ms) if no one holds it: 'acquired', 'busy' or 'gone'.
+_HAND_IN_RESULT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then return 'acquired' end
+return 'busy'
+"""
+
+# For a worker waiting on its handed-in result: 'taken' once a step took it in (or the job is gone), else
+# the step lock for ARGV[2] if it is free ('acquired'), else 'busy'.
+_STEP_OR_TAKEN_IN = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 'taken' end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 'acquired' end
+return 'busy'
+"""
+
+
+class HandIn(StrEnum):
+    """Where a worker stands with a result it handed in (`hand_in_result`, `step_or_taken_in`)."""
+
+    ACQUIRED = "acquired"  # it holds the job's step lock: its step takes in every handed-in result
+    BUSY = "busy"  # another step holds the lock; the result waits
+    TAKEN = "taken"  # a step took the result in (or the job is gone): nothing left to do
+    GONE = "gone"  # the job is gone; nothing was handed in
+
+
 class TrialRecords(StoreBase):
     """A job's trials and search log. A finished trial is never rewritten."""
 
@@ -62,6 +90,8 @@ class TrialRecords(StoreBase):
         self._trial_transition = client.register_script(_TRIAL_TRANSITION)
         self._append_history = client.register_script(_APPEND_HISTORY)
         self._append_search_log = client.register_script(_APPEND_SEARCH_LOG)
+        self._hand_in_result = client.register_script(_HAND_IN_RESULT)
+        self._step_or_taken_in = client.register_script(_STEP_OR_TAKEN_IN)
 
     def transition_trial(
         self,
@@ -75,24 +105,37 @@ class TrialRecords(StoreBase):
         With `replace_history`, the trial's stored history becomes the one `trial` holds. Only `lifecycle`
         calls this.
         """
+        return self.transition_trials(job_id, [trial], allowed_from, replace_history)[0]
+
+    def transition_trials(
+        self,
+        job_id: str,
+        trials: list[TrialRecord],
+        allowed_from: Iterable[TrialStatus | None],
+        replace_history: bool = False,
+    ) -> list[bool]:
+        """`transition_trial` for each of `trials`, in one round trip: whether each was stored."""
         # A finished trial is never rewritten, whatever the caller allows.
         sources = ",".join(
             "new" if status is None else status.value
             for status in allowed_from
             if status is None or not status.is_final()
         )
-        args: list[str] = [trial.id, sources, trial.status.value, _stored_trial(trial)]
-        args.append("1" if replace_history else "0")
-        if replace_history:
-            args += history_entries(trial.executions)
-        keys = [
-            self.keys.job_trials(job_id),
-            self.keys.trial_status(job_id),
-            self.keys.trial_history(job_id, trial.id),
-            self.keys.job(job_id),
-            self.keys.trial_counts(job_id),
-        ]
-        return int(self._trial_transition(keys=keys, args=args)) == 1
+        pipe = self.redis.pipeline(transaction=False)
+        for trial in trials:
+            args: list[str] = [trial.id, sources, trial.status.value, stored_trial(trial)]
+            args.append("1" if replace_history else "0")
+            if replace_history:
+                args += history_entries(trial.executions)
+            keys = [
+                self.keys.job_trials(job_id),
+                self.keys.trial_status(job_id),
+                self.keys.trial_history(job_id, trial.id),
+                self.keys.job(job_id),
+                self.keys.trial_counts(job_id),
+            ]
+            self._trial_transition(keys=keys, args=args, client=pipe)
+        return [int(moved) == 1 for moved in pipe.execute()] if trials else []
 
     def append_history(self, job_id: str, trial_id: str, entries: list[str]) -> bool:
         """Append epochs (from `history_entries`) to a running trial's history; False if it is not running."""
@@ -131,14 +174,66 @@ class TrialRecords(StoreBase):
         queue_trial_counts(pipe, self.keys, [job_id])
         return trial_counts(self.redis, self.keys, job_id, *pipe.execute())
 
+    # results handed in for the job's next search step
+    def hand_in_result(self, job_id: str, trial_id: str, result: str, owner: str, seconds: float) -> HandIn:
+        """Store a finished trial's result (replacing one handed in before) for the job's next search step,
+        and take the job's step lock for `owner` if it is free: ACQUIRED, BUSY, or GONE (no such job)."""
+        keys = [self.keys.job(job_id), self.keys.trial_results(job_id), self.keys.step_lock(job_id)]
+        args = [trial_id, result, owner, str(int(seconds * 1000))]
+        return HandIn(_text(self._hand_in_result(keys=keys, args=args)))
+
+    def step_or_taken_in(self, job_id: str, trial_id: str, owner: str, seconds: float) -> HandIn:
+        """TAKEN once a step took in the trial's handed-in result, else the step lock for `owner` if it is
+        free (ACQUIRED), else BUSY."""
+        keys = [self.keys.trial_results(job_id), self.keys.step_lock(job_id)]
+        return HandIn(_text(self._step_or_taken_in(keys=keys, args=[trial_id, owner, int(seconds * 1000)])))
+
+    def wait_taken_in(self, job_id: str, trial_id: str, seconds: float) -> bool:
+        """Wait until a step took in the trial's result or released the step lock (or `seconds` pass); True
+        when the step's token says the result was taken in."""
+        taken = self.keys.result_taken_in(job_id, trial_id)
+        popped = self.redis.blpop([taken, self.keys.step_lock_wake(job_id)], timeout=seconds)
+        return popped is not None and popped[0] == taken
+
+    def result_handed_in(self, job_id: str, trial_id: str) -> bool:
+        """Whether the trial's result waits for a search step."""
+        return bool(self.redis.hexists(self.keys.trial_results(job_id), trial_id))
+
+    def handed_in_results(self, job_id: str) -> dict[str, str]:
+        """The results waiting for the job's next search step, by trial id."""
+        return {str(k): str(v) for k, v in self.redis.hgetall(self.keys.trial_results(job_id)).items()}
+
+    def results_taken_in(self, job_id: str, trial_ids: list[str], tell: list[str]) -> None:
+        """Remove results a step took in (and recorded), and leave a token for each of `tell`'s waiting
+        workers (`wait_taken_in`)."""
+        if not trial_ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.keys.trial_results(job_id), *trial_ids)
+        for trial_id in tell:
+            pipe.rpush(self.keys.result_taken_in(job_id, trial_id), "1")
+            pipe.pexpire(self.keys.result_taken_in(job_id, trial_id), 60_000)
+        pipe.execute()
+
     # search state
     def search_log(self, job_id: str, start: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """How many entries the job's search log holds, and those from position `start` on."""
+        length, entries, _ = self.search_log_and_results(job_id, start, results=False)
+        return length, entries
+
+    def search_log_and_results(
+        self, job_id: str, start: int = 0, results: bool = True
+    ) -> tuple[int, list[dict[str, Any]], dict[str, str]]:
+        """`search_log`, and the results handed in for the job's next step (`handed_in_results`), in one
+        round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.keys.search_log(job_id))
         pipe.lrange(self.keys.search_log(job_id), start, -1)
-        length, entries = pipe.execute()
-        return int(length), [json.loads(entry) for entry in entries]
+        if results:
+            pipe.hgetall(self.keys.trial_results(job_id))
+        length, entries, *handed_in = pipe.execute()
+        waiting = {str(k): str(v) for k, v in handed_in[0].items()} if handed_in else {}
+        return int(length), [json.loads(entry) for entry in entries], waiting
 
     def append_search_log(self, job_id: str, entry: dict[str, Any] | None, owner: str, logged: int) -> bool:
         """Append `entry` (None: nothing, the step changed nothing) to the job's search log and note the time
@@ -194,7 +289,11 @@ def _fill_history(trial: TrialRecord, entries: list[str]) -> None:
             history.setdefault(name, []).append(value)
 
 
-def _stored_trial(trial: TrialRecord) -> str:
+def stored_trial(trial: TrialRecord) -> str:
     """A trial record as stored: its history lives in its own list."""
     executions = [e.model_copy(update={"history": {}}) for e in trial.executions]
     return trial.model_copy(update={"executions": executions}).model_dump_json()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

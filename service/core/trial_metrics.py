@@ -47,15 +47,30 @@ def record_started(store: JobStore) -> None:
 def record_ended(store: JobStore, status: TrialStatus, duration_seconds: float | None) -> None:
     """A trial ended with `status` after `duration_seconds` of running (None: it never ran)."""
     pipe = store.redis.pipeline(transaction=False)
+    queue_ended(pipe, store, status, duration_seconds)
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        _lost(exc)
+
+
+def queue_started(pipe: Any, store: JobStore) -> None:
+    """`record_started`, queued on a pipeline the caller sends (and whose errors it logs with `lost`)."""
+    pipe.hincrby(_key(store), "started", 1)
+
+
+def queue_ended(pipe: Any, store: JobStore, status: TrialStatus, duration_seconds: float | None) -> None:
+    """`record_ended`, queued on a pipeline the caller sends (and whose errors it logs with `lost`)."""
     pipe.hincrby(_key(store), f"ended:{status.value}", 1)
     if duration_seconds is not None and duration_seconds >= 0:
         pipe.hincrby(_key(store), _bucket(duration_seconds), 1)
         pipe.hincrby(_key(store), "duration:count", 1)
         pipe.hincrbyfloat(_key(store), "duration:sum", duration_seconds)
-    try:
-        pipe.execute()
-    except redis.RedisError as exc:
-        _lost(exc)
+
+
+def lost(exc: redis.RedisError) -> None:
+    """Log counts a pipeline of `queue_started` / `queue_ended` failed to add."""
+    _lost(exc)
 
 
 def _lost(exc: redis.RedisError) -> None:

@@ -369,7 +369,7 @@ def scratch_job(scratch_store: JobStore) -> str:
     return record.id
 
 
-IN_PROCESS_LOCK_SECONDS = 0.6
+IN_PROCESS_LOCK_SECONDS = 1.5
 
 
 @pytest.fixture

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
 
 from service.core.records import ExecutionRecord, JobRecord, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import JobStore, async_client
+from service.core.store import JobStore
 
 
 def job_record(
@@ -50,20 +47,3 @@ def keys_under(store: JobStore, prefix: str | None = None) -> set[str]:
     """Every key whose name starts with `prefix` (the store's prefix when None), by SCAN."""
     start = f"{store.prefix}:" if prefix is None else prefix
     return {key for key in store.redis.scan_iter(match=f"{start}*", count=1000)}
-
-
-T = TypeVar("T")
-
-
-def run_async(redis_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
-    """`work(client)` on an asyncio client of the Redis at `redis_url` (`store.async_client`, as the API's
-    hot reads use), in an event loop of its own; the client is closed afterwards."""
-
-    async def main() -> T:
-        client = async_client(redis_url)
-        try:
-            return await work(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())

@@ -6,14 +6,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from service.core import api_keys
-from service.core.api_keys import ApiKey, ApiKeyStore, InvalidQuota, InvalidTenant
+from service.core.api_keys import ApiKeyStore, InvalidQuota, InvalidTenant
 from service.core.store import JobStore
-from tests.integration.store_records import run_async
 
 pytestmark = pytest.mark.integration
 
@@ -138,36 +136,3 @@ def test_a_tenant_is_remembered_only_for_keys_that_verified(keys: ApiKeyStore) -
     forged = token[:17] + "A" * 43
     assert keys.verify(forged) is None and keys.tenant_seen(forged) is None
     assert keys.verify(token) is not None and keys.tenant_seen(token) == "acme"
-
-
-def test_the_async_check_shares_the_round_trip_refuses_revoked_keys_and_notes_use_once_a_minute(
-    keys: ApiKeyStore, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    token, key = keys.create("acme")
-    hash_key = f"{keys.prefix}:apikey:{key.key_id}"
-    keys.redis.set(f"{keys.prefix}:probe", "value")
-
-    def reads(pipe: object) -> None:
-        pipe.get(f"{keys.prefix}:probe")  # type: ignore[attr-defined]
-
-    def verify(token: str) -> tuple[ApiKey | None, list[Any]]:
-        return run_async(redis_url, lambda client: keys.verify_with_async(client, token, reads))
-
-    verified, replies = verify(token)
-    assert verified is not None and verified.key_id == key.key_id and verified.tenant == "acme"
-    assert replies == ["value"] and keys.tenant_seen(token) == "acme"
-    first = keys.redis.hget(hash_key, "last_used_at")
-    assert first is not None, "its first use is noted"
-    assert verify(token)[0] is not None
-    assert keys.redis.hget(hash_key, "last_used_at") == first, "not again within the minute"
-    monkeypatch.setattr(api_keys, "LAST_USE_INTERVAL_SECONDS", 0.0)
-    keys.redis.script_flush()  # the note's script is loaded again when Redis has lost it
-    assert verify(token)[0] is not None
-    assert keys.redis.hget(hash_key, "last_used_at") > first
-
-    for bad in [token[:-1] + ("A" if token[-1] != "A" else "B"), "not-a-key", ""]:
-        assert verify(bad)[0] is None, bad
-    assert verify("not-a-key") == (None, []), "nothing read for a malformed key"
-    keys.revoke(key.key_id)
-    assert verify(token)[0] is None, "refused from the next request on"
-    assert keys.redis.exists(hash_key) == 0, "and its use is not noted back into a half record"

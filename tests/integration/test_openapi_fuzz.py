@@ -131,6 +131,10 @@ def finish_as_a_worker_would(env: dict[str, str], job_id: str) -> None:
     model = ArtifactStore(env["KTUNE_ARTIFACT_DIR"]).best_model_path(job_id)
     model.parent.mkdir(parents=True, exist_ok=True)
     model.write_bytes(b"PK\x03\x04 a .keras file is a zip archive")
+    # As a finished POST .../finalize leaves them (worker.finalization).
+    artifacts = ArtifactStore(env["KTUNE_ARTIFACT_DIR"])
+    artifacts.local_path(artifacts.final_model_key(job_id)).write_bytes(model.read_bytes())
+    artifacts.local_path(artifacts.final_model_card_key(job_id)).write_text(json.dumps({"job_id": job_id}))
     store.set_job_fields(
         job_id,
         best=BestTrial(

@@ -5,6 +5,7 @@ Only the sending of trial messages is replaced (recorded instead of queued), so 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -17,11 +18,13 @@ from service.core import lifecycle, queue
 from service.core.records import BestTrial, TrialRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobStore
+from service.core.store_trials import HandIn
 from tests.integration.conftest import IN_PROCESS_LOCK_SECONDS as LOCK_SECONDS
 from tests.integration.conftest import running_job
-from worker import search, search_state
+from worker import results, search, search_state
 from worker.context import WorkerContext, load_spec
 from worker.oracles import dump_oracle, replay
+from worker.runner import run_trial
 from worker.transient import StepLockLost
 
 pytestmark = pytest.mark.integration
@@ -115,7 +118,7 @@ def test_trials_stored_in_the_search_state_but_not_recorded_are_recorded_by_the_
     def die(*args: Any) -> bool:
         raise _Died
 
-    monkeypatch.setattr(lifecycle, "queue_trial", die)
+    monkeypatch.setattr(lifecycle, "queue_trials", die)
     with pytest.raises(_Died):
         search.advance(worker_ctx, job_id)
     monkeypatch.undo()
@@ -185,18 +188,18 @@ def test_a_finish_step_retried_after_a_redis_error_counts_the_trial_once_and_adv
 ) -> None:
     job_id = running_job(worker_ctx)
     trial = _started_trial(worker_ctx, job_id, sent_trials)
-    real_end = lifecycle.end_trial
+    real_end = lifecycle.end_trials
 
-    def end_then_lose_redis(*args: Any) -> bool:
+    def end_then_lose_redis(*args: Any) -> list[bool]:
         real_end(*args)
         raise redis.ConnectionError("Redis went away after the trial was recorded")
 
-    monkeypatch.setattr(lifecycle, "end_trial", end_then_lose_redis)
+    monkeypatch.setattr(lifecycle, "end_trials", end_then_lose_redis)
     with pytest.raises(redis.ConnectionError):
         search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))
     assert worker_ctx.store.get_status(job_id) is JobStatus.RUNNING, "a transient error does not fail the job"
     assert len(sent_trials) == 2, "the search did not advance yet"
-    monkeypatch.setattr(lifecycle, "end_trial", real_end)
+    monkeypatch.setattr(lifecycle, "end_trials", real_end)
     search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))  # the retry
     oracle = replay(load_spec(worker_ctx.store, job_id), worker_ctx.store.search_log(job_id)[1])
     told = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
@@ -229,6 +232,79 @@ def test_a_search_begun_before_the_log_goes_on_from_its_stored_state(
     oracle = replay(spec, entries)
     assert set(oracle.trials) == set(state["trials"]) | {sent_trials[2]}, "the two trials, and one more"
     assert oracle.trials[trial.id].status == "COMPLETED"
+
+
+def test_results_handed_in_while_a_step_runs_are_taken_in_by_one_step_and_counted_once(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    # A lock that outlasts any pause of this busy test process: one step, not a takeover, is tested here.
+    settings = worker_ctx.settings.model_copy(update={"step_lock_seconds": 30})
+    worker_ctx = dataclasses.replace(worker_ctx, settings=settings)
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx)
+    search.advance(worker_ctx, job_id)
+    trials = []
+    for trial_id in sent_trials[:2]:
+        record = store.get_trial(job_id, trial_id)
+        assert record is not None
+        running = record.model_copy(update={"status": TrialStatus.RUNNING, "started_at": utcnow()})
+        assert lifecycle.start_trial(store, job_id, running)
+        trials.append(running)
+    assert store.acquire_step_lock(job_id, "another worker's step", 30)
+    finishing = [
+        threading.Thread(target=search.finish_trial, args=(worker_ctx, job_id, trial, _completed(value)))
+        for trial, value in zip(trials, (0.5, 0.6), strict=True)
+    ]
+    for thread in finishing:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(store.handed_in_results(job_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert set(store.handed_in_results(job_id)) == {t.id for t in trials}, "both wait for the lock"
+    store.release_step_lock(job_id, "another worker's step")
+    for thread in finishing:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in finishing)
+    length, entries = store.search_log(job_id)
+    # The first hand-out, then ONE step: its take-in of both results and its hand-out of the next two.
+    assert length == 3, entries
+    assert set(entries[1]["changes"]["trials"]) == {t.id for t in trials}
+    oracle = replay(load_spec(store, job_id), entries)
+    assert sorted(t.trial_id for t in oracle.trials.values() if t.status == "COMPLETED") == sorted(
+        t.id for t in trials
+    )
+    for trial in trials:
+        stored = store.get_trial(job_id, trial.id)
+        assert stored is not None and stored.status is TrialStatus.COMPLETED
+    assert store.handed_in_results(job_id) == {}
+    assert len(sent_trials) == 4, "the next two handed out once"
+    assert store.trial_status_counts(job_id) == {TrialStatus.COMPLETED: 2, TrialStatus.QUEUED: 2}
+
+
+def test_a_result_whose_worker_died_before_a_step_took_it_in_is_taken_in_by_the_next_run_of_its_trial(
+    worker_ctx: WorkerContext, sent_trials: list[str]
+) -> None:
+    store = worker_ctx.store
+    job_id = running_job(worker_ctx)
+    trial = _started_trial(worker_ctx, job_id, sent_trials)
+    # The worker handed in its result, took the lock for its step, and died: its lock and lease lapse.
+    standing = store.hand_in_result(job_id, trial.id, results.encode(trial, _completed(0.75)), "dead", 0.05)
+    assert standing is HandIn.ACQUIRED
+    time.sleep(0.1)
+    assert store.get_trial(job_id, trial.id).status is TrialStatus.RUNNING  # type: ignore[union-attr]
+    search_state.forget(store, job_id)  # total worker loss: no process kept the oracle
+    run_trial(worker_ctx, job_id, trial.id)  # the sweeper re-sent the trial: no training, a step
+    stored = store.get_trial(job_id, trial.id)
+    assert stored is not None and (stored.status, stored.objective_value) == (TrialStatus.COMPLETED, 0.75)
+    assert store.handed_in_results(job_id) == {}
+    assert len(sent_trials) == 3, "its next trial handed out"
+    # The dead worker's result arriving again (a late retry) counts nothing twice.
+    search.finish_trial(worker_ctx, job_id, trial, _completed(0.75))
+    search.advance(worker_ctx, job_id)
+    oracle = replay(load_spec(store, job_id), store.search_log(job_id)[1])
+    assert [t.trial_id for t in oracle.trials.values() if t.status == "COMPLETED"] == [trial.id]
+    assert store.trial_status_counts(job_id) == {TrialStatus.COMPLETED: 1, TrialStatus.QUEUED: 2}
+    assert len(sent_trials) == 3
 
 
 # --- completion criteria (tuner.stop_when) ------------------------------------------------------------------

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from service.core.data_plan import DataPlan
 from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, utcnow
 from service.core.states import JobStatus, TrialStatus
-from service.core.store import InvalidCursor, JobStore, StoredJob
-from tests.integration.store_records import job_record, keys_under, run_async, stored_job, trial_record
+from service.core.store import InvalidCursor, JobStore
+from tests.integration.store_records import job_record, keys_under, stored_job, trial_record
 
 pytestmark = pytest.mark.integration
 
@@ -221,8 +220,8 @@ def test_stored_jobs_are_the_text_views_are_parsed_from(scratch_store: JobStore)
     assert job.view() == view
 
 
-def test_a_job_stored_before_trial_counts_were_kept_is_counted_from_its_trials_async(
-    scratch_store: JobStore, redis_url: str
+def test_a_stored_job_from_before_trial_counts_were_kept_is_counted_from_its_trials(
+    scratch_store: JobStore,
 ) -> None:
     job_id = stored_job(scratch_store)
     for trial_id in ("00", "01"):
@@ -231,12 +230,7 @@ def test_a_job_stored_before_trial_counts_were_kept_is_counted_from_its_trials_a
     replies = scratch_store.read(lambda pipe: scratch_store.queue_job_views(pipe, [job_id]))
     [job] = scratch_store.stored_jobs_from([job_id], replies)
     assert job is not None and not job.counted
-
-    async def count(client: Any) -> StoredJob:
-        assert job is not None
-        return await scratch_store.counted_async(client, job)
-
-    counted = run_async(redis_url, count)
+    counted = scratch_store.counted_job(job)
     assert counted.counted and counted.view().trial_counts == {TrialStatus.QUEUED: 2}
     [view] = scratch_store.job_views([job_id])
     assert view is not None and view.trial_counts == counted.view().trial_counts

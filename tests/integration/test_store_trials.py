@@ -3,11 +3,15 @@ operation returns, stores and refuses. One store on a fresh key prefix per test.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from service.core.records import ExecutionRecord, TrialRecord
 from service.core.states import TrialStatus
 from service.core.store import JobStore, history_entries
+from service.core.store_trials import HandIn
 from tests.integration.store_records import keys_under, trial_record
 
 pytestmark = pytest.mark.integration
@@ -165,3 +169,73 @@ def test_the_legacy_search_state_is_read_when_there_is_one(scratch_store: JobSto
     assert scratch_store.legacy_oracle_state(scratch_job) is None
     scratch_store.redis.set(scratch_store.keys.legacy_oracle(scratch_job), '{"ongoing_trials": {}}')
     assert scratch_store.legacy_oracle_state(scratch_job) == {"ongoing_trials": {}}
+
+
+def test_several_trials_move_in_one_call_each_as_its_own_status_allows(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    assert scratch_store.transition_trial(scratch_job, trial_record("00"), [None])
+    moved = scratch_store.transition_trials(scratch_job, [trial_record("00"), trial_record("01")], [None])
+    assert moved == [False, True], "the first exists already"
+    assert scratch_store.transition_trials(scratch_job, [], [None]) == []
+    assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 2}
+
+
+def test_a_handed_in_result_takes_the_free_step_lock_and_waits_while_it_is_held(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    store, job = scratch_store, scratch_job
+    assert store.hand_in_result(job, "00", '{"r": 0}', "worker-a", 10) is HandIn.ACQUIRED
+    assert store.acquire_step_lock(job, "worker-a", 10) is False, "worker-a holds it"
+    assert store.hand_in_result(job, "01", '{"r": 1}', "worker-b", 10) is HandIn.BUSY
+    assert store.hand_in_result(job, "01", '{"r": 2}', "worker-b", 10) is HandIn.BUSY, "handed in again"
+    assert store.handed_in_results(job) == {"00": '{"r": 0}', "01": '{"r": 2}'}, "the last of each trial"
+    assert store.result_handed_in(job, "01") and not store.result_handed_in(job, "02")
+    length, entries, waiting = store.search_log_and_results(job)
+    assert (length, entries, waiting) == (0, [], store.handed_in_results(job))
+    assert store.step_or_taken_in(job, "01", "worker-b", 10) is HandIn.BUSY
+    store.release_step_lock(job, "worker-a")
+    assert store.step_or_taken_in(job, "01", "worker-b", 10) is HandIn.ACQUIRED
+    assert not store.acquire_step_lock(job, "worker-a", 10), "worker-b holds it now"
+
+
+def test_a_result_taken_in_is_removed_and_its_waiting_worker_told(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    store, job = scratch_store, scratch_job
+    assert store.hand_in_result(job, "00", "{}", "holder", 10) is HandIn.ACQUIRED
+    assert store.hand_in_result(job, "01", "{}", "waiter", 10) is HandIn.BUSY
+    started = time.monotonic()
+    assert not store.wait_taken_in(job, "01", 0.2)
+    assert time.monotonic() - started >= 0.15, "nothing taken in, the lock held: the wait runs out"
+    # The holder's step took in both: its own result needs no token, the waiter's gets one.
+    store.results_taken_in(job, ["00", "01"], ["01"])
+    assert store.handed_in_results(job) == {}
+    started = time.monotonic()
+    assert store.wait_taken_in(job, "01", 30), "its token says so"
+    assert time.monotonic() - started < 10
+    assert store.step_or_taken_in(job, "01", "waiter", 10) is HandIn.TAKEN, "even with the lock held"
+    store.release_step_lock(job, "holder")
+    assert store.step_or_taken_in(job, "01", "waiter", 10) is HandIn.TAKEN, "and with it free"
+    assert store.acquire_step_lock(job, "someone", 10), "TAKEN takes no lock"
+
+
+def test_waiting_on_a_result_ends_when_the_step_lock_is_released(
+    scratch_store: JobStore, scratch_job: str
+) -> None:
+    store, job = scratch_store, scratch_job
+    assert store.hand_in_result(job, "00", "{}", "holder", 10) is HandIn.ACQUIRED
+    assert store.hand_in_result(job, "01", "{}", "waiter", 10) is HandIn.BUSY
+    releaser = threading.Timer(0.2, store.release_step_lock, (job, "holder"))
+    releaser.start()
+    started = time.monotonic()
+    assert not store.wait_taken_in(job, "01", 30), "not taken in"
+    assert time.monotonic() - started < 10, "woken by the release: the waiter may take the step"
+    releaser.join()
+    assert store.step_or_taken_in(job, "01", "waiter", 10) is HandIn.ACQUIRED
+
+
+def test_a_result_for_a_missing_job_is_not_handed_in(scratch_store: JobStore) -> None:
+    assert scratch_store.hand_in_result(MISSING, "00", "{}", "me", 10) is HandIn.GONE
+    assert not keys_under(scratch_store), "no result and no lock left behind"
+    assert scratch_store.step_or_taken_in(MISSING, "00", "me", 10) is HandIn.TAKEN

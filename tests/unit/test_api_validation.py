@@ -44,21 +44,10 @@ class _NoRedis:
         raise AssertionError(f"Redis was used ({name}) on a request that fails validation")
 
 
-class _NoAsyncRedis:
-    """The app's asyncio client (`api.async_redis.AsyncRedis`), for the hot reads: must not be used either."""
-
-    def client(self) -> _NoRedis:
-        return _NoRedis()
-
-    async def close(self) -> None:
-        pass
-
-
 def _app(limits: Limits = LIMITS) -> FastAPI:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", limits=limits, auth="off")  # keys: test_auth.py
     app = create_app(settings)
     app.state.store = JobStore(_NoRedis())  # type: ignore[arg-type]
-    app.state.async_redis = _NoAsyncRedis()
     return app
 
 

@@ -133,3 +133,23 @@ def test_the_cache_is_bounded() -> None:
         job_json.job_json(stored(spec={"task": "regression", "objective": {"name": "l", "direction": "min"},
                                        "tuner": {"algorithm": "random", "max_trials": i + 1}}))  # fmt: skip
     assert job_json.cache_info().currsize == job_json.CACHED_JOBS
+
+
+def test_a_finalization_past_its_deadline_renders_failed_not_from_the_cache() -> None:
+    from datetime import timedelta
+
+    from service.core.finalization import Finalization, FinalizationStatus
+
+    record = Finalization(
+        run_id="r1",
+        status=FinalizationStatus.RUNNING,
+        requested_at=utcnow(),
+        deadline_at=utcnow() + timedelta(hours=1),
+    )
+    live = stored(JobStatus.SUCCEEDED, finalization=record.model_dump_json())
+    assert json.loads(job_json.job_json(live))["finalization"]["status"] == "running"
+    late = record.model_copy(update={"deadline_at": utcnow() - timedelta(seconds=1)})
+    lost = stored(JobStatus.SUCCEEDED, finalization=late.model_dump_json())
+    rendered = json.loads(job_json.job_json(lost))["finalization"]
+    assert rendered["status"] == "failed"
+    assert rendered["error"]["code"] == "worker_lost"

@@ -74,6 +74,7 @@ def test_a_422_is_documented_only_where_a_parameter_or_body_can_be_invalid(docum
         "GET /v1/jobs/{job_id}/trials",  # ?history=maybe
         "GET /v1/jobs/{job_id}/events",  # Last-Event-ID: not-an-id
         "POST /v1/jobs/{job_id}/predict",
+        "POST /v1/jobs/{job_id}/finalize",
         "POST /v1/datasets",
         "GET /v1/datasets",
     }
@@ -192,6 +193,9 @@ def test_only_routes_that_can_conflict_document_a_409(document: dict[str, Any]) 
         "GET /v1/jobs/{job_id}/artifacts/best-model",  # no completed trial yet
         "GET /v1/jobs/{job_id}/artifacts/best-hyperparameters",
         "POST /v1/jobs/{job_id}/predict",  # no completed trial yet, so no model
+        "POST /v1/jobs/{job_id}/finalize",  # not succeeded, no best trial, or a finalization running
+        "GET /v1/jobs/{job_id}/artifacts/final-model",  # not finalized yet
+        "GET /v1/jobs/{job_id}/artifacts/final-model-card",
         "DELETE /v1/datasets/{dataset_id}",
     }
 

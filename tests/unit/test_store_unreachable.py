@@ -100,11 +100,12 @@ def test_readyz_says_unreachable_without_redis_text(client: TestClient) -> None:
 def test_the_hot_reads_check_of_a_key_is_a_503_without_redis_text(
     tmp_path_factory: pytest.TempPathFactory, path: str
 ) -> None:
-    """With keys on, the job GET and the page read Redis through the asyncio client: the same fixed 503."""
+    """With keys on, the job GET and the page check the key in the same round trip as their read: the same
+    fixed 503."""
     settings = Settings(redis_url=URL, auth="on", artifact_dir=str(tmp_path_factory.mktemp("artifacts")))
     keyed = TestClient(create_app(settings), raise_server_exceptions=False)
     key = "ktk_0123456789ab_" + "s" * 43
-    for _ in range(2):  # the second on a loop of its own, as TestClient runs each request
+    for _ in range(2):  # the second with the key's tenant remembered, or not, as the first left it
         response = keyed.get(path, headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
         assert_nothing_of_redis(response.text)
