@@ -33,6 +33,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from service.core.spec import OPTUNA_ALGORITHMS, JobSpec
+from service.core.warm_start_spec import SeedTrial
 from worker.optuna_space import Param, active, optuna_space
 from worker.oracles import KtStatus
 
@@ -128,7 +129,7 @@ def _sampler(algorithm: str, seed: int, max_trials: int) -> BaseSampler:
 class OptunaOracle:
     """An Optuna study behind keras-tuner's oracle interface, for one job's search."""
 
-    def __init__(self, spec: JobSpec, seed: int) -> None:
+    def __init__(self, spec: JobSpec, seed: int, seeds: list[SeedTrial] | None = None) -> None:
         self.algorithm = spec.tuner.algorithm
         self.seed = seed
         self.max_trials = spec.tuner.max_trials
@@ -142,10 +143,34 @@ class OptunaOracle:
         self.end_order: list[str] = []
         self.enqueued = list(spec.tuner.enqueue or [])
         self.ktune: dict[str, Any] = {}  # ktune's own part of the state (`worker.oracles.ktune_state`)
+        # tuner.warm_start's trials: the study's first, completed, so the sampler takes them in (TPE counts
+        # them toward its startup trials); not among `trials`, so they count toward no budget or result.
+        self.warm_start = list(seeds or [])
+        for warm in self.warm_start:
+            self.study.add_trial(self._seed_trial(warm))
 
     def watch(self) -> Watch:
         """What the next step changes (`worker.search_state` asks the oracle, keras-tuner's or this)."""
         return Watch(self)
+
+    def _seed_trial(self, warm: SeedTrial) -> optuna.trial.FrozenTrial:
+        params = {
+            param.name: param.sampled_for(warm.values[param.name])
+            for param in self.space
+            if param.distribution is not None and param.name in warm.values
+        }
+        distributions = {
+            param.name: param.distribution
+            for param in self.space
+            if param.name in params and param.distribution is not None
+        }
+        return create_trial(
+            state=TrialState.COMPLETE,
+            value=warm.objective_value,
+            params=params,
+            distributions=distributions,
+            user_attrs={"warm_start": f"{warm.job_id}/{warm.trial_id}"},
+        )
 
     def _sampler_for(self, number: int) -> BaseSampler:
         return _sampler(self.algorithm, trial_seed(self.seed, number), self.max_trials)
@@ -157,9 +182,10 @@ class OptunaOracle:
         """A new trial with sampled values, RUNNING; STOPPED (and not kept) once max_trials were made."""
         if tuner_id in self.ongoing_trials:
             return self.ongoing_trials[tuner_id]
-        number = len(self.trials)
-        if number >= self.max_trials:
-            return Trial(self._trial_id(number), number, Values({}), {}, {}, KtStatus.STOPPED)
+        index = len(self.trials)
+        number = len(self.warm_start) + index  # the trial's number in the study
+        if index >= self.max_trials:
+            return Trial(self._trial_id(index), number, Values({}), {}, {}, KtStatus.STOPPED)
         self.study.sampler = self._sampler_for(number)
         self._enqueue_next()
         asked = self.study.ask()
@@ -170,7 +196,7 @@ class OptunaOracle:
             if param.distribution is not None:
                 params[param.name] = sampled
             values[param.name] = param.value(sampled)
-        trial = Trial(self._trial_id(number), number, Values(values), params, self._system_attrs(asked))
+        trial = Trial(self._trial_id(index), number, Values(values), params, self._system_attrs(asked))
         self.trials[trial.trial_id] = trial
         self.ongoing_trials[tuner_id] = trial
         return trial
@@ -250,6 +276,7 @@ class OptunaOracle:
                 "ongoing": {tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()},
                 "end_order": list(self.end_order),
                 "ktune": copy.deepcopy(self.ktune),
+                "warm_start": [warm.model_dump(mode="json") for warm in self.warm_start],
             }
         }
 
@@ -309,13 +336,15 @@ def _suggest(asked: optuna.Trial, param: Param) -> Any:
 def new_oracle(spec: JobSpec) -> OptunaOracle:
     """A fresh search for the job: seeded by tuner.seed, else by a seed drawn now (and stored with it)."""
     seed = spec.tuner.seed if spec.tuner.seed is not None else secrets.randbelow(2**31)
-    return OptunaOracle(spec, seed)
+    warm = spec.tuner.warm_start
+    return OptunaOracle(spec, seed, list(warm.trials or []) if warm is not None else [])
 
 
 def load(spec: JobSpec, state: dict[str, Any]) -> OptunaOracle:
     """The search as a whole state (`OptunaOracle.dump`) has it."""
     own = state["optuna"]
-    oracle = OptunaOracle(spec, own["seed"])
+    seeds = [SeedTrial.model_validate(warm) for warm in own.get("warm_start", [])]
+    oracle = OptunaOracle(spec, own["seed"], seeds)
     oracle.apply(own)
     return oracle
 

@@ -24,6 +24,7 @@ from keras_tuner.src.engine.trial import TrialStatus as KtStatus
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from service.core.spec import JobSpec
+from service.core.warm_start_spec import SeedTrial
 from worker.initial_points import initial_points
 from worker.space import search_space
 
@@ -205,7 +206,51 @@ class HyperbandOracle(_NoFiles, kt.oracles.HyperbandOracle):  # type: ignore[mis
 
 
 def new_oracle(spec: JobSpec) -> Any:
-    """A fresh oracle for the job's algorithm, objective, space, budget and seed."""
+    """A fresh oracle for the job's algorithm, objective, space, budget and seed, seeded with
+    tuner.warm_start's trials (`seed_warm_start`)."""
+    oracle = _new_oracle(spec)
+    seed_warm_start(oracle, seed_trials(spec))
+    return oracle
+
+
+# tuner.warm_start: earlier jobs' completed trials, COMPLETED trials of the oracle before any of its own, so
+# that its algorithm takes them in like its own results (a Bayesian search fits its model on them, and counts
+# them toward its initial points) and random sampling does not draw their values again. They are in the
+# whole state the search logs first: a replayed search holds them without seeding again. keras-tuner stops at
+# `max_trials` trials, counting all it holds: the oracle's budget is the job's plus the seeded trials.
+
+WARM_START_PREFIX = "warm-"
+
+
+def is_seeded(trial_id: str) -> bool:
+    """Whether the trial is one of tuner.warm_start's, not one the job trained."""
+    return trial_id.startswith(WARM_START_PREFIX)
+
+
+def seed_trials(spec: JobSpec) -> list[SeedTrial]:
+    warm = spec.tuner.warm_start
+    return list(warm.trials or []) if warm is not None else []
+
+
+def seed_warm_start(oracle: Any, seeds: list[SeedTrial]) -> None:
+    """Add `seeds` to a fresh oracle as completed trials (ids `warm-0`, `warm-1` ...), each with the values
+    of its space's hyperparameters (an earlier job's constants that are not are left out)."""
+    names = {hp.name for hp in oracle.hyperparameters.space}
+    for index, seed in enumerate(seeds):
+        hyperparameters = oracle.hyperparameters.copy()
+        hyperparameters.values = {name: value for name, value in seed.values.items() if name in names}
+        trial = trial_module.Trial(
+            hyperparameters, trial_id=f"{WARM_START_PREFIX}{index}", status=KtStatus.COMPLETED
+        )
+        trial.score = seed.objective_value
+        oracle._record_values(trial)
+        oracle.trials[trial.trial_id] = trial
+    if seeds:
+        oracle.ktune["warm_start"] = len(seeds)
+
+
+def _new_oracle(spec: JobSpec) -> Any:
+    """`new_oracle` without the seeded trials, which a stored state holds itself."""
     space = search_space(spec)
     common: dict[str, Any] = {
         "objective": kt.Objective(spec.objective_name, spec.objective_direction),
@@ -241,6 +286,7 @@ def new_oracle(spec: JobSpec) -> Any:
     oracle.verbose = 0
     oracle.enqueued = list(spec.tuner.enqueue or [])
     oracle.ktune = {}  # ktune's own part of the search state (enqueued entries used, completion standing)
+    oracle.max_trials += len(seed_trials(spec))
     return oracle
 
 
@@ -300,9 +346,9 @@ def load_oracle(spec: JobSpec, state: dict[str, Any] | None) -> Any:
 
     Raises ValueError for a state stored by an older ktune, whose trials each held the whole space.
     """
-    oracle = new_oracle(spec)
     if state is None:
-        return oracle
+        return new_oracle(spec)
+    oracle = _new_oracle(spec)
     if any("values" not in trial for trial in state["trials"].values()):
         raise ValueError("the job's search state was stored by an older ktune version and cannot be read")
     # The trials first: the oracle's own state refers to them (ongoing trials) by id.

@@ -20,7 +20,7 @@ from service.core.store_trials import HandIn
 from worker import completion, constants, ranking, results, search_state
 from worker.context import WorkerContext, load_spec
 from worker.lease import Keeper, step_lock
-from worker.oracles import KtStatus, ktune_state
+from worker.oracles import KtStatus, is_seeded, ktune_state
 from worker.results import TrialOutcome
 from worker.search_state import SearchState
 from worker.transient import TRANSIENT_ERRORS, SearchBusy, StepLockLost
@@ -179,15 +179,16 @@ def runtime_left(ctx: WorkerContext, job_id: str, spec: JobSpec) -> float:
 
 
 def _end_search(ctx: WorkerContext, job_id: str, oracle: Any) -> None:
-    completed = [t for t in oracle.trials.values() if t.status == KtStatus.COMPLETED]
-    if completed:
+    # tuner.warm_start's trials are earlier jobs' (Optuna's oracle keeps them out of `trials`).
+    own = [t for t in oracle.trials.values() if not is_seeded(t.trial_id)]
+    if any(t.status == KtStatus.COMPLETED for t in own):
         lifecycle.succeed(ctx.store, job_id, _stopped_by(oracle))
     else:
         lifecycle.fail(
             ctx.store,
             job_id,
             "no_trial_completed",
-            f"none of the {len(oracle.trials)} trials completed; see each trial's error",
+            f"none of the {len(own)} trials completed; see each trial's error",
         )
 
 

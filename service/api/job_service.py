@@ -30,6 +30,7 @@ from service.core.settings import Limits
 from service.core.spec import DataShape, JobCreate, SpecError
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import JobDeletion, JobStore, JobView, OverQuota, StoredJob
+from service.core.warm_start import with_seed_trials
 
 if TYPE_CHECKING:
     from service.core.job_data import PreparedDataset
@@ -59,6 +60,7 @@ def submit(
     trials = spec.tuner.max_trials
     quotas = defaults
     try:
+        spec = with_seed_trials(store, spec, tenant)
         quotas = tenant_quotas(keys, defaults, tenant)
         admission = job_admission(store, quotas, tenant, trials)
         plan, data = _data_of(datasets, artifacts, job, job_id, limits, tenant)
@@ -133,11 +135,19 @@ def _resolve_datasets(
 
 
 def validate(
-    datasets: DatasetStore, artifacts: ArtifactStore, job: ParsedJob, limits: Limits, tenant: str
+    datasets: DatasetStore,
+    artifacts: ArtifactStore,
+    job: ParsedJob,
+    limits: Limits,
+    tenant: str,
+    store: JobStore | None = None,
 ) -> JobValidation:
     """What `submit` would accept `job` as, checked the same way, with nothing stored, attached or queued
-    and no quota counted. Raises InvalidRequest as `submit` does for its data set."""
+    and no quota counted. Raises InvalidRequest as `submit` does for its data set and tuner.warm_start
+    (checked against `store`'s jobs)."""
     spec = job.spec
+    if store is not None:
+        spec = with_seed_trials(store, spec, tenant)
     if job.dataset_request is None:
         assert job.plan is not None
         plan = job.plan

@@ -206,6 +206,7 @@ def _current(store: JobStore, tenant: str, job_id: str) -> JobPublic | None:
 )
 async def validate_job(
     request: Request,
+    store: StoreDep,
     datasets: DatasetsDep,
     artifacts: ArtifactsDep,
     bodies: JobBodiesDep,
@@ -216,7 +217,7 @@ async def validate_job(
     """Check a job as POST /v1/jobs would, without queueing it: its metric names, search space and size."""
     job = await bodies.read(request)
     await run_in_threadpool(check_callback, job.spec, settings, partial(keys.webhook_secret, caller.tenant))
-    check = partial(job_service.validate, datasets, artifacts, job, settings.limits, caller.tenant)
+    check = partial(job_service.validate, datasets, artifacts, job, settings.limits, caller.tenant, store)
     return await run_in_threadpool(check)
 
 

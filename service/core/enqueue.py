@@ -64,6 +64,13 @@ def enqueued_values(spec: JobSpec) -> list[dict[str, Any]]:
     return [_entry(spec, f"tuner.enqueue[{index}]", entry) for index, entry in enumerate(entries)]
 
 
+def checked_values(spec: JobSpec, where: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameter values (as trials show them) checked against the job's search space and typed as it
+    types them, as an entry of tuner.enqueue is (`tuner.warm_start` checks earlier trials so). Raises
+    EnqueueError, its field `where` and the name."""
+    return _entry(spec, where, entry)
+
+
 def _entry(spec: JobSpec, where: str, entry: dict[str, Any]) -> dict[str, Any]:
     params = _params(spec)
     layers = spec.model.hidden_layers

@@ -46,6 +46,7 @@ from service.core.params import (
 from service.core.pruning_spec import PruningSpec, pruning_problem
 from service.core.settings import Limits
 from service.core.stop_when import StopWhen
+from service.core.warm_start_spec import NO_WARM_START, WarmStart
 from service.core.webhooks import CallbackRefused, check_scheme
 
 
@@ -333,6 +334,11 @@ class TunerSpec(StrictModel):
         description="hyperparameter values to try first, in order, each as one of the max_trials trials; "
         "names left out are drawn by the search (see the README)",
     )
+    warm_start: WarmStart | None = Field(
+        None,
+        description="seed the search with the completed trials of up to 5 finished jobs (not with hyperband "
+        "or grid); see the README",
+    )
 
     @model_validator(mode="after")
     def _bayesian_only(self) -> Self:
@@ -341,6 +347,12 @@ class TunerSpec(StrictModel):
                 "tuner.num_initial_points",
                 f"applies to bayesian search only, not {self.algorithm}: leave it out, or set "
                 "tuner.algorithm to bayesian",
+            )
+        if self.warm_start is not None and self.algorithm in NO_WARM_START:
+            raise SpecError(
+                "tuner.warm_start",
+                f"{self.algorithm} search does not take earlier results in: leave warm_start out, or use "
+                "random, bayesian, tpe or cmaes",
             )
         return self
 

@@ -365,3 +365,58 @@ def test_a_step_that_only_changes_ktunes_state_logs_it() -> None:
     assert changes is not None and changes["changes"]["optuna"]["ktune"] == {"completion": {"best": 1.0}}
     replayed = replay(spec, [entry, changes])
     assert replayed.ktune == {"completion": {"best": 1.0}}
+
+
+# --- tuner.warm_start ---------------------------------------------------------------------------------------
+
+
+def warm_spec(algorithm: str, seeds: int, max_trials: int = 6) -> JobCreate:
+    """`spec_of`'s job seeded with `seeds` earlier trials (as `service.core.warm_start` resolves them)."""
+    trials = []
+    for index in range(seeds):
+        values: dict[str, Any] = {
+            "hidden_layers": 1,
+            "units_0": 4 * (1 + index % 4),
+            "learning_rate": 10 ** (-4 + 3 * index / max(1, seeds - 1)),
+            "activation": "relu",
+        }
+        trials.append(
+            {
+                "job_id": "earlier",
+                "trial_id": str(index),
+                "values": values,
+                "objective_value": score_of(values),
+            }
+        )
+    body = spec_of(algorithm, max_trials=max_trials).model_dump(mode="json")
+    body["tuner"]["warm_start"] = {"jobs": ["earlier"], "trials": trials}
+    return JobCreate.model_validate(body)
+
+
+def test_seeded_trials_are_the_studys_first_and_not_the_jobs() -> None:
+    oracle = new_oracle(warm_spec("tpe", 4))
+    completed = oracle.study.get_trials(deepcopy=False)
+    assert len(completed) == 4 and all(t.value is not None for t in completed)
+    assert not oracle.trials
+    trial = oracle.create_trial("slot-0")
+    assert trial.trial_id == "0" and trial.number == 4
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "cmaes"])
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_seeded_search_runs_max_trials_of_its_own_kept_or_replayed(algorithm: str, cached: bool) -> None:
+    values = run_search(warm_spec(algorithm, 8), [cached] * 40)
+    assert len(values) == 6
+    assert run_search(warm_spec(algorithm, 8), [not cached] * 40) == values
+
+
+def test_tpe_seeded_past_its_startup_trials_models_its_first_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    def first() -> dict[str, Any]:
+        oracle = new_oracle(warm_spec("tpe", 8, max_trials=12))
+        return dict(oracle.create_trial("slot-0").hyperparameters.values)
+
+    # startup_trials(12) is 3: with 8 seeds TPE's model picks the first trial, not its random start (the
+    # same trial, the same sampler seed, with a startup that never ends).
+    modelled = first()
+    monkeypatch.setattr(optuna_search, "startup_trials", lambda max_trials: 10**6)
+    assert modelled != first()

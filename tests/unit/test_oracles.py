@@ -407,3 +407,82 @@ def test_a_search_stored_with_constants_as_fixed_hyperparameters_goes_on_as_it_b
     assert not {"dropout", "optimizer", "batch_size"} & tuned.keys()
     assert fixed == {"dropout": 0.0, "optimizer": "adam", "batch_size": 32}
     assert constants.configuration(spec, tuned) == constants.configuration(spec, values) == values
+
+
+# --- tuner.warm_start ---------------------------------------------------------------------------------------
+
+
+def seeds_for(count: int) -> list[dict[str, Any]]:
+    """`count` completed trials of an earlier job on `spec_of`'s space (as `service.core.warm_start` resolves
+    them: values with the job's constants, scored by `score_of`)."""
+    seeds = []
+    for index in range(count):
+        values: dict[str, Any] = {
+            "hidden_layers": 1 + index % 2,
+            "units_0": 4 * (1 + index % 4),
+            "activation": ["relu", "tanh"][index // 2 % 2],
+            "learning_rate": 10 ** (-4 + 3 * index / max(1, count - 1)),
+            "optimizer": "adam",  # a constant of the job: not in keras-tuner's space
+        }
+        if values["hidden_layers"] == 2:
+            values["units_1"] = 4 * (1 + index // 4 % 4)
+        seeds.append(
+            {
+                "job_id": "earlier",
+                "trial_id": f"{index:02d}",
+                "values": values,
+                "objective_value": score_of(values),
+            }
+        )
+    return seeds
+
+
+def warm_spec(algorithm: str, seeds: int, max_trials: int = 0) -> JobCreate:
+    body = spec_of(algorithm, max_trials=max_trials).model_dump(mode="json")
+    body["tuner"]["warm_start"] = {"jobs": ["earlier"], "trials": seeds_for(seeds)}
+    return JobCreate.model_validate(body)
+
+
+def test_seeded_trials_are_completed_with_their_scores_and_the_spaces_names_only() -> None:
+    oracle = new_oracle(warm_spec("random", 3))
+    seeded = [oracle.trials[f"warm-{index}"] for index in range(3)]
+    assert [trial.status for trial in seeded] == [KtStatus.COMPLETED] * 3
+    assert [trial.score for trial in seeded] == [seed["objective_value"] for seed in seeds_for(3)]
+    assert "optimizer" not in seeded[0].hyperparameters.values
+    assert not oracle.ongoing_trials and oracle.ktune == {"warm_start": 3}
+
+
+def test_bayesian_seeded_with_its_initial_points_uses_its_model_for_the_first_trial() -> None:
+    def first(seeds: int) -> dict[str, Any]:
+        oracle = new_oracle(warm_spec("bayesian", seeds))
+        return dict(oracle.create_trial("slot-0").hyperparameters.values)
+
+    unseeded = first(0)
+    # Fewer seeds than num_initial_points (15): the first trial is still drawn at random, as unseeded.
+    assert first(3) == unseeded
+    # 16 seeds: the Gaussian process, fitted on them, suggests it.
+    assert first(16) != unseeded
+
+
+@pytest.mark.parametrize("algorithm", ["random", "bayesian"])
+@pytest.mark.parametrize("mode", ["memory", "reload", "log"])
+def test_seeded_trials_take_nothing_from_the_budget_and_are_seeded_once(algorithm: str, mode: str) -> None:
+    spec = warm_spec(algorithm, 16, max_trials=6)
+    ended = search(spec, 1, mode)
+    assert len(ended) == 6 and not any(trial_id.startswith("warm-") for trial_id, _, _ in ended)
+    seeded_values = [{n: v for n, v in s["values"].items() if n != "optimizer"} for s in seeds_for(16)]
+    assert not any(values in seeded_values for _, _, values in ended), "a seeded trial was tried again"
+    if algorithm == "random":
+        unseeded = search(spec_of("random", max_trials=6), 1, mode)
+        assert len(unseeded) == len(ended)
+
+
+def test_a_replayed_warm_started_search_holds_each_seeded_trial_once() -> None:
+    spec = warm_spec("bayesian", 16, max_trials=4)
+    logged = LoggedSearch(spec, workers=1)
+    oracle = logged.begin()
+    oracle.create_trial("slot-0")
+    logged.commit()
+    oracle = replay(spec, [json.loads(entry) for entry in logged.log])
+    assert len(oracle.trials) == 17 and oracle.ktune == {"warm_start": 16}
+    assert len(round_trip(oracle, spec).trials) == 17
