@@ -161,13 +161,6 @@ class TrialRecords(StoreBase):
                 _fill_history(trial, entries)
         return trials
 
-    def trials_recorded(self, job_id: str, trial_ids: list[str]) -> dict[str, bool]:
-        """Whether each trial has a record, in one round trip."""
-        if not trial_ids:
-            return {}
-        statuses = self.redis.hmget(self.keys.trial_status(job_id), trial_ids)
-        return {trial_id: status is not None for trial_id, status in zip(trial_ids, statuses, strict=True)}
-
     def trial_status_counts(self, job_id: str) -> Counter[TrialStatus]:
         """How many of the job's trials have each status (statuses none has are left out)."""
         pipe = self.redis.pipeline(transaction=False)

@@ -136,13 +136,6 @@ def test_get_trials_lists_every_trial_by_id(scratch_store: JobStore, scratch_job
     assert scratch_store.get_trial(scratch_job, "99") is None
 
 
-def test_trials_recorded_says_which_trials_have_a_record(scratch_store: JobStore, scratch_job: str) -> None:
-    assert scratch_store.transition_trial(scratch_job, trial_record("00"), [None])
-    assert scratch_store.trials_recorded(scratch_job, ["00", "01"]) == {"00": True, "01": False}
-    assert scratch_store.trials_recorded(scratch_job, []) == {}
-    assert scratch_store.trials_recorded(MISSING, ["00"]) == {"00": False}
-
-
 def test_the_search_log_grows_only_under_the_step_lock_from_the_entries_the_step_read(
     scratch_store: JobStore, scratch_job: str
 ) -> None:
