@@ -12,6 +12,7 @@ from service.core.records import ExecutionRecord, utcnow
 from service.core.states import JobStatus, TrialStatus
 from service.core.store import Admission, JobDeletion, JobStore, history_entries
 from service.core.store_keys import JobPart, TrialPart
+from service.core.store_trials import HandIn
 from tests.integration.store_records import job_record, keys_under, stored_job, trial_record
 
 pytestmark = pytest.mark.integration
@@ -35,6 +36,9 @@ def every_key_of(store: JobStore, tenant: str) -> str:
     store.release_step_lock(job_id, "earlier")  # leaves its wake token
     assert store.acquire_step_lock(job_id, "worker", 30)  # still held when the job is deleted
     assert store.append_search_log(job_id, {"state": {}}, "worker", 0)
+    # A result handed in while the step lock is held waits for the next step; another's was taken in.
+    assert store.hand_in_result(job_id, "00", "{}", "another worker", 30) is HandIn.BUSY
+    store.results_taken_in(job_id, ["01"], ["01"])  # leaves 01's worker its token
     store.redis.set(store.keys.legacy_oracle(job_id), "{}")  # as a job from before the search log
     assert store.acquire_lease(job_id, "01", "worker", 30)
     assert store.claim_requeue(job_id, "01", 30)
