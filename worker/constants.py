@@ -13,6 +13,7 @@ from typing import Any
 
 from service.core.params import is_tuned
 from service.core.spec import JobSpec
+from worker.space import layer_free_params
 
 
 def constants(spec: JobSpec, values: dict[str, Any]) -> dict[str, Any]:
@@ -25,14 +26,7 @@ def constants(spec: JobSpec, values: dict[str, Any]) -> dict[str, Any]:
     layers = found.get("hidden_layers", values.get("hidden_layers"))
     if not is_tuned(model.units) and layers is not None:
         found.update({f"units_{index}": model.units for index in range(int(layers))})
-    rest = {
-        "activation": model.activation,
-        "dropout": model.dropout,
-        "optimizer": spec.optimizer.name,
-        "learning_rate": spec.optimizer.learning_rate,
-        "batch_size": spec.training.batch_size,
-    }
-    found.update({name: value for name, value in rest.items() if not is_tuned(value)})
+    found.update({name: value for name, value in layer_free_params(spec).items() if not is_tuned(value)})
     return found
 
 

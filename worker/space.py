@@ -15,7 +15,7 @@ from typing import Any
 import keras_tuner as kt
 
 from service.core.params import FloatChoice, FloatRange, IntChoice, IntRange, NameChoice, is_tuned
-from service.core.spec import JobSpec
+from service.core.spec import JobSpec, named_params
 
 
 def _declare(hp: kt.HyperParameters, name: str, param: Any, constants: bool) -> None:
@@ -55,13 +55,13 @@ def _when_layer_exists(hp: kt.HyperParameters, spec: JobSpec, index: int) -> Ite
         yield
 
 
-def _fields(spec: JobSpec) -> dict[str, Any]:
+def layer_free_params(spec: JobSpec) -> dict[str, Any]:
+    """The job's values that are not the layers' (activation, dropout, optimizer, learning_rate,
+    batch_size) by hyperparameter name, each a constant or what the search tunes."""
     return {
-        "activation": spec.model.activation,
-        "dropout": spec.model.dropout,
-        "optimizer": spec.optimizer.name,
-        "learning_rate": spec.optimizer.learning_rate,
-        "batch_size": spec.training.batch_size,
+        name: value
+        for name, (_, value) in named_params(spec).items()
+        if name not in ("hidden_layers", "units")
     }
 
 
@@ -71,13 +71,13 @@ def search_space(spec: JobSpec) -> kt.HyperParameters:
     A job that tunes nothing keeps its constants as Fixed hyperparameters: keras-tuner's Hyperband hands
     out no trial at all for an empty space (it takes the empty configuration for none).
     """
-    tuned = [spec.model.hidden_layers, spec.model.units, *_fields(spec).values()]
+    tuned = [spec.model.hidden_layers, spec.model.units, *layer_free_params(spec).values()]
     constants = not any(is_tuned(param) for param in tuned)
     hp = kt.HyperParameters()
     _declare(hp, "hidden_layers", spec.model.hidden_layers, constants)
     for index in range(max(layer_counts(spec.model.hidden_layers))):
         with _when_layer_exists(hp, spec, index):
             _declare(hp, f"units_{index}", spec.model.units, constants)
-    for name, param in _fields(spec).items():
+    for name, param in layer_free_params(spec).items():
         _declare(hp, name, param, constants)
     return hp

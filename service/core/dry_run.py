@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from service.core.catalog import computed_metrics
 from service.core.params import FloatRange, IntRange, grid_values, is_tuned, value_count
 from service.core.spec import (
+    HYPERPARAMETER_NAMES,
     OPTUNA_ALGORITHMS,
     DataShape,
     JobSpec,
@@ -21,17 +22,6 @@ from service.core.spec import (
     largest_model_parameters,
     tuned_params,
 )
-
-# keras-tuner's name of each request field it tunes (`worker.space`); units are units_0, units_1, ...
-_HYPERPARAMETER_NAMES = {
-    "model.hidden_layers": "hidden_layers",
-    "model.units": "units",
-    "model.activation": "activation",
-    "model.dropout": "dropout",
-    "optimizer.name": "optimizer",
-    "optimizer.learning_rate": "learning_rate",
-    "training.batch_size": "batch_size",
-}
 
 
 class ObjectiveView(BaseModel):
@@ -121,7 +111,7 @@ def _hyperparameters(spec: JobSpec) -> list[Hyperparameter]:
         count = value_count(param) if grid else _distinct_values(param)
         listed.append(
             Hyperparameter(
-                name=_HYPERPARAMETER_NAMES[field],
+                name=HYPERPARAMETER_NAMES[field],
                 field=field,
                 values=None if math.isinf(count) else int(count),
             )

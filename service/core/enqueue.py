@@ -41,14 +41,9 @@ class EnqueueError(ValueError):
 
 def _params(spec: JobSpec) -> dict[str, tuple[str, object]]:
     """Each hyperparameter but the units by its name: the request field that defines it, and its value."""
-    return {
-        "hidden_layers": ("model.hidden_layers", spec.model.hidden_layers),
-        "activation": ("model.activation", spec.model.activation),
-        "dropout": ("model.dropout", spec.model.dropout),
-        "optimizer": ("optimizer.name", spec.optimizer.name),
-        "learning_rate": ("optimizer.learning_rate", spec.optimizer.learning_rate),
-        "batch_size": ("training.batch_size", spec.training.batch_size),
-    }
+    from service.core.spec import named_params  # here: the spec module imports this one
+
+    return {name: param for name, param in named_params(spec).items() if name != "units"}
 
 
 def enqueued_values(spec: JobSpec) -> list[dict[str, Any]]:

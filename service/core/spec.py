@@ -712,6 +712,24 @@ _MODEL_SHAPE_FIELDS = {
 }
 
 
+# keras-tuner's name of each request field it can tune (`worker.space`); units are units_0, units_1, ...
+HYPERPARAMETER_NAMES = {
+    "model.hidden_layers": "hidden_layers",
+    "model.units": "units",
+    "model.activation": "activation",
+    "model.dropout": "dropout",
+    "optimizer.name": "optimizer",
+    "optimizer.learning_rate": "learning_rate",
+    "training.batch_size": "batch_size",
+}
+
+
+def named_params(spec: JobSpec) -> dict[str, tuple[str, object]]:
+    """`tuned_params` by hyperparameter name (`units` stands for units_0, units_1 ...): the request field
+    that sets each, and its value."""
+    return {HYPERPARAMETER_NAMES[field]: (field, value) for field, value in tuned_params(spec).items()}
+
+
 def tuned_params(spec: JobSpec) -> dict[str, object]:
     """Every value of the request that becomes a keras-tuner hyperparameter, by field path."""
     return {
