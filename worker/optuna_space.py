@@ -67,11 +67,6 @@ def optuna_space(spec: JobSpec) -> list[Param]:
     return [_param(hp) for hp in search_space(spec).space]
 
 
-def is_numeric(param: Param) -> bool:
-    """Whether CMA-ES can sample the hyperparameter (it has no categorical distributions)."""
-    return not isinstance(param.distribution, CategoricalDistribution)
-
-
 def _param(hp: Any) -> Param:
     conditions = tuple(hp.conditions)
     hp_types = kt.engine.hyperparameters
