@@ -9,6 +9,7 @@ from typing import Any
 
 import keras
 
+from service.core.artifacts import ArtifactStore
 from service.core.records import TrialRecord
 from service.core.spec import JobSpec
 from worker.checkpoints import Checkpointer, TrialCheckpoint
@@ -60,6 +61,18 @@ def execution_seed(spec: JobSpec, trial_id: str, execution: int) -> int:
     return (spec.tuner.seed * 1_000_003 + int(trial_id) * 1_009 + execution) % 2**31
 
 
+def continue_from(model: keras.Model, artifacts: ArtifactStore, job_id: str, trial_id: str) -> None:
+    """Load a hyperband trial's saved weights and optimizer state into `model`, to train it on.
+
+    The optimizer is built first: Keras loads an optimizer's moments and step count only into one with
+    variables of its own, and otherwise skips them with a warning (the trial would go on from its
+    weights with the optimizer restarted, as keras-tuner's own Hyperband does under Keras 3).
+    """
+    model.optimizer.build(model.trainable_variables)
+    with artifacts.fetched(artifacts.checkpoint_key(job_id, trial_id)) as weights:
+        model.load_weights(weights)
+
+
 def execution_complete(result: ExecutionResult, options: FitOptions) -> bool:
     """Whether an execution trained all its epochs or stopped early, even if a stop came with its last."""
     return result.stopped_early or options.initial_epoch + result.epochs_run >= options.epochs
@@ -100,9 +113,7 @@ def train_executions(
         keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
         fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
         if "tuner/trial_id" in values:
-            continued = ctx.artifacts.checkpoint_key(job_id, str(values["tuner/trial_id"]))
-            with ctx.artifacts.fetched(continued) as weights:
-                fresh.load_weights(weights)
+            continue_from(fresh, ctx.artifacts, job_id, str(values["tuner/trial_id"]))
         model = _model_for_execution(model, fresh, ctx.settings.training_loop)
         state = resume.current if resume is not None and execution == len(resume.finished) else None
         if state is None:

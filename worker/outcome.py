@@ -63,7 +63,11 @@ def _save_candidate(
     run: ExecutionsRun,
     standing: ranking.Standing,
 ) -> Path | None:
-    """Save the best execution's best-epoch weights: a hyperband checkpoint; a model if it may be best."""
+    """Save the best execution's best-epoch weights: a hyperband checkpoint; a model if it may be best.
+
+    A hyperband checkpoint holds the optimizer's state too (its moments and step count after the last
+    epoch trained; the fast loop keeps no copy of them per epoch), so the trial that continues this one
+    goes on with it (`worker.executions.continue_from`)."""
     model = run.model
     if model is None:
         return None

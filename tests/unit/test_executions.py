@@ -1,13 +1,21 @@
-"""A trial's executions: their seeds."""
+"""A trial's executions: their seeds, and a hyperband trial going on from the one it continues."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import keras
+import numpy as np
+import pytest
+
+from service.core.artifacts import ArtifactStore
 from service.core.spec import JobCreate
-from worker.executions import execution_seed
+from worker.executions import continue_from, execution_seed
+from worker.fast_training import fast_fit_execution
+from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -46,3 +54,61 @@ def test_execution_seed_without_a_job_seed_is_random() -> None:
     seeds = [execution_seed(spec, "00", 0) for _ in range(8)]
     assert all(0 <= seed < 2**31 for seed in seeds)
     assert len(set(seeds)) > 1
+
+
+# --- continue_from ------------------------------------------------------------------------------------
+
+
+def _regression() -> TrainData:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(24, 3))
+    y = x @ np.array([0.5, -1.0, 2.0]) + 0.1
+    return TrainData(x[:16], y[:16], x[16:], y[16:])
+
+
+def _regressor() -> keras.Model:
+    keras.utils.set_random_seed(7)  # the same initial weights every time
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mean_squared_error")
+    return model
+
+
+def _never(epoch: int, logs: dict[str, float]) -> bool:
+    return False
+
+
+def _train(loop: str, model: keras.Model, epochs: int, initial_epoch: int = 0) -> ExecutionResult:
+    # One batch of every row, unshuffled: training 3 epochs then 3 more is 6 epochs exactly when, and only
+    # when, the optimizer goes on from its moments and step count.
+    options = FitOptions(
+        epochs=epochs,
+        batch_size=16,
+        monitor="val_loss",
+        mode="min",
+        shuffle=False,
+        initial_epoch=initial_epoch,
+    )
+    train: Callable[[keras.Model, TrainData, FitOptions, EpochCallback], ExecutionResult]
+    train = fast_fit_execution if loop == "fast" else fit_execution
+    return train(model, _regression(), options, _never)
+
+
+@pytest.mark.parametrize("loop", ["fit", "fast"])
+def test_a_continued_trial_trains_on_as_if_never_stopped(loop: str, tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    straight = _regressor()
+    expected = _train(loop, straight, epochs=6)
+
+    first = _regressor()
+    _train(loop, first, epochs=3)
+    first.save_weights(artifacts.checkpoint_path("job", "00"))  # as a hyperband trial's outcome saves them
+    continued = _regressor()
+    continue_from(continued, artifacts, "job", "00")
+    assert int(continued.optimizer.iterations) == 3
+    actual = _train(loop, continued, epochs=6, initial_epoch=3)
+
+    np.testing.assert_allclose(actual.history["loss"], expected.history["loss"][3:], rtol=1e-4)
+    for mine, theirs in zip(continued.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
