@@ -17,6 +17,7 @@ from worker.constants import configuration
 from worker.context import WorkerContext
 from worker.data import job_data
 from worker.model_builder import build_model
+from worker.model_cache import TRACED, architecture_key
 from worker.progress import TrialProgress
 from worker.stops import StopReason
 from worker.training import (
@@ -91,7 +92,28 @@ def train_executions(
     On a shutdown, an execution under way stops with its checkpoint written (the trainer's hook writes it
     at once); between executions a checkpoint with none under way is written here. A shutdown after the
     last execution is no stop: the trial is done. Training errors propagate.
+
+    With the fast loop, a model this process traced for an earlier trial of the same architecture is
+    trained again (`worker.model_cache`), exactly as a fresh one would be, and kept for the next.
     """
+    if ctx.settings.training_loop != "fast":
+        return _train_executions(ctx, job_id, spec, record, progress, resume, None)
+    key = architecture_key(job_id, spec, record.hyperparameters)
+    run = _train_executions(ctx, job_id, spec, record, progress, resume, TRACED.take(key))
+    if run.model is not None:
+        TRACED.keep(key, run.model)
+    return run
+
+
+def _train_executions(
+    ctx: WorkerContext,
+    job_id: str,
+    spec: JobSpec,
+    record: TrialRecord,
+    progress: TrialProgress,
+    resume: TrialCheckpoint | None,
+    model: keras.Model | None,
+) -> ExecutionsRun:
     values: dict[str, Any] = record.hyperparameters
     options = fit_options(spec, values)
     results: list[ExecutionResult] = list(resume.finished) if resume else []
@@ -107,7 +129,6 @@ def train_executions(
     )
     prepared = job_data(ctx.store, ctx.artifacts, job_id, spec.task)
     data = prepared.train
-    model: keras.Model | None = None
     executions = spec.tuner.executions_per_trial
     for execution in range(len(results), executions):
         keras.utils.set_random_seed(execution_seed(spec, record.id, execution))

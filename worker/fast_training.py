@@ -47,8 +47,6 @@ class _EpochLoop:
         # Create the metric, loss and optimizer variables now, eagerly (Keras' own build step): they can't
         # be created inside the traced while loop.
         model._symbolic_build(data_batch=(x, y))
-        # The optimizer's starting state (zero moments, step 0), to start another execution from.
-        self.initial_optimizer = [v.numpy() for v in model.optimizer.variables]
         self.compiled = _compiled_objects(model)
         train_keys = list(model.get_metrics_result())
         self.keys = train_keys + [f"val_{key}" for key in train_keys]
@@ -191,17 +189,22 @@ def _loop_for(model: keras.Model, x: Any, y: Any) -> _EpochLoop:
 
 
 def reuse_for_execution(model: keras.Model, fresh: keras.Model) -> keras.Model:
-    """`model`, already traced, restarted from `fresh`'s initial weights with a new optimizer state.
+    """`model`, already traced, made to train exactly as `fresh` would: `fresh`'s weights, dropout seeds
+    and optimizer state (its learning rate included; zero moments, or those a continued trial loaded).
 
-    Another execution of a trial then reuses the traced loop instead of tracing a new model (seconds).
-    A model that has no traced loop yet is simply replaced by `fresh`.
+    Another execution of a trial, or a later trial of the same architecture, then reuses the traced loop
+    instead of tracing a new model (seconds). A model that has no traced loop yet is simply replaced by
+    `fresh`. Both must be built from the same architecture (`worker.model_cache.architecture_key`).
     """
     loop: _EpochLoop | None = getattr(model, _LOOP_ATTRIBUTE, None)
     if loop is None:
         return fresh
-    model.set_weights(fresh.get_weights())
-    for variable, initial in zip(model.optimizer.variables, loop.initial_optimizer, strict=True):
-        variable.assign(initial)
+    if not fresh.optimizer.built:
+        fresh.optimizer.build(fresh.trainable_variables)
+    for mine, theirs in zip(model.variables, fresh.variables, strict=True):
+        mine.assign(theirs)
+    for mine, theirs in zip(model.optimizer.variables, fresh.optimizer.variables, strict=True):
+        mine.assign(theirs)
     loop.seed.state.assign(keras.random.SeedGenerator().state)  # this execution's shuffles
     return model
 

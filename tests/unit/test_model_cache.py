@@ -1,0 +1,137 @@
+"""Traced models kept between trials of one architecture: which trials share one, the limits, and that a
+trial on a kept model trains exactly as on a fresh one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from service.core.spec import JobCreate, JobSpec
+from worker.fast_training import fast_fit_execution, reuse_for_execution
+from worker.model_builder import build_model
+from worker.model_cache import ModelCache, architecture_key
+from worker.training import FitOptions, TrainData
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def classifier_spec() -> JobSpec:
+    body: dict[str, Any] = json.loads((EXAMPLES / "xor-classifier.json").read_text())
+    return JobCreate.model_validate(body)
+
+
+TRIAL = {
+    "hidden_layers": 2,
+    "units_0": 8,
+    "units_1": 16,
+    "activation": "tanh",
+    "dropout": 0.2,
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "batch_size": 2,
+}
+
+# --- architecture_key ---------------------------------------------------------------------------------
+
+
+def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_model() -> None:
+    spec = classifier_spec()
+    key = architecture_key("job", spec, TRIAL)
+    other = {**TRIAL, "learning_rate": 0.5, "batch_size": 4, "tuner/epochs": 9, "tuner/trial_id": "03"}
+    assert architecture_key("job", spec, other) == key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"units_1": 32},
+        {"activation": "relu"},
+        {"dropout": 0.3},
+        {"optimizer": "rmsprop"},
+        {"hidden_layers": 3, "units_2": 8},
+    ],
+)
+def test_trials_of_another_architecture_do_not(change: dict[str, Any]) -> None:
+    spec = classifier_spec()
+    assert architecture_key("job", spec, {**TRIAL, **change}) != architecture_key("job", spec, TRIAL)
+
+
+def test_another_jobs_trials_do_not() -> None:
+    spec = classifier_spec()
+    assert architecture_key("a", spec, TRIAL) != architecture_key("b", spec, TRIAL)
+
+
+# --- ModelCache ---------------------------------------------------------------------------------------
+
+
+def dense(units: int) -> keras.Model:
+    """A model of 4 x units + units parameters."""
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+
+
+def test_a_taken_model_is_no_longer_kept() -> None:
+    cache = ModelCache()
+    model = dense(2)
+    cache.keep("a", model)
+    assert cache.take("a") is model
+    assert cache.take("a") is None and len(cache) == 0
+
+
+def test_the_least_recently_kept_model_goes_first() -> None:
+    cache = ModelCache(max_models=2)
+    first, second, third = dense(1), dense(1), dense(1)
+    cache.keep("first", first)
+    cache.keep("second", second)
+    cache.keep("first", cache.take("first") or first)  # used again: now the most recent
+    cache.keep("third", third)
+    assert cache.take("second") is None
+    assert cache.take("first") is first and cache.take("third") is third
+
+
+def test_models_are_kept_up_to_a_number_of_parameters() -> None:
+    cache = ModelCache(max_parameters=100)
+    cache.keep("small", dense(10))  # 50 parameters
+    cache.keep("large", dense(200))  # 1,000: never kept
+    assert len(cache) == 1 and cache.parameters == 50
+    cache.keep("other", dense(12))  # 60: the older one goes
+    assert cache.take("small") is None and cache.parameters == 60
+
+
+# --- a kept model trains as a fresh one ---------------------------------------------------------------
+
+
+def xor() -> TrainData:
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 3, dtype="float32")
+    y = np.array([0, 1, 1, 0] * 3)
+    return TrainData(x, y, x[:4], y[:4])
+
+
+def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
+    spec, data = classifier_spec(), xor()
+    options = FitOptions(epochs=6, batch_size=5, monitor="val_accuracy", mode="max", shuffle=True)
+
+    def model(values: dict[str, Any]) -> keras.Model:
+        keras.utils.set_random_seed(21)  # as each execution's seed is set before its model is built
+        return build_model(spec, values, data, units=1)
+
+    def never(epoch: int, logs: dict[str, float]) -> bool:
+        return False
+
+    kept = model(TRIAL)
+    fast_fit_execution(kept, data, options, never)  # an earlier trial, another learning rate
+    later = {**TRIAL, "learning_rate": 0.05}
+    reused = reuse_for_execution(kept, model(later))
+    actual = fast_fit_execution(reused, data, options, never)
+    expected = fast_fit_execution(model(later), data, options, never)
+
+    assert reused is kept and kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
+    assert float(kept.optimizer.learning_rate) == pytest.approx(0.05)
+    assert list(actual.history) == list(expected.history)
+    for name, values in expected.history.items():
+        np.testing.assert_allclose(actual.history[name], values, rtol=1e-5, err_msg=name)
+    assert actual.best_epoch == expected.best_epoch

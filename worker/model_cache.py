@@ -1,0 +1,74 @@
+"""Traced models a worker process keeps between trials of the same architecture.
+
+Tracing a model's epoch loop costs a second or more (`worker.fast_training`), often more than a short
+trial's training. A trial whose architecture this process has trained before (a hyperband trial going on
+from an earlier one, a grid or a small discrete space visiting the same layers again, a re-check of the
+best trials) takes that model and its trace, and trains it exactly as a freshly built model
+(`reuse_for_execution` copies the fresh model's weights, seeds and optimizer state into it).
+
+Only values that the traced loop reads as variables or arguments may differ between the trials that share
+a model: the learning rate (an optimizer variable), the batch size and the epochs (arguments of the loop).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+import keras
+
+from service.core.spec import JobSpec
+from worker.constants import configuration
+
+# What the traced loop takes as a variable or an argument: trials that differ only in these share a model.
+_NOT_TRACED = frozenset({"learning_rate", "batch_size"})
+MAX_MODELS = 8
+MAX_PARAMETERS = 4_000_000  # over all kept models; each also keeps optimizer moments and best weights
+
+
+def architecture_key(job_id: str, spec: JobSpec, values: dict[str, Any]) -> str:
+    """Which of a job's trials can share one traced model: every configuration value that is traced in."""
+    traced = {
+        name: value
+        for name, value in configuration(spec, values).items()
+        if name not in _NOT_TRACED and not name.startswith("tuner/")
+    }
+    return json.dumps([job_id, traced], sort_keys=True, default=str)
+
+
+class ModelCache:
+    """The most recently used traced models of this process, up to a count and a number of parameters.
+
+    A model is taken out while a trial trains it and kept again afterwards, so two users never share one.
+    """
+
+    def __init__(self, max_models: int = MAX_MODELS, max_parameters: int = MAX_PARAMETERS) -> None:
+        self.max_models = max_models
+        self.max_parameters = max_parameters
+        self._models: OrderedDict[str, tuple[keras.Model, int]] = OrderedDict()
+
+    def take(self, key: str) -> keras.Model | None:
+        """The model kept under `key`, no longer kept; None when there is none."""
+        entry = self._models.pop(key, None)
+        return entry[0] if entry is not None else None
+
+    def keep(self, key: str, model: keras.Model) -> None:
+        """Keep `model` as the most recent, dropping the least recently kept ones beyond the limits."""
+        parameters = int(model.count_params())
+        self._models.pop(key, None)
+        if parameters > self.max_parameters:
+            return
+        self._models[key] = (model, parameters)
+        while len(self._models) > self.max_models or self.parameters > self.max_parameters:
+            self._models.popitem(last=False)
+
+    @property
+    def parameters(self) -> int:
+        return sum(parameters for _, parameters in self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+TRACED = ModelCache()  # this process's; a worker's pool processes each have their own
