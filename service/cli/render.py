@@ -71,8 +71,18 @@ def job_summary(job: JobPublic) -> str:
     ]
     best = job.best_trial
     if best is not None:
-        rows.append(("best", f"trial {best.id}: {number(best.objective_value)}"))
+        rows.append(("best", f"trial {best.id}: {number(best.objective_value)}, chosen by {best.chosen_by}"))
         rows.append(("best hps", _hyperparameters(best.hyperparameters)))
+    if job.stopped_by is not None:
+        rows.append(("stopped by", f"{job.stopped_by.criterion} (trial {job.stopped_by.trial})"))
+    final = job.finalization
+    if final is not None:
+        outcome = f"{final.status.value}"
+        if final.test_metrics:
+            outcome += f", test {_hyperparameters(final.test_metrics)}"
+        if final.error is not None:
+            outcome += f": {final.error.code}: {final.error.message}"
+        rows.append(("finalized", outcome))
     if job.error is not None:
         rows.append(("error", f"{job.error.code}: {job.error.message}"))
     if job.waiting is not None:
@@ -97,6 +107,14 @@ def ranked(trials: Sequence[TrialPublic], direction: str) -> list[TrialPublic]:
     return scored + unscored
 
 
+def _status(trial: TrialPublic) -> str:
+    """A trial's status; a pruned one says at which epoch (`tuner.pruning`)."""
+    stop = trial.stopped_early
+    if stop is None:
+        return trial.status.value
+    return f"{trial.status.value} (pruned at epoch {stop.epoch})"
+
+
 def trials_table(trials: Sequence[TrialPublic], direction: str, objective: str) -> str:
     """A table of trials, best first: id, status, objective, seconds, hyperparameters."""
     rows = [("TRIAL", "STATUS", objective.upper(), "SECONDS", "HYPERPARAMETERS")]
@@ -105,7 +123,7 @@ def trials_table(trials: Sequence[TrialPublic], direction: str, objective: str) 
         rows.append(
             (
                 trial.id,
-                trial.status.value,
+                _status(trial),
                 number(trial.objective_value),
                 seconds,
                 _hyperparameters(trial.hyperparameters),

@@ -109,3 +109,35 @@ def test_the_summary_names_the_error_of_a_failed_job() -> None:
     summary = render.job_summary(job(status="failed", error=error, finished_at=NOW))
     assert "error      all_trials_failed: every trial failed" in summary.splitlines()
     assert "finished   2026-12-04T21:00:00Z" in summary.splitlines()
+
+
+def test_a_pruned_trial_says_at_which_epoch() -> None:
+    stop = {"epoch": 2, "rule": "median", "reason": "below the median"}
+    pruned = TrialPublic.model_validate({**trial("03", 0.5).model_dump(), "stopped_early": stop})
+    row = render.trials_table([pruned], "max", "val_accuracy").splitlines()[1]
+    assert row.startswith("03     completed (pruned at epoch 2)  0.5")
+
+
+def test_the_summary_says_what_chose_the_best_what_ended_the_search_and_the_finalization() -> None:
+    best = {
+        "id": "03",
+        "trial_id": "03",
+        "hyperparameters": {"units": 8},
+        "objective_value": 1.0,
+        "metrics": {},
+        "chosen_by": "tie_breaker:val_loss",
+    }
+    stopped = {"criterion": "objective_reaches", "value": 1.0, "trial": "03", "message": "reached 1.0"}
+    final = {
+        "run_id": "f1",
+        "status": "succeeded",
+        "requested_at": NOW,
+        "deadline_at": NOW,
+        "test_metrics": {"accuracy": 0.75},
+    }
+    lines = render.job_summary(
+        job(status="succeeded", best_trial=best, stopped_by=stopped, finalization=final)
+    ).splitlines()
+    assert "best        trial 03: 1, chosen by tie_breaker:val_loss" in lines
+    assert "stopped by  objective_reaches (trial 03)" in lines
+    assert "finalized   succeeded, test accuracy=0.75" in lines
