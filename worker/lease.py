@@ -2,13 +2,17 @@
 
 Renewing from a thread rather than from the working code keeps the lease through anything slow there:
 tracing a large model, one long epoch, saving a model, a Gaussian-process fit over many trials. Only a dead
-or frozen process stops renewing.
+or frozen process stops renewing. One thread per process renews every lease the process holds, each when it
+is due: a search step takes milliseconds, and starting and joining a thread for each (waiting for a core to
+run it when the machine is busy) cost more than the step's own work.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
@@ -39,41 +43,97 @@ class Keeper:
         self.owner = owner
         self.seconds = seconds
         self.what = what
-        self._closed = threading.Event()
         self._lost = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease-{what}", daemon=True)
 
     @property
     def lost(self) -> bool:
         return self._lost.is_set()
 
     def __enter__(self) -> Keeper:
-        self._thread.start()
+        _RENEWER.add(self)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._closed.set()
-        self._thread.join()
+        _RENEWER.remove(self)  # returns once no renewal of this lease is under way
         try:
             self._release()
         except redis.RedisError:
             # Unreleased, the lease lapses on its own; failing here would hide the real outcome.
             log.warning("could not release the lease of %s", self.what)
 
-    def _renew(self) -> None:
-        while not self._closed.wait(self.seconds / 3):
-            try:
-                renewed = self._renew_once()
-            except redis.RedisError as exc:
-                # Redis may be restarting: keep trying; a lease that lapsed meanwhile fails to renew.
-                log.warning("lease renewal of %s failed: %s", self.what, exc)
-                continue
-            if not renewed:
-                log.warning("%s lost its lease", self.what)
-                self._lost.set()
-                return
+    def renew(self) -> bool:
+        """Renew once; False once the lease is lost (it is then renewed no more)."""
+        try:
+            renewed = self._renew_once()
+        except redis.RedisError as exc:
+            # Redis may be restarting: keep trying; a lease that lapsed meanwhile fails to renew.
+            log.warning("lease renewal of %s failed: %s", self.what, exc)
+            return True
+        if not renewed:
+            log.warning("%s lost its lease", self.what)
+            self._lost.set()
+        return renewed
+
+
+class _Renewer:
+    """The process's lease-renewing thread: renews each open Keeper every third of its lease, one at a time,
+    and lets a Keeper close only when none of its renewals is under way (so none follows its release)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._due: dict[Keeper, float] = {}
+        self._renewing: Keeper | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, keeper: Keeper) -> None:
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ktune-leases", daemon=True)
+                self._thread.start()
+            self._due[keeper] = time.monotonic() + keeper.seconds / 3
+            self._changed.notify_all()
+
+    def remove(self, keeper: Keeper) -> None:
+        with self._changed:
+            self._due.pop(keeper, None)
+            while self._renewing is keeper:
+                self._changed.wait()
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                keeper = next((k for k, at in self._due.items() if at <= now), None)
+                if keeper is None:
+                    self._changed.wait(min(self._due.values(), default=now + 3600.0) - now)
+                    continue
+                self._renewing = keeper
+                self._changed.release()
+                try:
+                    keep = keeper.renew()
+                finally:
+                    self._changed.acquire()
+                    self._renewing = None
+                    self._changed.notify_all()
+                if keeper in self._due:
+                    if keep:
+                        self._due[keeper] = time.monotonic() + keeper.seconds / 3
+                    else:
+                        del self._due[keeper]
+
+
+_RENEWER = _Renewer()
+
+
+def _new_renewer_in_child() -> None:
+    # A forked child has none of its parent's threads, and the parent's lock may have been held mid-fork.
+    global _RENEWER
+    _RENEWER = _Renewer()
+
+
+os.register_at_fork(after_in_child=_new_renewer_in_child)
 
 
 def trial_lease(store: JobStore, job_id: str, trial_id: str, owner: str, seconds: float) -> Keeper:
