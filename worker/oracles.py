@@ -89,8 +89,11 @@ class _NoFiles:
         pass
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """keras-tuner's `set_state`; a state without `hyperparameters` keeps the space as it is."""
+        kept = self.hyperparameters  # type: ignore[has-type]
         super().set_state({**state, "hyperparameters": {"space": [], "values": {}}})  # type: ignore[misc]
-        self.hyperparameters = _space(state["hyperparameters"])
+        config = state.get("hyperparameters")
+        self.hyperparameters = kept if config is None else _space(config)
 
     def _random_values(self) -> dict[str, Any] | None:
         """keras-tuner's `Oracle._random_values` (the same draws from the same seed state), sampling into a
@@ -370,10 +373,27 @@ _FLAT_KEYS = frozenset(
 _SET_KEYS = frozenset({"tried_so_far"})  # a set that get_state lists in no fixed order
 
 
-def _oracle_state(oracle: Any) -> dict[str, Any]:
+class _SpaceLeftOut:
+    """Stands in for the search space while `get_state` runs without it."""
+
+    @staticmethod
+    def get_config() -> None:
+        return None
+
+
+def _oracle_state(oracle: Any, space: bool = True) -> dict[str, Any]:
     """`oracle.get_state()`, with ktune's own part (`ktune_state`) and where a grid walk stands (which
-    GridSearchOracle leaves out)."""
-    state: dict[str, Any] = oracle.get_state()
+    GridSearchOracle leaves out). Without `space`, the state has no `hyperparameters`: keras-tuner makes
+    the space's config anew on each call (a millisecond for the seed's), and a step seldom changes it."""
+    if space:
+        state: dict[str, Any] = oracle.get_state()
+    else:
+        kept, oracle.hyperparameters = oracle.hyperparameters, _SpaceLeftOut()
+        try:
+            state = oracle.get_state()
+        finally:
+            oracle.hyperparameters = kept
+        del state["hyperparameters"]
     state["ktune"] = oracle.ktune
     if isinstance(oracle, GridOracle):
         state["grid"] = {
@@ -405,6 +425,13 @@ def _copied(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _space_mark(oracle: Any) -> tuple[int, dict[str, Any]]:
+    """What tells whether a step changed the search space: keras-tuner only adds to it (a hyperparameter
+    registered for the first time) and sets the values of the ones it has."""
+    hyperparameters = oracle.hyperparameters
+    return len(hyperparameters.space), dict(hyperparameters.values)
+
+
 def _trial_mark(trial: Any) -> tuple[Any, ...]:
     return (trial.status, trial.score, trial.best_step, trial.message)
 
@@ -414,7 +441,8 @@ class Watch:
 
     def __init__(self, oracle: Any) -> None:
         self.oracle = oracle
-        self.before = _copied(_oracle_state(oracle))
+        self.space = _space_mark(oracle)
+        self.before = _copied(_oracle_state(oracle, space=False))
         self.known = len(oracle.trials)
         # A step changes only trials it creates, ongoing ones (it ends them) and ones it retries; the rest
         # are not looked at, so that a step costs the same however many trials have ended.
@@ -437,7 +465,8 @@ class Watch:
                 or marks[trial_id] != _trial_mark(oracle.trials[trial_id])
             )
         }
-        state = _state_changes(self.before, _oracle_state(oracle))
+        # A space that changed is logged whole ("set": the state before has none to compare with).
+        state = _state_changes(self.before, _oracle_state(oracle, space=_space_mark(oracle) != self.space))
         if not trials and not state:
             return None
         return {"trials": trials, "state": state}
@@ -508,12 +537,13 @@ def replay(spec: JobSpec, entries: list[dict[str, Any]], oracle: Any | None = No
 
 
 def _apply_changes(oracle: Any, changes: list[dict[str, Any]]) -> None:
-    state = _oracle_state(oracle)
+    space_changed = any("hyperparameters" in change["state"] for change in changes)
+    state = _oracle_state(oracle, space=space_changed)
     trials: dict[str, dict[str, Any]] = {}
     for change in changes:
         _apply_state_changes(state, change["state"])
         trials.update(change["trials"])
-    space = _space(state["hyperparameters"])
+    space = _space(state["hyperparameters"]) if space_changed else oracle.hyperparameters
     for trial_id, trial_state in trials.items():
         oracle.trials[trial_id] = _trial_from_state(trial_id, trial_state, space)
     _set_oracle_state(oracle, state)
