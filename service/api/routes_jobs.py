@@ -59,6 +59,13 @@ router = APIRouter(
 )
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no such job"}}
+# A route that reads a JSON body and names a job.
+_JSON_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not JSON"},
+    408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+    413: {"model": ErrorBody, "description": "body too large"},
+    **_NOT_FOUND,
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
     409: {"model": ErrorBody, "description": "the job's state does not allow this"},
@@ -364,10 +371,7 @@ def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingRe
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Finalization,
     responses={
-        400: {"model": ErrorBody, "description": "the body is not JSON"},
-        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
-        413: {"model": ErrorBody, "description": "body too large"},
-        **_NOT_FOUND,
+        **_JSON_BODY,
         409: {
             "model": ErrorBody,
             "description": "the job has not succeeded (`job_not_finished`), has no best trial "
@@ -453,10 +457,7 @@ def _final_artifact(artifacts: ArtifactStore, job_id: str, key: str) -> BlobStre
     summary="Predict with the best model",
     response_model=PredictionList,
     responses={
-        400: {"model": ErrorBody, "description": "the body is not JSON"},
-        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
-        413: {"model": ErrorBody, "description": "body too large"},
-        **_NOT_FOUND,
+        **_JSON_BODY,
         409: {"model": ErrorBody, "description": "no trial has completed yet (`no_best_model`)"},
         422: {
             "model": ErrorBody,

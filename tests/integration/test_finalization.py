@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import ROOT, long_job, wait_for, wait_job
+from tests.integration.conftest import ROOT, ended_run, long_job, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +30,7 @@ def tiny_xor() -> dict[str, Any]:
 
 
 def finalized(api: httpx.Client, job_id: str) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        final: dict[str, Any] | None = api.get(f"/v1/jobs/{job_id}").json()["finalization"]
-        return final if final is not None and final["status"] in ("succeeded", "failed") else None
-
-    result: dict[str, Any] = wait_for(ended, 300, f"job {job_id}'s finalization", interval=0.5)
-    return result
+    return ended_run(api, job_id, "finalization")
 
 
 @pytest.fixture(scope="module")
