@@ -1,4 +1,5 @@
-"""A job's runs in Redis: the `finalization` field of the job's hash (JSON of a `Finalization`).
+"""A job's runs in Redis: the `finalization` and `recheck` fields of the job's hash (JSON of a `Finalization`,
+a `Recheck`).
 
 In the job's hash, so that GET /v1/jobs/{id} reads them with the job in the same round trip, its cached
 rendering is keyed by them (service.api.job_json), and deleting the job deletes them. Every write is a
@@ -13,6 +14,7 @@ from typing import Any, ClassVar, Generic
 
 from service.core.finalization import Finalization
 from service.core.job_runs import JobRun, Run, current
+from service.core.recheck import Recheck
 from service.core.store_base import StoreBase
 
 
@@ -81,5 +83,10 @@ class Finalizations(JobRuns[Finalization]):
     model = Finalization
 
 
-RUN_FIELDS: dict[str, type[JobRun]] = {kind.field: kind.model for kind in (Finalizations,)}
+class Rechecks(JobRuns[Recheck]):
+    field = "recheck"
+    model = Recheck
+
+
+RUN_FIELDS: dict[str, type[JobRun]] = {kind.field: kind.model for kind in (Finalizations, Rechecks)}
 """Each kind of run by the field of the job's hash that holds it."""

@@ -1,5 +1,5 @@
-"""A job's runs in Redis (`service.core.store_runs`): for each kind, one active at a time, written only by
-its own run, never into a deleted job."""
+"""A job's runs in Redis (`service.core.store_runs`): for each kind (finalization, recheck), one active at a
+time, written only by its own run, never into a deleted job."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 from service.core.job_runs import RunStatus
 from service.core.records import utcnow
 from service.core.store import JobStore
-from service.core.store_runs import Finalizations, JobRuns
+from service.core.store_runs import Finalizations, JobRuns, Rechecks
 
 pytestmark = pytest.mark.integration
 
-KINDS = [Finalizations]
+KINDS = [Finalizations, Rechecks]
 # What each kind needs besides a run's own fields.
-EXTRA: dict[type[JobRuns[Any]], dict[str, Any]] = {Finalizations: {}}
+EXTRA: dict[type[JobRuns[Any]], dict[str, Any]] = {Finalizations: {}, Rechecks: {"top_k": 2, "seeds": 3}}
 
 
 def queued(kind: type[JobRuns[Any]], seconds: float = 60) -> Any:
@@ -43,6 +43,14 @@ def test_one_run_of_a_kind_is_active_at_a_time(
     assert active is not None and active.run_id == first.run_id
     assert runs.get(scratch_job) == first
     assert getattr(scratch_store.get_job(scratch_job), kind.field) == first
+
+
+def test_kinds_of_runs_are_apart(scratch_store: JobStore, scratch_job: str) -> None:
+    finalization, recheck = queued(Finalizations), queued(Rechecks)
+    assert Finalizations(scratch_store).begin(scratch_job, finalization, utcnow()) is None
+    assert Rechecks(scratch_store).begin(scratch_job, recheck, utcnow()) is None  # a finalization runs
+    job = scratch_store.get_job(scratch_job)
+    assert job is not None and (job.finalization, job.recheck) == (finalization, recheck)
 
 
 @pytest.mark.parametrize("kind", KINDS)
