@@ -173,10 +173,12 @@ def test_an_unknown_or_another_tenants_job_is_not_found(
     assert response.json()["error"]["code"] == missing.json()["error"]["code"]
 
 
-def test_a_running_job_cannot_be_rechecked(api: httpx.Client, workers: list[str]) -> None:
+def test_a_running_job_can_be_neither_finalized_nor_rechecked(api: httpx.Client, workers: list[str]) -> None:
     job_id = long_job(api, max_trials=1)
-    response = api.post(f"/v1/jobs/{job_id}/recheck")
-    assert response.status_code == 409, response.text
-    assert response.json()["error"]["code"] == "job_not_finished"
+    for run in ("finalize", "recheck"):
+        response = api.post(f"/v1/jobs/{job_id}/{run}")
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "job_not_finished"
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
-    assert api.get(f"/v1/jobs/{job_id}").json()["recheck"] is None
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["finalization"] is None and job["recheck"] is None
