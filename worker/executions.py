@@ -74,6 +74,17 @@ def continue_from(model: keras.Model, artifacts: ArtifactStore, job_id: str, tri
         model.load_weights(weights)
 
 
+def recheck_seeds(spec: JobSpec, trial_id: str, count: int) -> list[int]:
+    """Seeds of `count` more trainings of a trial (POST /v1/jobs/{id}/recheck), none of the search's own.
+
+    They are the seeds of the executions after the trial's last: reproducible with a job seed, and unlike
+    any execution's of any trial of the job while executions_per_trial + count stays below 1,009 (a
+    trial's seeds are 1,009 apart from the next one's). Random without a job seed, like the search's.
+    """
+    first = spec.tuner.executions_per_trial
+    return [execution_seed(spec, trial_id, first + index) for index in range(count)]
+
+
 def execution_complete(result: ExecutionResult, options: FitOptions) -> bool:
     """Whether an execution trained all its epochs or stopped early, even if a stop came with its last."""
     return result.stopped_early or options.initial_epoch + result.epochs_run >= options.epochs
@@ -135,13 +146,14 @@ def _train_executions(
         fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
         if "tuner/trial_id" in values:
             continue_from(fresh, ctx.artifacts, job_id, str(values["tuner/trial_id"]))
-        model = _model_for_execution(model, fresh, ctx.settings.training_loop)
+        model = model_for_execution(model, fresh, ctx.settings.training_loop)
         state = resume.current if resume is not None and execution == len(resume.finished) else None
         if state is None:
             progress.start_execution()
         else:
             record.executions[-1].resumed_at_epochs.append(state.next_epoch)
-        result = _train(model, data, options, progress, ctx.settings.training_loop, checkpointer, state)
+        loop = ctx.settings.training_loop
+        result = train_execution(model, data, options, progress, loop, checkpointer, state)
         results.append(result)
         record.executions[-1].best_epoch = result.best_epoch
         stop = result.stopped_by or progress.check()
@@ -154,15 +166,16 @@ def _train_executions(
     return ExecutionsRun(results, model, None)
 
 
-def _train(
+def train_execution(
     model: keras.Model,
     data: TrainData,
     options: FitOptions,
     on_epoch: EpochCallback,
     loop: str,
-    checkpoint: CheckpointHook,
-    resume: ExecutionState | None,
+    checkpoint: CheckpointHook | None = None,
+    resume: ExecutionState | None = None,
 ) -> ExecutionResult:
+    """One execution by the training loop `loop` (KTUNE_TRAINING_LOOP): `fast` or `fit`."""
     if loop == "fast":
         from worker.fast_training import fast_fit_execution
 
@@ -170,7 +183,9 @@ def _train(
     return fit_execution(model, data, options, on_epoch, checkpoint, resume)
 
 
-def _model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop: str) -> keras.Model:
+def model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop: str) -> keras.Model:
+    """The model to train as `fresh`: with the fast loop, `previous` (of the same architecture) when it has a
+    traced loop, made to train exactly as `fresh` would; `fresh` otherwise."""
     if previous is None or loop != "fast":
         return fresh
     from worker.fast_training import reuse_for_execution

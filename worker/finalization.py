@@ -5,15 +5,14 @@ was given, and stored as `final-model` with its model card beside the search's b
 The model is built by the trials' own builder (`worker.model_builder`) from the job's stored data
 (`worker.data`); its preprocessing stays the one fitted on the training rows, so the final model takes raw
 rows exactly like the best model. Only the run the job's `finalization` names writes its outcome
-(`service.core.store_finalization`): one replaced by a newer finalize is dropped.
+(`worker.job_runs`): one replaced by a newer finalize is dropped.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-from datetime import timedelta
+from functools import partial
 from importlib import metadata
 from typing import Any
 
@@ -23,51 +22,33 @@ import numpy as np
 from service.core.artifacts import ArtifactStore
 from service.core.catalog import Task
 from service.core.data_plan import DataPlan
-from service.core.finalization import FinalizationError, FinalizationStatus
+from service.core.finalization import Finalization, FinalizationStatus
 from service.core.predictions import Cell
 from service.core.records import BestTrial, utcnow
-from service.core.store_finalization import Finalizations
+from service.core.store_runs import Finalizations
+from worker import job_runs
 from worker.constants import configuration
 from worker.context import WorkerContext, load_spec
 from worker.data import dataset_test_rows, job_data
 from worker.model_builder import build_model
 from worker.outcome import exported_model
 from worker.predictions import model_inputs
-from worker.runtime import release_memory
 from worker.training import TrainData
-
-log = logging.getLogger(__name__)
 
 _LIBRARIES = ("tensorflow", "keras", "keras-tuner")
 
 
 def finalize(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, Any] | None) -> None:
     """Run the job's finalization `run_id` unless it was replaced or has ended; its outcome is stored."""
-    finalizations = Finalizations(ctx.store)
-    record = finalizations.get(job_id)
-    if record is None or record.run_id != run_id or record.status.is_final():
-        log.info("finalization %s of job %s was replaced or has ended; nothing to do", run_id, job_id)
-        return
-    started = utcnow()
-    deadline = started + timedelta(seconds=ctx.settings.finalize_timeout_seconds)
-    record = record.model_copy(
-        update={"status": FinalizationStatus.RUNNING, "started_at": started, "deadline_at": deadline}
-    )
-    if not finalizations.update(job_id, record):
-        return
-    try:
-        update = _run(ctx, job_id, run_id, test)
-    except Exception as exc:
-        log.exception("finalization %s of job %s failed", run_id, job_id)
-        error = FinalizationError(code="finalize_error", message=f"{type(exc).__name__}: {exc}")
-        update = {"status": FinalizationStatus.FAILED, "error": error}
-    finally:
-        release_memory()
-    finalizations.update(job_id, record.model_copy(update={**update, "finished_at": utcnow()}))
+    timeout = ctx.settings.finalize_timeout_seconds
+    job_runs.execute(Finalizations(ctx.store), job_id, run_id, timeout, partial(_run, ctx, job_id, test))
 
 
-def _run(ctx: WorkerContext, job_id: str, run_id: str, test: dict[str, Any] | None) -> dict[str, Any]:
+def _run(
+    ctx: WorkerContext, job_id: str, test: dict[str, Any] | None, record: Finalization
+) -> dict[str, Any]:
     """Train, evaluate and store the final model and its card; the finalization's new fields."""
+    run_id = record.run_id
     began = time.monotonic()
     job = ctx.store.get_job(job_id)
     if job is None or job.best is None or job.data is None:

@@ -8,8 +8,9 @@ common (many trials reach `val_accuracy` 1.0), and without a rule the first tria
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cmp_to_key
 
 from service.core.catalog import Direction, metric_direction
 from service.core.records import BestTrial
@@ -106,3 +107,17 @@ def chosen_by(current: str, verdict: Verdict) -> str:
     if verdict.wins:
         return verdict.rule
     return verdict.rule if _depth(verdict.rule) > _depth(current) else current
+
+
+def ranked(ranking: Ranking, standings: Sequence[Standing]) -> list[int]:
+    """The indices of `standings`, given in the order their trials completed, best first: the order in which
+    the job's rules choose a best trial (the first of the list is the one a search keeps as its best)."""
+
+    def order(a: int, b: int) -> int:
+        earlier, later = min(a, b), max(a, b)
+        if earlier == later:
+            return 0
+        winner = later if compare(ranking, standings[later], standings[earlier]).wins else earlier
+        return -1 if winner == a else 1
+
+    return sorted(range(len(standings)), key=cmp_to_key(order))

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.queue import DELIVER_WEBHOOK, FINALIZE, PREDICT, RUN_TRIAL, START_JOB, get_celery
+from service.core.queue import (
+    DELIVER_WEBHOOK,
+    FINALIZE,
+    PREDICT,
+    RECHECK,
+    RUN_TRIAL,
+    START_JOB,
+    get_celery,
+)
 from worker.context import get_context
 from worker.runtime import warm_up
 from worker.transient import TRANSIENT_ERRORS
@@ -72,8 +80,8 @@ def predict(job_id: str, reply_id: str, rows: list[list[float | str]]) -> None:
     predictions.answer(get_context(), job_id, reply_id, rows)
 
 
-# Acknowledged on receipt and never retried: a finalization whose worker is lost fails at its deadline
-# (service.core.finalization.current), and the client finalizes again.
+# Acknowledged on receipt and never retried: a finalization or recheck whose worker is lost fails at its
+# deadline (service.core.job_runs.current), and the client requests it again.
 @app.task(name=FINALIZE, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
 def finalize(job_id: str, run_id: str, test: dict[str, Any] | None) -> None:
     """Retrain the job's best hyperparameters on training + validation rows; store the final model."""
@@ -81,3 +89,12 @@ def finalize(job_id: str, run_id: str, test: dict[str, Any] | None) -> None:
     from worker import finalization
 
     finalization.finalize(get_context(), job_id, run_id, test)
+
+
+@app.task(name=RECHECK, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
+def recheck(job_id: str, run_id: str) -> None:
+    """Retrain the job's top trials with other seeds; store the spread of their objective."""
+    warm_up()
+    from worker import recheck
+
+    recheck.recheck(get_context(), job_id, run_id)

@@ -3,36 +3,24 @@ by a worker of the job's queue (`worker.finalization`), its state kept in the jo
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
-import redis
-
-from service.api import dataset_service, job_service
+from service.api import dataset_service, run_requests
 from service.core import queue
 from service.core.artifacts import ArtifactStore
 from service.core.catalog import Task
 from service.core.dataset_store import DatasetStore
-from service.core.errors import Conflict, FieldProblem, InvalidRequest, Unavailable
-from service.core.finalization import (
-    Finalization,
-    FinalizationError,
-    FinalizationStatus,
-    FinalizeRequest,
-    check_test_set,
-)
+from service.core.errors import Conflict, FieldProblem, InvalidRequest
+from service.core.finalization import Finalization, FinalizationStatus, FinalizeRequest, check_test_set
 from service.core.lazy_imports import needed_for
 from service.core.records import JobRecord, utcnow
 from service.core.settings import Settings
-from service.core.spec import SpecError, queue_for
-from service.core.states import JobStatus
+from service.core.spec import SpecError
 from service.core.store import JobStore
-from service.core.store_finalization import Finalizations
-
-log = logging.getLogger(__name__)
+from service.core.store_runs import Finalizations
 
 
 def finalize(
@@ -47,13 +35,7 @@ def finalize(
     """Queue the job's finalization; a finished one is replaced. Raises NotFound (another tenant's job too),
     Conflict (`job_not_finished`, `no_best_model`, `finalization_running`), InvalidRequest naming `test.x`,
     `test.x[i]`, `test.y` or `test_dataset`, Unavailable when the queue is unreachable."""
-    record = job_service.get(store, job_id, tenant)
-    if record.status is not JobStatus.SUCCEEDED:
-        raise Conflict(
-            f"job '{job_id}' is {record.status.value}: only a succeeded job can be finalized (wait for it to "
-            "end)",
-            "job_not_finished",
-        )
+    record = run_requests.succeeded_job(store, job_id, tenant, "finalized")
     if record.best is None or record.data is None:
         raise Conflict(f"job '{job_id}' has no best trial to finalize", "no_best_model")
     message: dict[str, Any] | None = None
@@ -74,29 +56,8 @@ def finalize(
         deadline_at=now + timedelta(seconds=settings.finalize_timeout_seconds),
         test_rows=test_rows,
     )
-    finalizations = Finalizations(store)
-    active = finalizations.begin(job_id, run, now)
-    if active is not None:
-        raise Conflict(
-            f"job '{job_id}' has a finalization {active.status.value} ({active.run_id}); wait for it to end, "
-            "then finalize again",
-            "finalization_running",
-        )
-    job_queue = queue_for(record.spec.get("resources", {}).get("accelerator", "any"))
-    try:
-        queue.send_finalize(job_id, run.run_id, message, job_queue)
-    except (queue.QueueUnreachable, redis.RedisError) as exc:
-        log.warning("could not queue the finalization of job %s: %s", job_id, exc)
-        error = FinalizationError(
-            code="queue_unreachable", message="the queue was unreachable: finalize again"
-        )
-        failed = run.model_copy(
-            update={"status": FinalizationStatus.FAILED, "finished_at": utcnow(), "error": error}
-        )
-        with contextlib.suppress(redis.RedisError):  # else its deadline fails it
-            finalizations.update(job_id, failed)
-        raise Unavailable("the queue is unreachable; try again shortly") from exc
-    return run
+    send = partial(queue.send_finalize, job_id, run.run_id, message)
+    return run_requests.start(Finalizations(store), record, run, send)
 
 
 def _check_test_dataset(

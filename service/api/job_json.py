@@ -19,9 +19,10 @@ from pydantic_core import to_json
 
 from service.api.job_view import view_to_public
 from service.api.schemas import JobPublic
-from service.core.finalization import current_text
+from service.core.job_runs import current_text
 from service.core.records import utcnow
 from service.core.store import StoredJob
+from service.core.store_runs import RUN_FIELDS
 
 CACHED_JOBS = 1024
 """How many renderings of jobs are kept (the least recently used go first); each is a few kilobytes, its
@@ -40,13 +41,14 @@ def job_json(job: StoredJob) -> str:
     """`view_to_public(job.view()).model_dump_json()`, from the cache when this stored text was rendered
     before. `job` must be `counted`."""
     fields = job.fields
-    stored = fields.get("finalization")
-    if stored is not None:
-        # A finalization past its deadline reads as failed: the text it renders from says so, so that the
-        # cached rendering of the text before the deadline is never the answer after it.
-        now = current_text(stored, utcnow())
-        if now is not stored:
-            fields = {**fields, "finalization": now}
+    for name, model in RUN_FIELDS.items():
+        stored = fields.get(name)
+        if stored is not None:
+            # A run past its deadline reads as failed: the text it renders from says so, so that the cached
+            # rendering of the text before the deadline is never the answer after it.
+            now = current_text(stored, utcnow(), model)
+            if now is not stored:
+                fields = {**fields, name: now}
     return _render(job.id, tuple(fields.items()), tuple(job.counts.items()), job.trials)
 
 

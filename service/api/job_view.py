@@ -40,4 +40,5 @@ def view_to_public(view: JobView) -> JobPublic:
         webhook=record.webhook,
         stopped_by=record.stopped_by,
         finalization=record.finalization,
+        recheck=record.recheck,
     )

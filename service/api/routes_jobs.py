@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import StreamingResponse
 
-from service.api import finalization_service, idempotency, job_service, prediction_service
+from service.api import finalization_service, idempotency, job_service, prediction_service, recheck_service
 from service.api.auth import (
     LOCAL_TENANT,
     UNAUTHORIZED,
@@ -49,6 +49,7 @@ from service.core.errors import Conflict
 from service.core.finalization import Finalization, FinalizeRequest
 from service.core.predictions import PredictionList, PredictRequest
 from service.core.quotas import Quotas
+from service.core.recheck import Recheck, RecheckRequest
 from service.core.settings import Limits
 from service.core.spec import JobCreate
 from service.core.states import JobStatus
@@ -59,6 +60,13 @@ router = APIRouter(
 )
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no such job"}}
+# A route that reads a JSON body and names a job.
+_JSON_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not JSON"},
+    408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
+    413: {"model": ErrorBody, "description": "body too large"},
+    **_NOT_FOUND,
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
     409: {"model": ErrorBody, "description": "the job's state does not allow this"},
@@ -364,10 +372,7 @@ def _streamed(stream: BlobStream, media_type: str, filename: str) -> StreamingRe
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Finalization,
     responses={
-        400: {"model": ErrorBody, "description": "the body is not JSON"},
-        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
-        413: {"model": ErrorBody, "description": "body too large"},
-        **_NOT_FOUND,
+        **_JSON_BODY,
         409: {
             "model": ErrorBody,
             "description": "the job has not succeeded (`job_not_finished`), has no best trial "
@@ -396,6 +401,39 @@ def finalize(
     request = body if body is not None else FinalizeRequest()
     run = finalization_service.finalize(store, datasets, artifacts, settings, job_id, caller.tenant, request)
     response.headers["Location"] = f"/v1/jobs/{job_id}"  # its `finalization` follows this run
+    return run
+
+
+@router.post(
+    "/{job_id}/recheck",
+    summary="Recheck a job's winner: retrain its top trials with other seeds",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Recheck,
+    responses={
+        **_JSON_BODY,
+        409: {
+            "model": ErrorBody,
+            "description": "the job has not succeeded (`job_not_finished`), has no completed trial "
+            "(`no_completed_trial`), or a recheck of it is queued or running (`recheck_running`)",
+        },
+        422: {"model": ErrorBody, "description": "`top_k` or `seeds` is out of range, or a field is unknown"},
+        503: {"model": ErrorBody, "description": "the queue is unreachable"},
+    },
+)
+def recheck(
+    response: Response,
+    job_id: JobIdDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    body: Annotated[RecheckRequest | None, Body()] = None,
+) -> Recheck:
+    """Retrain the job's `top_k` best trials `seeds` times each with other seeds (by a worker) and report
+    each one's objective per seed, mean and spread; follow it in the job's `recheck`. A new one replaces an
+    ended one."""
+    request = body if body is not None else RecheckRequest()
+    run = recheck_service.recheck(store, settings, job_id, caller.tenant, request)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"  # its `recheck` follows this run
     return run
 
 
@@ -453,10 +491,7 @@ def _final_artifact(artifacts: ArtifactStore, job_id: str, key: str) -> BlobStre
     summary="Predict with the best model",
     response_model=PredictionList,
     responses={
-        400: {"model": ErrorBody, "description": "the body is not JSON"},
-        408: {"model": ErrorBody, "description": "the body did not arrive within KTUNE_BODY_TIMEOUT_SECONDS"},
-        413: {"model": ErrorBody, "description": "body too large"},
-        **_NOT_FOUND,
+        **_JSON_BODY,
         409: {"model": ErrorBody, "description": "no trial has completed yet (`no_best_model`)"},
         422: {
             "model": ErrorBody,

@@ -11,6 +11,7 @@ from service.core.catalog import Label
 from service.core.data_plan import DataPlan
 from service.core.dataset_models import ColumnInfo
 from service.core.finalization import Finalization
+from service.core.recheck import Recheck
 from service.core.records import BEST_EPOCH, CHOSEN_BY, BestTrial, EarlyStop, ErrorInfo, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
@@ -89,6 +90,11 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     finalization: Finalization | None = Field(
         None, description="its latest finalization (POST /v1/jobs/{id}/finalize): status, error, metrics"
+    )
+    recheck: Recheck | None = Field(
+        None,
+        description="its latest recheck (POST /v1/jobs/{id}/recheck): status, error, and each top trial's "
+        "objective over other seeds",
     )
     spec: dict[str, Any] = Field(description="the request as accepted, defaults filled in, without its data")
     webhook: WebhookStatus | None = Field(

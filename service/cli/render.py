@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from service.api.schemas import JobPublic, TrialPublic
+from service.core.recheck import Recheck
 
 BAR_WIDTH = 20
 
@@ -83,6 +84,8 @@ def job_summary(job: JobPublic) -> str:
         if final.error is not None:
             outcome += f": {final.error.code}: {final.error.message}"
         rows.append(("finalized", outcome))
+    if job.recheck is not None:
+        rows.append(("rechecked", _recheck(job.recheck)))
     if job.error is not None:
         rows.append(("error", f"{job.error.code}: {job.error.message}"))
     if job.waiting is not None:
@@ -94,6 +97,23 @@ def job_summary(job: JobPublic) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _recheck(run: Recheck) -> str:
+    """A recheck's status and, once it succeeded, whether the winner holds, with its mean and spread."""
+    outcome = run.status.value
+    result = run.result
+    if result is not None and result.trials:
+        winner = result.trials[0]
+        outcome += (
+            f", winner {result.winner} holds"
+            if result.winner_holds
+            else f", winner {result.winner} does not hold: trial {result.best_by_mean} is best by mean"
+        )
+        outcome += f" (mean {number(winner.mean)}, std {number(winner.std)} over {len(winner.seeds)} seeds)"
+    if run.error is not None:
+        outcome += f": {run.error.code}: {run.error.message}"
+    return outcome
 
 
 def ranked(trials: Sequence[TrialPublic], direction: str) -> list[TrialPublic]:

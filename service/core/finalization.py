@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from service.core.catalog import Label
 from service.core.data_plan import FeatureInfo
 from service.core.errors import FieldProblem, InvalidRequest
+from service.core.job_runs import JobRun, RunError, RunStatus
 from service.core.lazy_imports import needed_for
 from service.core.params import StrictModel
 from service.core.predictions import Cell, check_rows
@@ -26,61 +25,24 @@ MAX_TEST_ROWS = 100_000
 """Rows a test set may have (the request body's size limit may be lower)."""
 
 
-class FinalizationStatus(StrEnum):
-    QUEUED = "queued"  # sent to a worker of the job's queue
-    RUNNING = "running"  # a worker is retraining
-    SUCCEEDED = "succeeded"  # final-model and final-model-card are stored
-    FAILED = "failed"  # `error` says why; finalize again to retry
-
-    def is_final(self) -> bool:
-        return self in (FinalizationStatus.SUCCEEDED, FinalizationStatus.FAILED)
+# A finalization's states and errors are every job run's (`service.core.job_runs`).
+FinalizationStatus = RunStatus
+FinalizationError = RunError
 
 
-class FinalizationError(BaseModel):
-    code: str
-    message: str
-
-
-class Finalization(BaseModel):
+class Finalization(JobRun):
     """A job's latest finalization: the best hyperparameters retrained on training + validation rows."""
 
-    run_id: str = Field(description="this finalization's id; a new finalize replaces it")
-    status: FinalizationStatus
-    requested_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    deadline_at: datetime = Field(
-        description="a finalization still queued or running then is failed (`worker_lost`)"
-    )
+    noun: ClassVar[str] = "finalization"
+    verb: ClassVar[str] = "finalize"
+    timeout_setting: ClassVar[str] = "KTUNE_FINALIZE_TIMEOUT_SECONDS"
+
     epochs: int | None = Field(None, description="epochs trained: the best trial's best epoch + 1")
     test_rows: int = Field(0, description="rows of the test set; 0: no test evaluation")
     train_metrics: dict[str, float] | None = Field(
         None, description="the final model's metrics on the rows it was trained on"
     )
     test_metrics: dict[str, float] | None = Field(None, description="its metrics on the test set")
-    error: FinalizationError | None = None
-
-
-def current(record: Finalization, now: datetime) -> Finalization:
-    """`record` as it stands at `now`: one queued or running past its deadline has failed (its worker was
-    lost, or none took it)."""
-    if record.status.is_final() or now <= record.deadline_at:
-        return record
-    lost = FinalizationError(
-        code="worker_lost",
-        message="no worker finished this finalization by its deadline (KTUNE_FINALIZE_TIMEOUT_SECONDS): "
-        "its worker was lost or none took it; finalize again",
-    )
-    return record.model_copy(update={"status": FinalizationStatus.FAILED, "finished_at": now, "error": lost})
-
-
-def current_text(text: str, now: datetime) -> str:
-    """The stored JSON of a finalization as `current` makes it (the same text when it has not changed)."""
-    if '"status":"queued"' not in text and '"status":"running"' not in text:
-        return text
-    record = Finalization.model_validate_json(text)
-    updated = current(record, now)
-    return text if updated is record else updated.model_dump_json()
 
 
 class HeldOutSet(StrictModel):

@@ -23,6 +23,7 @@ RUN_TRIAL = "ktune.run_trial"
 DELIVER_WEBHOOK = "ktune.deliver_webhook"
 PREDICT = "ktune.predict"
 FINALIZE = "ktune.finalize"
+RECHECK = "ktune.recheck"
 QUEUES = ("cpu", "gpu")
 
 
@@ -120,3 +121,18 @@ def send_finalize(job_id: str, run_id: str, test: dict[str, Any] | None, queue: 
     app = get_celery()
     with _sending():
         app.send_task(FINALIZE, args=[job_id, run_id, test], queue=queue)
+
+
+def send_recheck(job_id: str, run_id: str, queue: str, seconds: float) -> None:
+    """Ask a worker of the job's queue to recheck its top trials (`worker.recheck`), which stops itself
+    `seconds` after it starts (`timed_out`); Celery's time limits, a minute later, are a backstop (the
+    trials' limits, KTUNE_TRIAL_TIME_LIMIT_SECONDS, would stop a longer recheck). Raises QueueUnreachable."""
+    app = get_celery()
+    with _sending():
+        app.send_task(
+            RECHECK,
+            args=[job_id, run_id],
+            queue=queue,
+            soft_time_limit=seconds + 60,
+            time_limit=seconds + 120,
+        )

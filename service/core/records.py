@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from service.core.data_plan import DataPlan
 from service.core.finalization import Finalization
+from service.core.recheck import Recheck
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
 
@@ -87,6 +88,7 @@ class JobRecord(BaseModel):
     webhook: WebhookStatus | None = None  # the deliveries of its callback_url, once one was tried
     stopped_by: StoppedBy | None = None  # the completion criterion (tuner.stop_when) that ended its search
     finalization: Finalization | None = None  # its latest POST /v1/jobs/{id}/finalize
+    recheck: Recheck | None = None  # its latest POST /v1/jobs/{id}/recheck
 
 
 class ExecutionRecord(BaseModel):

@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         description="a finalization not finished this long after it was queued, or after a worker started "
         "it, has failed (worker_lost) and may be started again",
     )
+    recheck_timeout_seconds: float = Field(
+        3600,
+        gt=0,
+        description="a recheck not finished this long after it was queued, or after a worker started it, has "
+        "failed (worker_lost, or timed_out when its worker stops it) and may be started again",
+    )
     limits: Limits = Field(default_factory=Limits)
     quotas: Quotas = Field(default_factory=Quotas)
 

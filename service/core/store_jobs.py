@@ -15,6 +15,7 @@ import redis
 from service.core import events
 from service.core.data_plan import DataPlan
 from service.core.finalization import Finalization
+from service.core.recheck import Recheck
 from service.core.records import LEGACY_TENANT, BestTrial, ErrorInfo, JobRecord, WebhookStatus
 from service.core.states import JobStatus, TrialStatus
 from service.core.stop_when import StoppedBy
@@ -259,6 +260,7 @@ class JobRecords(StoreBase):
                 if fields.get("finalization")
                 else None
             ),
+            recheck=Recheck.model_validate_json(fields["recheck"]) if fields.get("recheck") else None,
         )
 
     def get_status(self, job_id: str) -> JobStatus | None:

@@ -332,6 +332,17 @@ def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: flo
     return result
 
 
+def ended_run(client: httpx.Client, job_id: str, field: str, timeout: float = 300) -> dict[str, Any]:
+    """Poll GET /v1/jobs/{id} until the job's run `field` (finalization, recheck) has succeeded or failed."""
+
+    def ended() -> dict[str, Any] | None:
+        run: dict[str, Any] | None = client.get(f"/v1/jobs/{job_id}").json()[field]
+        return run if run is not None and run["status"] in ("succeeded", "failed") else None
+
+    result: dict[str, Any] = wait_for(ended, timeout, f"job {job_id}'s {field}", interval=0.5)
+    return result
+
+
 def long_job(
     api: httpx.Client,
     max_trials: int,

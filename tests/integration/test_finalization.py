@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import ROOT, long_job, wait_for, wait_job
+from tests.integration.conftest import ROOT, ended_run, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +30,7 @@ def tiny_xor() -> dict[str, Any]:
 
 
 def finalized(api: httpx.Client, job_id: str) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        final: dict[str, Any] | None = api.get(f"/v1/jobs/{job_id}").json()["finalization"]
-        return final if final is not None and final["status"] in ("succeeded", "failed") else None
-
-    result: dict[str, Any] = wait_for(ended, 300, f"job {job_id}'s finalization", interval=0.5)
-    return result
+    return ended_run(api, job_id, "finalization")
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +154,6 @@ def test_a_data_set_job_is_evaluated_on_a_test_data_set(api: httpx.Client, tmp_p
         assert evaluated[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     card = api.get(f"/v1/jobs/{job['id']}/artifacts/final-model-card").json()
     assert card["data"]["test_dataset"] == "iris"
-
-
-def test_a_running_job_cannot_be_finalized(api: httpx.Client, workers: list[str]) -> None:
-    job_id = long_job(api, max_trials=1)
-    response = api.post(f"/v1/jobs/{job_id}/finalize")
-    assert response.status_code == 409, response.text
-    assert response.json()["error"]["code"] == "job_not_finished"
-    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
 
 
 def test_deleting_a_finalized_job_deletes_its_final_model(

@@ -13,7 +13,7 @@ import pytest
 
 from service.core.artifacts import ArtifactStore
 from service.core.spec import JobCreate
-from worker.executions import continue_from, execution_seed
+from worker.executions import continue_from, execution_seed, recheck_seeds
 from worker.fast_training import fast_fit_execution
 from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
 
@@ -54,6 +54,30 @@ def test_execution_seed_without_a_job_seed_is_random() -> None:
     seeds = [execution_seed(spec, "00", 0) for _ in range(8)]
     assert all(0 <= seed < 2**31 for seed in seeds)
     assert len(set(seeds)) > 1
+
+
+# --- recheck_seeds ------------------------------------------------------------------------------------
+
+
+def test_recheck_seeds_are_reproducible_and_none_of_the_searchs() -> None:
+    spec = spec_with_seed(1)  # two executions per trial
+    trials = [f"{index:02d}" for index in range(12)]
+    searched = {execution_seed(spec, t, e) for t in trials for e in range(spec.tuner.executions_per_trial)}
+    rechecked = {t: recheck_seeds(spec, t, 10) for t in trials}
+    assert rechecked == {t: recheck_seeds(spec_with_seed(1), t, 10) for t in trials}
+    every = [seed for seeds in rechecked.values() for seed in seeds]
+    assert len(set(every)) == len(every), "each retraining of each trial should get its own seed"
+    assert searched.isdisjoint(every)
+    assert all(0 <= seed < 2**31 for seed in every)
+
+
+def test_recheck_seeds_depend_on_the_job_seed() -> None:
+    assert recheck_seeds(spec_with_seed(1), "03", 3) != recheck_seeds(spec_with_seed(2), "03", 3)
+
+
+def test_recheck_seeds_without_a_job_seed_are_random() -> None:
+    seeds = recheck_seeds(spec_with_seed(None), "00", 5)
+    assert len(set(seeds)) == 5 and all(0 <= seed < 2**31 for seed in seeds)
 
 
 # --- continue_from ------------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ from service.core.finalization import (
     FinalizeRequest,
     HeldOutSet,
     check_test_set,
-    current,
-    current_text,
 )
+from service.core.job_runs import current, current_text
 
 FEATURES = [FeatureInfo(name="x0", type="numeric"), FeatureInfo(name="x1", type="numeric")]
 CLASSES: list[int | str] = ["no", "yes"]
@@ -88,12 +87,13 @@ def test_a_finalization_past_its_deadline_has_failed_with_worker_lost() -> None:
     lost = current(record, NOW + timedelta(minutes=6))
     assert lost.status is FinalizationStatus.FAILED
     assert lost.error is not None and lost.error.code == "worker_lost"
+    assert "KTUNE_FINALIZE_TIMEOUT_SECONDS" in lost.error.message and "finalize again" in lost.error.message
     ended = record.model_copy(update={"status": FinalizationStatus.SUCCEEDED})
     assert current(ended, NOW + timedelta(days=1)) is ended
 
 
 def test_the_stored_text_changes_only_when_the_state_does() -> None:
     text = queued(NOW + timedelta(minutes=5)).model_dump_json()
-    assert current_text(text, NOW) is text
-    later = Finalization.model_validate_json(current_text(text, NOW + timedelta(minutes=6)))
+    assert current_text(text, NOW, Finalization) is text
+    later = Finalization.model_validate_json(current_text(text, NOW + timedelta(minutes=6), Finalization))
     assert later.status is FinalizationStatus.FAILED

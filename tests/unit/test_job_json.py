@@ -135,21 +135,24 @@ def test_the_cache_is_bounded() -> None:
     assert job_json.cache_info().currsize == job_json.CACHED_JOBS
 
 
-def test_a_finalization_past_its_deadline_renders_failed_not_from_the_cache() -> None:
+@pytest.mark.parametrize(("field", "extra"), [("finalization", {}), ("recheck", {"top_k": 2, "seeds": 3})])
+def test_a_run_past_its_deadline_renders_failed_not_from_the_cache(field: str, extra: dict[str, Any]) -> None:
     from datetime import timedelta
 
-    from service.core.finalization import Finalization, FinalizationStatus
+    from service.core.job_runs import RunStatus
+    from service.core.store_runs import RUN_FIELDS
 
-    record = Finalization(
+    record = RUN_FIELDS[field](
         run_id="r1",
-        status=FinalizationStatus.RUNNING,
+        status=RunStatus.RUNNING,
         requested_at=utcnow(),
         deadline_at=utcnow() + timedelta(hours=1),
+        **extra,
     )
-    live = stored(JobStatus.SUCCEEDED, finalization=record.model_dump_json())
-    assert json.loads(job_json.job_json(live))["finalization"]["status"] == "running"
+    live = stored(JobStatus.SUCCEEDED, **{field: record.model_dump_json()})
+    assert json.loads(job_json.job_json(live))[field]["status"] == "running"
     late = record.model_copy(update={"deadline_at": utcnow() - timedelta(seconds=1)})
-    lost = stored(JobStatus.SUCCEEDED, finalization=late.model_dump_json())
-    rendered = json.loads(job_json.job_json(lost))["finalization"]
+    lost = stored(JobStatus.SUCCEEDED, **{field: late.model_dump_json()})
+    rendered = json.loads(job_json.job_json(lost))[field]
     assert rendered["status"] == "failed"
     assert rendered["error"]["code"] == "worker_lost"

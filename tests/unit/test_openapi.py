@@ -75,6 +75,7 @@ def test_a_422_is_documented_only_where_a_parameter_or_body_can_be_invalid(docum
         "GET /v1/jobs/{job_id}/events",  # Last-Event-ID: not-an-id
         "POST /v1/jobs/{job_id}/predict",
         "POST /v1/jobs/{job_id}/finalize",
+        "POST /v1/jobs/{job_id}/recheck",
         "POST /v1/datasets",
         "GET /v1/datasets",
     }
@@ -196,6 +197,7 @@ def test_only_routes_that_can_conflict_document_a_409(document: dict[str, Any]) 
         "POST /v1/jobs/{job_id}/finalize",  # not succeeded, no best trial, or a finalization running
         "GET /v1/jobs/{job_id}/artifacts/final-model",  # not finalized yet
         "GET /v1/jobs/{job_id}/artifacts/final-model-card",
+        "POST /v1/jobs/{job_id}/recheck",  # not succeeded, no completed trial, or a recheck running
         "DELETE /v1/datasets/{dataset_id}",
     }
 

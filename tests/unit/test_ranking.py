@@ -16,6 +16,7 @@ from worker.ranking import (
     Verdict,
     chosen_by,
     compare,
+    ranked,
 )
 
 ACCURACY = Ranking(direction="max", tie_breaker="val_loss", prefer_fewer_epochs=False)
@@ -102,6 +103,28 @@ def test_trials_in_any_order_end_with_the_best_of_the_tied() -> None:
         rule = chosen_by(rule, verdict)
         best = challenger if verdict.wins else best
     assert best == trials[2] and rule == "tie_breaker:val_loss"
+
+
+def test_ranked_puts_first_the_trial_the_search_keeps_as_its_best() -> None:
+    trials = [trial(0.75, 0.2), trial(1.0, 0.4), trial(1.0, 0.15), trial(1.0, 0.3), trial(0.5, 0.01)]
+    best: Standing | None = None
+    for challenger in trials:
+        best = challenger if compare(ACCURACY, challenger, best).wins else best
+    order = ranked(ACCURACY, trials)
+    assert trials[order[0]] == best
+    # Then by the same rules: equal objectives by val_loss, then the lower objectives.
+    assert order == [2, 3, 1, 0, 4]
+
+
+def test_ranked_keeps_complete_ties_in_the_order_they_completed() -> None:
+    assert ranked(ACCURACY, [trial(0.5), trial(1.0), trial(0.5), trial(1.0)]) == [1, 3, 0, 2]
+    assert ranked(ACCURACY, []) == []
+
+
+def test_ranked_follows_the_direction_of_the_objective() -> None:
+    by_loss = Ranking(direction="min", tie_breaker=None, prefer_fewer_epochs=False)
+    losses = [Standing(value, {}, 1) for value in (0.3, 0.1, 0.2)]
+    assert ranked(by_loss, losses) == [1, 2, 0]
 
 
 def _spec(objective: dict[str, Any] | None) -> JobCreate:

@@ -141,3 +141,36 @@ def test_the_summary_says_what_chose_the_best_what_ended_the_search_and_the_fina
     assert "best        trial 03: 1, chosen by tie_breaker:val_loss" in lines
     assert "stopped by  objective_reaches (trial 03)" in lines
     assert "finalized   succeeded, test accuracy=0.75" in lines
+
+
+def test_the_summary_says_whether_the_winner_held_its_recheck() -> None:
+    rechecked = {
+        "trial_id": "03",
+        "hyperparameters": {"units": 8},
+        "epochs": 20,
+        "search_objective": 1.0,
+        "seeds": [11, 12],
+        "values": [0.75, 0.5],
+        "mean": 0.625,
+        "std": 0.176777,
+        "min": 0.5,
+        "max": 0.75,
+    }
+    result = {
+        "objective": "val_accuracy",
+        "direction": "max",
+        "winner": "03",
+        "best_by_mean": "07",
+        "winner_holds": False,
+        "trials": [rechecked],
+    }
+    run = {"run_id": "r1", "requested_at": NOW, "deadline_at": NOW, "top_k": 2, "seeds": 2}
+    done = {**run, "status": "succeeded", "result": result}
+    lines = render.job_summary(job(status="succeeded", recheck=done)).splitlines()
+    assert (
+        "rechecked  succeeded, winner 03 does not hold: trial 07 is best by mean "
+        "(mean 0.625, std 0.176777 over 2 seeds)"
+    ) in lines
+    failed = {**run, "status": "failed", "error": {"code": "timed_out", "message": "past its deadline"}}
+    lines = render.job_summary(job(status="succeeded", recheck=failed)).splitlines()
+    assert "rechecked  failed: timed_out: past its deadline" in lines
