@@ -214,8 +214,9 @@ def check_installed_packages(workdir: Path) -> None:
         raise SystemExit(f"check-install: ktune is imported from {outside}, not from {sys.prefix}")
 
 
-def run_jobs(stack: Stack) -> dict[str, Path]:
-    """Submit one job per algorithm, wait for all; returns each best model's downloaded file."""
+def run_jobs(stack: Stack) -> tuple[dict[str, Path], dict[str, str]]:
+    """Submit one job per algorithm, wait for all; returns each best model's downloaded file, and the jobs'
+    ids by algorithm."""
     api = stack.api
     jobs = {alg: api.json("POST", "/v1/jobs", job_body(alg), expect=202)["id"] for alg in TUNERS}
     started = time.monotonic()
@@ -248,7 +249,31 @@ def run_jobs(stack: Stack) -> dict[str, Path]:
             raise SystemExit(f"check-install: {algorithm}'s best model: {status}, {content[:200]!r}")
         models[algorithm] = stack.workdir / f"{algorithm}.keras"
         models[algorithm].write_bytes(content)
-    return models
+    return models, jobs
+
+
+def check_finalize_and_recheck(api: Api, job_id: str) -> None:
+    """The job's finalize and recheck (`ktune.finalize`, `ktune.recheck` on the worker) both succeed."""
+    api.json("POST", f"/v1/jobs/{job_id}/finalize", {}, expect=202)
+    api.json("POST", f"/v1/jobs/{job_id}/recheck", {"top_k": 1, "seeds": 2}, expect=202)
+    started = time.monotonic()
+    while True:
+        job = api.json("GET", f"/v1/jobs/{job_id}")
+        runs = {name: (job.get(name) or {}).get("status") for name in ("finalization", "recheck")}
+        if all(status in FINAL for status in runs.values()):
+            break
+        if time.monotonic() - started > JOB_TIMEOUT:
+            raise SystemExit(
+                f"check-install: finalize and recheck not finished after {JOB_TIMEOUT:.0f} s: {runs}"
+            )
+        time.sleep(1)
+    if runs != {"finalization": "succeeded", "recheck": "succeeded"}:
+        raise SystemExit(
+            f"check-install: finalize and recheck: {runs}: "
+            f"{job['finalization'].get('error')}, {job['recheck'].get('error')}"
+        )
+    values = job["recheck"]["result"]["trials"][0]["values"]
+    print(f"  finalize: final model stored; recheck: the winner's objective over 2 seeds {values}")
 
 
 # Two features on different scales and a categorical colour; the class follows the colour and the size.
@@ -358,14 +383,16 @@ def main() -> None:
         print(
             f"check-install: API and worker ready in {time.monotonic() - begun:.0f} s; one job per algorithm"
         )
-        models = run_jobs(stack)
+        models, jobs = run_jobs(stack)
         check_models_load(models, workdir)
+        check_finalize_and_recheck(stack.api, jobs["random"])
         run_dataset_jobs(stack)
     finally:
         stack.down()
         shutil.rmtree(workdir, ignore_errors=True)
     print(
-        f"check-install: {', '.join(TUNERS)} and data-set jobs succeeded; best models load "
+        f"check-install: {', '.join(TUNERS)} and data-set jobs succeeded; best models load; finalize and "
+        "recheck succeed "
         f"({time.monotonic() - begun:.0f} s)"
     )
 
