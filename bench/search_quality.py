@@ -23,8 +23,9 @@ of its epochs (trials in order of completion, epochs summed until the first tria
 over seeds) and (b) at the equal budget beats its median best over seeds.
 
 Run from the repository root: `PYTHONPATH=. .venv/bin/python bench/search_quality.py [--seeds 5]
-[--trials 20] [--epochs 20] [--variants ...]`. Logs go to bench/results/<date>-<time>-search-quality-logs,
-per-seed figures to bench/results/<date>-<time>-search-quality.json (written after every search).
+[--trials 20] [--epochs 20] [--train-rows N] [--variants ...]`. Logs go to
+bench/results/<date>-<time>-search-quality-logs, per-seed figures to
+bench/results/<date>-<time>-search-quality.json (written after every search).
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ PRUNED_TPE = ("ktune tpe+median", "ktune tpe+asha")
 # ---- the data and the requests ------------------------------------------------------------------------
 
 
-def digits_split() -> dict[str, tuple[list[list[float]], list[int]]]:
-    """Digits scaled to [0, 1]: held-out test rows first (stratified, random_state 0), then validation."""
+def digits_split(train_rows: int | None = None) -> dict[str, tuple[list[list[float]], list[int]]]:
+    """Digits scaled to [0, 1]: held-out test rows first (stratified, random_state 0), then validation;
+    with `train_rows`, a stratified sample of that many training rows (a harder problem: fewer rows make
+    the configurations differ more)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -92,6 +95,10 @@ def digits_split() -> dict[str, tuple[list[list[float]], list[int]]]:
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=VALIDATION_ROWS, random_state=0, stratify=y_rest
     )
+    if train_rows is not None and train_rows < len(y_train):
+        x_train, _, y_train, _ = train_test_split(
+            x_train, y_train, train_size=train_rows, random_state=0, stratify=y_train
+        )
     return {
         name: (xs.tolist(), ys.astype(int).tolist())
         for name, xs, ys in (
@@ -381,6 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=20, help="max_trials of every search (default 20)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of every trial (default 20)")
     parser.add_argument(
+        "--train-rows", type=int, help="train on this many of the 1,077 training rows (default: all)"
+    )
+    parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
         help=f"comma-separated, of: {', '.join(VARIANTS)} (default: all)",
@@ -408,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{stamp}-search-quality.json"
     print(f"logs in {logs.relative_to(ROOT)}", flush=True)
-    data = digits_split()
+    data = digits_split(args.train_rows)
     data_path = logs / "test.json"
     data_path.write_text(json.dumps({"x": data["test"][0], "y": data["test"][1]}))
     test = (np.asarray(data["test"][0]), np.asarray(data["test"][1]))
@@ -417,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     report: dict[str, Any] = {
         "started": stamp,
-        "options": {k: getattr(args, k) for k in ("seeds", "trials", "epochs", "variant_list")},
+        "options": {k: getattr(args, k) for k in ("seeds", "trials", "epochs", "train_rows", "variant_list")},
         "rows": sizes,
         "pruning": {"median": MEDIAN, "asha": ASHA},
     }
