@@ -52,6 +52,30 @@ class StoreBase:
                 return replies
         raise AssertionError("unreachable")
 
+    def script_calls(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """`script` (a registered Script) run once per (keys, args) of `calls`, in one round trip: EVALSHA on
+        a pipeline, without the SCRIPT EXISTS round trip redis-py sends before a pipeline holding scripts.
+        A call of a script Redis lacks (after a restart or SCRIPT FLUSH) is refused without running; those
+        calls alone are sent again once the script is loaded."""
+        replies: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for index in pending:
+                keys, args = calls[index]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for index, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+                replies[index] = reply
+            pending = [i for i in pending if isinstance(replies[i], redis.exceptions.NoScriptError)]
+            if not pending:
+                break
+            if attempt == 1:
+                self.redis.script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     @property
     def _bytes(self) -> Any:
         if self._binary is None:

@@ -135,15 +135,7 @@ class TrialRecords(StoreBase):
                 self.keys.trial_counts(job_id),
             ]
             calls.append((keys, args))
-        if len(calls) == 1:
-            # The usual case: the script alone. In a pipeline redis-py first asks whether the script is
-            # loaded (SCRIPT EXISTS), a round trip of its own; alone, it loads it only if Redis lacks it.
-            keys, args = calls[0]
-            return [int(self._trial_transition(keys=keys, args=args)) == 1]
-        pipe = self.redis.pipeline(transaction=False)
-        for keys, args in calls:
-            self._trial_transition(keys=keys, args=args, client=pipe)
-        return [int(moved) == 1 for moved in pipe.execute()] if calls else []
+        return [int(moved) == 1 for moved in self.script_calls(self._trial_transition, calls)]
 
     def append_history(self, job_id: str, trial_id: str, entries: list[str]) -> bool:
         """Append epochs (from `history_entries`) to a running trial's history; False if it is not running."""

@@ -174,6 +174,21 @@ def test_several_trials_move_in_one_call_each_as_its_own_status_allows(
     assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 2}
 
 
+def test_trials_move_once_after_redis_lost_its_scripts(scratch_store: JobStore, scratch_job: str) -> None:
+    # After a restart or SCRIPT FLUSH, Redis refuses every call of the transition script without running it:
+    # the calls are sent again once it is loaded, and each moves its trial once.
+    scratch_store.redis.script_flush()
+    assert scratch_store.transition_trials(scratch_job, [trial_record("00"), trial_record("01")], [None]) == [
+        True,
+        True,
+    ]
+    scratch_store.redis.script_flush()
+    assert scratch_store.transition_trial(
+        scratch_job, trial_record("00", status=TrialStatus.RUNNING), [None, TrialStatus.QUEUED]
+    )
+    assert scratch_store.trial_status_counts(scratch_job) == {TrialStatus.QUEUED: 1, TrialStatus.RUNNING: 1}
+
+
 def test_a_handed_in_result_takes_the_free_step_lock_and_waits_while_it_is_held(
     scratch_store: JobStore, scratch_job: str
 ) -> None:
