@@ -89,7 +89,7 @@ class _Renewer:
 
     def add(self, keeper: Keeper) -> None:
         with self._changed:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="ktune-leases", daemon=True)
                 self._thread.start()
             self._due[keeper] = time.monotonic() + keeper.seconds / 3
@@ -113,6 +113,10 @@ class _Renewer:
                 self._changed.release()
                 try:
                     keep = keeper.renew()
+                except Exception:
+                    # Never let one lease's surprise stop the renewal of every other: try it again when due.
+                    log.exception("renewing the lease of %s failed", keeper.what)
+                    keep = True
                 finally:
                     self._changed.acquire()
                     self._renewing = None

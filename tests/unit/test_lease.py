@@ -76,3 +76,10 @@ def test_a_redis_error_is_retried_at_the_next_renewal() -> None:
     with lease.keeper(0.06) as keeper:
         wait_until(lambda: lease.calls.count("renew") >= 3)
         assert not keeper.lost
+
+
+def test_an_unexpected_error_in_one_renewal_stops_no_lease() -> None:
+    broken, other = Lease(answers=[ValueError("a bug"), True]), Lease()
+    with broken.keeper(0.06) as keeper, other.keeper(0.06):
+        wait_until(lambda: broken.calls.count("renew") >= 2 and other.calls.count("renew") >= 3)
+        assert not keeper.lost
