@@ -17,7 +17,7 @@ from worker.constants import configuration
 from worker.context import WorkerContext
 from worker.data import job_data
 from worker.model_builder import build_model
-from worker.model_cache import TRACED, architecture_key
+from worker.model_cache import traced_model
 from worker.progress import TrialProgress
 from worker.stops import StopReason
 from worker.training import (
@@ -107,24 +107,6 @@ def train_executions(
     With the fast loop, a model this process traced for an earlier trial of the same architecture is
     trained again (`worker.model_cache`), exactly as a fresh one would be, and kept for the next.
     """
-    if ctx.settings.training_loop != "fast":
-        return _train_executions(ctx, job_id, spec, record, progress, resume, None)
-    key = architecture_key(job_id, spec, record.hyperparameters)
-    run = _train_executions(ctx, job_id, spec, record, progress, resume, TRACED.take(key))
-    if run.model is not None:
-        TRACED.keep(key, run.model)
-    return run
-
-
-def _train_executions(
-    ctx: WorkerContext,
-    job_id: str,
-    spec: JobSpec,
-    record: TrialRecord,
-    progress: TrialProgress,
-    resume: TrialCheckpoint | None,
-    model: keras.Model | None,
-) -> ExecutionsRun:
     values: dict[str, Any] = record.hyperparameters
     options = fit_options(spec, values)
     results: list[ExecutionResult] = list(resume.finished) if resume else []
@@ -141,29 +123,31 @@ def _train_executions(
     prepared = job_data(ctx.store, ctx.artifacts, job_id, spec.task)
     data = prepared.train
     executions = spec.tuner.executions_per_trial
-    for execution in range(len(results), executions):
-        keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
-        fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
-        if "tuner/trial_id" in values:
-            continue_from(fresh, ctx.artifacts, job_id, str(values["tuner/trial_id"]))
-        model = model_for_execution(model, fresh, ctx.settings.training_loop)
-        state = resume.current if resume is not None and execution == len(resume.finished) else None
-        if state is None:
-            progress.start_execution()
-        else:
-            record.executions[-1].resumed_at_epochs.append(state.next_epoch)
-        loop = ctx.settings.training_loop
-        result = train_execution(model, data, options, progress, loop, checkpointer, state)
-        results.append(result)
-        record.executions[-1].best_epoch = result.best_epoch
-        stop = result.stopped_by or progress.check()
-        if stop is StopReason.SHUTDOWN and execution_complete(result, options):
-            if execution + 1 == executions:
-                return ExecutionsRun(results, model, None)
-            checkpointer.between_executions()
-        if stop is not None:
-            return ExecutionsRun(results, model, stop)
-    return ExecutionsRun(results, model, None)
+    loop = ctx.settings.training_loop
+    model: keras.Model | None = None  # trained here: none when every execution finished before
+    with traced_model(job_id, spec, values, loop) as kept:
+        for execution in range(len(results), executions):
+            keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
+            fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
+            if "tuner/trial_id" in values:
+                continue_from(fresh, ctx.artifacts, job_id, str(values["tuner/trial_id"]))
+            model = kept.model = model_for_execution(kept.model, fresh, loop)
+            state = resume.current if resume is not None and execution == len(resume.finished) else None
+            if state is None:
+                progress.start_execution()
+            else:
+                record.executions[-1].resumed_at_epochs.append(state.next_epoch)
+            result = train_execution(model, data, options, progress, loop, checkpointer, state)
+            results.append(result)
+            record.executions[-1].best_epoch = result.best_epoch
+            stop = result.stopped_by or progress.check()
+            if stop is StopReason.SHUTDOWN and execution_complete(result, options):
+                if execution + 1 == executions:
+                    return ExecutionsRun(results, model, None)
+                checkpointer.between_executions()
+            if stop is not None:
+                return ExecutionsRun(results, model, stop)
+        return ExecutionsRun(results, model, None)
 
 
 def train_execution(

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -72,3 +75,25 @@ class ModelCache:
 
 
 TRACED = ModelCache()  # this process's; a worker's pool processes each have their own
+
+
+@dataclass
+class Kept:
+    """The traced model a block trains: the one kept for its architecture, or None; the model the block
+    leaves here is kept for the next."""
+
+    model: keras.Model | None = None
+
+
+@contextmanager
+def traced_model(job_id: str, spec: JobSpec, values: dict[str, Any], loop: str) -> Iterator[Kept]:
+    """This process's kept model for the trial's architecture, taken while the block trains it and kept
+    again after it; with the `fast` loop only (KTUNE_TRAINING_LOOP). A block that raises keeps nothing."""
+    if loop != "fast":
+        yield Kept()
+        return
+    key = architecture_key(job_id, spec, values)
+    kept = Kept(TRACED.take(key))
+    yield kept
+    if kept.model is not None:
+        TRACED.keep(key, kept.model)

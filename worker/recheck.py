@@ -30,7 +30,7 @@ from worker.context import WorkerContext, load_spec
 from worker.data import JobData, job_data
 from worker.executions import fit_options, model_for_execution, recheck_seeds, train_execution
 from worker.model_builder import build_model
-from worker.model_cache import TRACED, architecture_key
+from worker.model_cache import traced_model
 from worker.search import public_values
 from worker.stops import StopReason
 from worker.training import FitOptions
@@ -112,25 +112,22 @@ def retrain(
     options, values, loop = _options(spec, trial), trial.hyperparameters, ctx.settings.training_loop
     # Like a trial's executions, the trainings share one traced model (`worker.model_cache`): the one this
     # process kept from the search, if it did, and keep it for the next trial of the same architecture.
-    key = architecture_key(job_id, spec, values)
-    model = TRACED.take(key) if loop == "fast" else None
     found: list[float | None] = []
-    for seed in seeds:
-        if ctx.store.get_status(job_id) is None:
-            raise job_runs.RunFailed("job_deleted", f"job '{job_id}' was deleted")
-        keras.utils.set_random_seed(seed)
-        fresh = build_model(spec, values, data.train, units=data.units, target_scale=data.target_scale)
-        model = model_for_execution(model, fresh, loop)
-        result = train_execution(model, data.train, options, partial(_past, deadline), loop)
-        if result.stopped_by is StopReason.TIMED_OUT:
-            raise job_runs.RunFailed(
-                "timed_out",
-                f"the recheck did not end by its deadline ({Recheck.timeout_setting} after it started): "
-                f"stopped while training trial {trial.id}; recheck fewer trials or seeds",
-            )
-        found.append(result.best_value)
-    if model is not None and loop == "fast":
-        TRACED.keep(key, model)
+    with traced_model(job_id, spec, values, loop) as kept:
+        for seed in seeds:
+            if ctx.store.get_status(job_id) is None:
+                raise job_runs.RunFailed("job_deleted", f"job '{job_id}' was deleted")
+            keras.utils.set_random_seed(seed)
+            fresh = build_model(spec, values, data.train, units=data.units, target_scale=data.target_scale)
+            model = kept.model = model_for_execution(kept.model, fresh, loop)
+            result = train_execution(model, data.train, options, partial(_past, deadline), loop)
+            if result.stopped_by is StopReason.TIMED_OUT:
+                raise job_runs.RunFailed(
+                    "timed_out",
+                    f"the recheck did not end by its deadline ({Recheck.timeout_setting} after it started): "
+                    f"stopped while training trial {trial.id}; recheck fewer trials or seeds",
+                )
+            found.append(result.best_value)
     return found
 
 

@@ -99,8 +99,8 @@ def _regressor() -> keras.Model:
     return model
 
 
-def _never(epoch: int, logs: dict[str, float]) -> bool:
-    return False
+def _never(epoch: int, logs: dict[str, float]) -> None:
+    return None
 
 
 def _train(loop: str, model: keras.Model, epochs: int, initial_epoch: int = 0) -> ExecutionResult:

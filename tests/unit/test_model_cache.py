@@ -14,7 +14,7 @@ import pytest
 from service.core.spec import JobCreate, JobSpec
 from worker.fast_training import fast_fit_execution, reuse_for_execution
 from worker.model_builder import build_model
-from worker.model_cache import ModelCache, architecture_key
+from worker.model_cache import TRACED, ModelCache, architecture_key, traced_model
 from worker.training import FitOptions, TrainData
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -102,6 +102,32 @@ def test_models_are_kept_up_to_a_number_of_parameters() -> None:
     assert cache.take("small") is None and cache.parameters == 60
 
 
+# --- traced_model ---------------------------------------------------------------------------------------
+
+
+def test_the_model_a_block_leaves_is_kept_for_the_next_and_taken_while_in_use() -> None:
+    spec, model = classifier_spec(), dense(2)
+    with traced_model("kept-job", spec, TRIAL, "fast") as kept:
+        assert kept.model is None
+        kept.model = model
+    with traced_model("kept-job", spec, {**TRIAL, "learning_rate": 0.3}, "fast") as kept:
+        assert kept.model is model
+        with traced_model("kept-job", spec, TRIAL, "fast") as other:
+            assert other.model is None, "in use: no one else gets it"
+    assert TRACED.take(architecture_key("kept-job", spec, TRIAL)) is model
+
+
+def test_a_block_that_raises_keeps_nothing_and_the_fit_loop_keeps_nothing() -> None:
+    spec = classifier_spec()
+    with pytest.raises(RuntimeError), traced_model("raising-job", spec, TRIAL, "fast") as kept:
+        kept.model = dense(2)
+        raise RuntimeError("training failed")
+    with traced_model("fit-job", spec, TRIAL, "fit") as kept:
+        kept.model = dense(2)
+    assert TRACED.take(architecture_key("raising-job", spec, TRIAL)) is None
+    assert TRACED.take(architecture_key("fit-job", spec, TRIAL)) is None
+
+
 # --- a kept model trains as a fresh one ---------------------------------------------------------------
 
 
@@ -119,8 +145,8 @@ def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
         keras.utils.set_random_seed(21)  # as each execution's seed is set before its model is built
         return build_model(spec, values, data, units=1)
 
-    def never(epoch: int, logs: dict[str, float]) -> bool:
-        return False
+    def never(epoch: int, logs: dict[str, float]) -> None:
+        return None
 
     kept = model(TRIAL)
     fast_fit_execution(kept, data, options, never)  # an earlier trial, another learning rate
