@@ -362,6 +362,19 @@ def long_job(
     return job_id
 
 
+def tiny_xor(labels: list[Any], epochs: int = 30) -> dict[str, Any]:
+    """The README's classifier example made small: XOR with `labels` as targets, one layer of 8 or 16 units,
+    2 random trials of `epochs` epochs at once (seed 3)."""
+    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
+    body["data"]["train"]["y"] = labels
+    body["data"]["validation"]["y"] = labels
+    body["model"] = {"hidden_layers": 1, "units": {"values": [8, 16]}, "activation": "tanh"}
+    body["optimizer"] = {"learning_rate": 0.05}
+    body["training"] = {"epochs": epochs, "batch_size": 4}
+    body["tuner"] = {"algorithm": "random", "max_trials": 2, "max_parallel_trials": 2, "seed": 3}
+    return body
+
+
 # --- the store and search steps in the test process --------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +9,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import ROOT, ended_run, wait_job
+from tests.integration.conftest import ended_run, tiny_xor, wait_job
 
 pytestmark = pytest.mark.integration
 
 XOR_ROWS = [[0, 0], [0, 1], [1, 0], [1, 1]]
 XOR_LABELS = ["no", "yes", "yes", "no"]
-
-
-def tiny_xor() -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["data"]["train"]["y"] = XOR_LABELS
-    body["data"]["validation"]["y"] = XOR_LABELS
-    body["model"] = {"hidden_layers": 1, "units": {"values": [8, 16]}, "activation": "tanh"}
-    body["optimizer"] = {"learning_rate": 0.05}
-    body["training"] = {"epochs": 20, "batch_size": 4}
-    body["tuner"] = {"algorithm": "random", "max_trials": 2, "max_parallel_trials": 2, "seed": 3}
-    return body
 
 
 def finalized(api: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -35,7 +23,7 @@ def finalized(api: httpx.Client, job_id: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def xor_job(api: httpx.Client, workers: list[str]) -> str:
-    response = api.post("/v1/jobs", json=tiny_xor())
+    response = api.post("/v1/jobs", json=tiny_xor(XOR_LABELS, epochs=20))
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
     wait_job(api, job_id, {"succeeded"})

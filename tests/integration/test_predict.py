@@ -5,7 +5,6 @@ The API process never loads TensorFlow: a worker predicts and hands the answer b
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,28 +20,17 @@ from service.core.spec import JobCreate
 from service.core.states import JobStatus
 from service.core.store import JobStore
 from tests.integration.conftest import (
-    ROOT,
     TEST_TENANT,
     Deployment,
     long_job,
     service_env_for,
+    tiny_xor,
     wait_job,
 )
 
 pytestmark = pytest.mark.integration
 
 XOR_ROWS = [[0, 0], [0, 1], [1, 0], [1, 1]]
-
-
-def tiny_xor(labels: list[Any]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((ROOT / "examples" / "xor-classifier.json").read_text())
-    body["data"]["train"]["y"] = labels
-    body["data"]["validation"]["y"] = labels
-    body["model"] = {"hidden_layers": 1, "units": {"values": [8, 16]}, "activation": "tanh"}
-    body["optimizer"] = {"learning_rate": 0.05}
-    body["training"] = {"epochs": 30, "batch_size": 4}
-    body["tuner"] = {"algorithm": "random", "max_trials": 2, "max_parallel_trials": 2, "seed": 3}
-    return body
 
 
 def finished(api: httpx.Client, body: dict[str, Any]) -> str:

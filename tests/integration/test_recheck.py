@@ -15,8 +15,8 @@ from service.core.artifacts import ArtifactStore
 from service.core.records import utcnow
 from service.core.settings import Settings
 from service.core.store import JobStore
-from tests.integration.conftest import Deployment, ended_run, long_job, wait_job
-from tests.integration.test_finalization import tiny_xor
+from tests.integration.conftest import Deployment, ended_run, long_job, tiny_xor, wait_job
+from tests.integration.test_finalization import XOR_LABELS
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def rechecked(api: httpx.Client, job_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def xor_job(api: httpx.Client, workers: list[str]) -> str:
     """A succeeded search of three trials ranked by val_loss: a continuous objective, which seeds move."""
-    body = tiny_xor()
+    body = tiny_xor(XOR_LABELS, epochs=20)
     body["model"]["units"] = {"min": 4, "max": 32, "step": 4}
     body["objective"] = {"name": "val_loss", "direction": "min"}
     body["tuner"]["max_trials"] = 3
