@@ -256,17 +256,8 @@ def check_finalize_and_recheck(api: Api, job_id: str) -> None:
     """The job's finalize and recheck (`ktune.finalize`, `ktune.recheck` on the worker) both succeed."""
     api.json("POST", f"/v1/jobs/{job_id}/finalize", {}, expect=202)
     api.json("POST", f"/v1/jobs/{job_id}/recheck", {"top_k": 1, "seeds": 2}, expect=202)
-    started = time.monotonic()
-    while True:
-        job = api.json("GET", f"/v1/jobs/{job_id}")
-        runs = {name: (job.get(name) or {}).get("status") for name in ("finalization", "recheck")}
-        if all(status in FINAL for status in runs.values()):
-            break
-        if time.monotonic() - started > JOB_TIMEOUT:
-            raise SystemExit(
-                f"check-install: finalize and recheck not finished after {JOB_TIMEOUT:.0f} s: {runs}"
-            )
-        time.sleep(1)
+    job = wait_for(lambda: _runs_ended(api, job_id), JOB_TIMEOUT, "the job's finalize and recheck")
+    runs = {name: job[name]["status"] for name in ("finalization", "recheck")}
     if runs != {"finalization": "succeeded", "recheck": "succeeded"}:
         raise SystemExit(
             f"check-install: finalize and recheck: {runs}: "
@@ -352,6 +343,13 @@ def run_dataset_jobs(stack: Stack) -> None:
         if shape != expected:
             raise SystemExit(f"check-install: the {name} model predicted shape {shape}, expected {expected}")
         print(f"  data set {name}: succeeded; its model takes raw rows")
+
+
+def _runs_ended(api: Api, job_id: str) -> dict[str, Any] | None:
+    """The job once its finalization and its recheck have both ended."""
+    job: dict[str, Any] = api.json("GET", f"/v1/jobs/{job_id}")
+    ended = all((job.get(name) or {}).get("status") in FINAL for name in ("finalization", "recheck"))
+    return job if ended else None
 
 
 def _final(api: Api, job_id: str) -> dict[str, Any] | None:
