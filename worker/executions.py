@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -104,8 +105,9 @@ def train_executions(
     at once); between executions a checkpoint with none under way is written here. A shutdown after the
     last execution is no stop: the trial is done. Training errors propagate.
 
-    With the fast loop, a model this process traced for an earlier trial of the same architecture is
-    trained again (`worker.model_cache`), exactly as a fresh one would be, and kept for the next.
+    With the fast loop, a model this process traced for an earlier trial with the same layers (whatever
+    their units) is trained again (`worker.model_cache`), exactly as a fresh one would be, and kept for the
+    next; the run's model is a plain one of the trial's own widths with the values trained.
     """
     values: dict[str, Any] = record.hyperparameters
     options = fit_options(spec, values)
@@ -128,16 +130,20 @@ def train_executions(
     with traced_model(job_id, spec, values, loop) as kept:
         for execution in range(len(results), executions):
             keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
-            fresh = build_model(spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
+            build = partial(
+                build_model, spec, values, data, units=prepared.units, target_scale=prepared.target_scale
+            )
+            fresh = build()
             if "tuner/trial_id" in values:
                 continue_from(fresh, ctx.artifacts, job_id, str(values["tuner/trial_id"]))
-            model = kept.model = model_for_execution(kept.model, fresh, loop)
+            trainer = kept.model = model_for_execution(kept.model, fresh, loop, build, data)
             state = resume.current if resume is not None and execution == len(resume.finished) else None
             if state is None:
                 progress.start_execution()
             else:
                 record.executions[-1].resumed_at_epochs.append(state.next_epoch)
-            result = train_execution(model, data, options, progress, loop, checkpointer, state)
+            result = train_execution(trainer, data, options, progress, loop, checkpointer, state)
+            model = trained_model(trainer, fresh)
             results.append(result)
             record.executions[-1].best_epoch = result.best_epoch
             stop = result.stopped_by or progress.check()
@@ -167,11 +173,28 @@ def train_execution(
     return fit_execution(model, data, options, on_epoch, checkpoint, resume)
 
 
-def model_for_execution(previous: keras.Model | None, fresh: keras.Model, loop: str) -> keras.Model:
-    """The model to train as `fresh`: with the fast loop, `previous` (of the same architecture) when it has a
-    traced loop, made to train exactly as `fresh` would; `fresh` otherwise."""
-    if previous is None or loop != "fast":
+def model_for_execution(
+    kept: keras.Model | None,
+    fresh: keras.Model,
+    loop: str,
+    build: Callable[[], keras.Model],
+    data: TrainData,
+) -> keras.Model:
+    """The model to train as `fresh`: with the fast loop, `kept` (a traced model of the same layers) or a
+    new one from `build`, either made to train exactly as `fresh` would (`fast_training.trainer_for`);
+    `fresh` itself with the fit loop. Hand its values back with `trained_model`."""
+    if loop != "fast":
         return fresh
-    from worker.fast_training import reuse_for_execution
+    from worker.fast_training import trainer_for
 
-    return reuse_for_execution(previous, fresh)
+    return trainer_for(kept, fresh, build, data)
+
+
+def trained_model(trainer: keras.Model, fresh: keras.Model) -> keras.Model:
+    """`fresh` with the weights and optimizer state that `trainer` (from `model_for_execution`) trained to:
+    a model of the trial's own widths, to save and export."""
+    if trainer is fresh:
+        return fresh
+    from worker.elastic_widths import unload
+
+    return unload(trainer, fresh)

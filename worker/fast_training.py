@@ -9,12 +9,14 @@ same `BestEpochTracker` and `on_epoch` as the reference path, so results match `
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from worker import elastic_widths
 from worker.training import (
     BestEpochTracker,
     CheckpointHook,
@@ -47,11 +49,16 @@ class _EpochLoop:
         # Create the metric, loss and optimizer variables now, eagerly (Keras' own build step): they can't
         # be created inside the traced while loop.
         model._symbolic_build(data_batch=(x, y))
+        if elastic_widths.is_elastic(model):
+            elastic_widths.relax(model)  # before the trace reads the variables' shapes
         self.compiled = _compiled_objects(model)
         train_keys = list(model.get_metrics_result())
         self.keys = train_keys + [f"val_{key}" for key in train_keys]
         self.seed = keras.random.SeedGenerator()  # drawn from keras' global seed
-        self.best = [tf.Variable(tf.convert_to_tensor(w), trainable=False) for w in model.weights]
+        self.best = [
+            tf.Variable(tf.convert_to_tensor(w), trainable=False, shape=tf.TensorShape(w.shape))
+            for w in model.weights
+        ]
         self.best_value = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.has_best = tf.Variable(False, trainable=False)
         self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
@@ -188,24 +195,26 @@ def _loop_for(model: keras.Model, x: Any, y: Any) -> _EpochLoop:
     return loop
 
 
-def reuse_for_execution(model: keras.Model, fresh: keras.Model) -> keras.Model:
-    """`model`, already traced, made to train exactly as `fresh` would: `fresh`'s weights, dropout seeds
-    and optimizer state (its learning rate included; zero moments, or those a continued trial loaded).
+def trainer_for(
+    kept: keras.Model | None, fresh: keras.Model, build: Callable[[], keras.Model], data: TrainData
+) -> keras.Model:
+    """The model that trains exactly as `fresh` would, on a traced loop that takes any layer widths.
 
-    Another execution of a trial, or a later trial of the same architecture, then reuses the traced loop
-    instead of tracing a new model (seconds). A model that has no traced loop yet is simply replaced by
-    `fresh`. Both must be built from the same architecture (`worker.model_cache.architecture_key`).
+    It is `kept`, an elastic model (`worker.elastic_widths`) traced for an earlier execution or trial with
+    the same layers but for their units (`worker.model_cache`), or else a new one from `build` (the same
+    model as `fresh`), traced once at its first chunk. Either gets `fresh`'s weights, dropout seeds and
+    optimizer state (its learning rate included; zero moments, or those a continued trial loaded) and this
+    execution's shuffling seed. Hand the trained values back with `elastic_widths.unload(model, fresh)`:
+    an elastic model can be neither saved nor exported.
     """
-    loop: _EpochLoop | None = getattr(model, _LOOP_ATTRIBUTE, None)
-    if loop is None:
-        return fresh
-    if not fresh.optimizer.built:
-        fresh.optimizer.build(fresh.trainable_variables)
-    for mine, theirs in zip(model.variables, fresh.variables, strict=True):
-        mine.assign(theirs)
-    for mine, theirs in zip(model.optimizer.variables, fresh.optimizer.variables, strict=True):
-        mine.assign(theirs)
-    loop.seed.state.assign(keras.random.SeedGenerator().state)  # this execution's shuffles
+    seed = keras.random.SeedGenerator().state.value  # this execution's shuffles, drawn before `build` draws
+    model = kept
+    if model is None:
+        model = build()
+        elastic_widths.mark_elastic(model)
+    loop = _loop_for(model, _to_tensor(data.x_train), _to_tensor(data.y_train))
+    elastic_widths.load(model, fresh)
+    loop.seed.state.assign(seed)
     return model
 
 

@@ -1,13 +1,16 @@
-"""Traced models a worker process keeps between trials of the same architecture.
+"""Traced models a worker process keeps between trials of the same layers.
 
 Tracing a model's epoch loop costs a second or more (`worker.fast_training`), often more than a short
-trial's training. A trial whose architecture this process has trained before (a hyperband trial going on
-from an earlier one, a grid or a small discrete space visiting the same layers again, a re-check of the
-best trials) takes that model and its trace, and trains it exactly as a freshly built model
-(`reuse_for_execution` copies the fresh model's weights, seeds and optimizer state into it).
+trial's training. A trial whose layers this process has trained before, whatever their units (any
+trial of a job's with the same depth, activation, dropout and optimizer: a hyperband trial going on from
+an earlier one, most of a random search's trials over a few depths, a re-check of the best trials),
+takes that model and its trace, and trains it exactly as a freshly built model (`trainer_for` copies the
+fresh model's weights, seeds and optimizer state into it; the kept model's widths are free,
+`worker.elastic_widths`).
 
 Only values that the traced loop reads as variables or arguments may differ between the trials that share
-a model: the learning rate (an optimizer variable), the batch size and the epochs (arguments of the loop).
+a model: the units (variables of free shape), the learning rate (an optimizer variable), the batch size
+and the epochs (arguments of the loop).
 """
 
 from __future__ import annotations
@@ -22,20 +25,22 @@ from typing import Any
 import keras
 
 from service.core.spec import JobSpec
+from worker import elastic_widths
 from worker.constants import configuration
 
 # What the traced loop takes as a variable or an argument: trials that differ only in these share a model.
 _NOT_TRACED = frozenset({"learning_rate", "batch_size"})
+_NOT_TRACED_PREFIXES = ("tuner/", "units_")
 MAX_MODELS = 8
 MAX_PARAMETERS = 4_000_000  # over all kept models; each also keeps optimizer moments and best weights
 
 
-def architecture_key(job_id: str, spec: JobSpec, values: dict[str, Any]) -> str:
+def layers_key(job_id: str, spec: JobSpec, values: dict[str, Any]) -> str:
     """Which of a job's trials can share one traced model: every configuration value that is traced in."""
     traced = {
         name: value
         for name, value in configuration(spec, values).items()
-        if name not in _NOT_TRACED and not name.startswith("tuner/")
+        if name not in _NOT_TRACED and not name.startswith(_NOT_TRACED_PREFIXES)
     }
     return json.dumps([job_id, traced], sort_keys=True, default=str)
 
@@ -57,8 +62,9 @@ class ModelCache:
         return entry[0] if entry is not None else None
 
     def keep(self, key: str, model: keras.Model) -> None:
-        """Keep `model` as the most recent, dropping the least recently kept ones beyond the limits."""
-        parameters = int(model.count_params())
+        """Keep `model` as the most recent (sized by its weights' values now), dropping the least recently
+        kept ones beyond the limits."""
+        parameters = elastic_widths.parameters(model)
         self._models.pop(key, None)
         if parameters > self.max_parameters:
             return
@@ -92,7 +98,7 @@ def traced_model(job_id: str, spec: JobSpec, values: dict[str, Any], loop: str) 
     if loop != "fast":
         yield Kept()
         return
-    key = architecture_key(job_id, spec, values)
+    key = layers_key(job_id, spec, values)
     kept = Kept(TRACED.take(key))
     yield kept
     if kept.model is not None:

@@ -18,11 +18,13 @@ from tests.unit.test_fast_training import (
     _compile_classifier,
     _compile_regressor,
     _never,
+    _compiled,
     _regressor,
+    _regressor_of,
     _twins,
 )
 from worker.checkpoints import Checkpointer, TrialCheckpoint, load_checkpoint, save_checkpoint
-from worker.fast_training import fast_fit_execution
+from worker.fast_training import fast_fit_execution, trainer_for
 from worker.training import ExecutionResult, ExecutionState, FitOptions, fit_execution
 
 STOP_AT = 11  # the epoch after which the first worker is lost
@@ -85,6 +87,32 @@ def test_fast_loop_continues_exactly_where_it_stopped(tmp_path: Path, chunk_seco
     assert resumed.best_epoch == expected.best_epoch
     assert expected.best_weights is not None and resumed.best_weights is not None
     _assert_same_weights(expected.best_weights, resumed.best_weights)
+
+
+def test_a_kept_model_traced_for_other_widths_continues_a_checkpoint_exactly(tmp_path: Path) -> None:
+    """The next worker may resume a trial on the model it kept from a trial of other widths."""
+    options = FitOptions(epochs=30, batch_size=3, monitor="val_loss", mode="min", shuffle=True)
+    uninterrupted_model, first_model = _twins(_regressor_of(16), _compile_regressor)
+    keras.utils.set_random_seed(5)
+    expected = fast_fit_execution(uninterrupted_model, REGRESSION, options, _never, chunk_seconds=1e-6)
+    keras.utils.set_random_seed(5)
+    stopper = _StopAndKeep()
+    fast_fit_execution(
+        first_model, REGRESSION, options, stopper.on_epoch, stopper.checkpoint, chunk_seconds=1e-6
+    )
+    assert stopper.state is not None
+
+    kept = trainer_for(None, _compiled(_regressor_of(4)), lambda: _compiled(_regressor_of(4)), REGRESSION)
+    fast_fit_execution(kept, REGRESSION, options, _never)  # its own trial, traced for 4 units
+    fresh = _compiled(_regressor_of(16))
+    trainer = trainer_for(kept, fresh, lambda: fresh, REGRESSION)
+    state = _through_a_file(stopper.state, tmp_path)
+    resumed = fast_fit_execution(trainer, REGRESSION, options, _never, resume=state, chunk_seconds=1e-6)
+
+    assert trainer is kept and resumed.epochs_run == expected.epochs_run == 30
+    _assert_same_history(expected, resumed)
+    assert resumed.best_epoch == expected.best_epoch
+    _assert_same_weights(expected.best_weights or [], resumed.best_weights or [])
 
 
 def test_fast_loop_continues_its_early_stopping_count(tmp_path: Path) -> None:

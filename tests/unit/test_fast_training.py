@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from worker.fast_training import fast_fit_execution, reuse_for_execution
+from worker.elastic_widths import unload
+from worker.fast_training import fast_fit_execution, trainer_for
 from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")
@@ -253,17 +254,58 @@ def test_shuffle_is_seeded_and_changes_the_batches() -> None:
     assert not np.allclose(run(False), shuffled, rtol=1e-6)
 
 
-def test_a_reused_model_trains_like_a_fresh_one() -> None:
-    # The second execution of a trial reuses the first model's trace with the fresh model's starting point.
-    options = FitOptions(epochs=8, batch_size=3, monitor="val_loss", mode="min", shuffle=False)
-    used, _ = _twins(_regressor, _compile_regressor)
-    fast_fit_execution(used, REGRESSION, options, _never)
-    trace = used._ktune_fast_loop.run
-    fresh, twin = _twins(_regressor, _compile_regressor)
+def _regressor_of(units: int) -> Callable[[], keras.Model]:
+    def build() -> keras.Model:
+        return keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(1, name="output"),
+            ]
+        )
 
-    reused = reuse_for_execution(used, fresh)
-    assert reused is used and used._ktune_fast_loop.run is trace
-    actual = fast_fit_execution(reused, REGRESSION, options, _never)
-    expected = fast_fit_execution(twin, REGRESSION, options, _never)
+    return build
+
+
+def test_a_trainer_of_other_widths_trains_like_a_fresh_model_on_one_trace() -> None:
+    # A later trial (or execution) trains the kept model, traced for other widths, from the fresh model's
+    # starting point; the values it trained to go back into the fresh model.
+    options = FitOptions(epochs=8, batch_size=3, monitor="val_loss", mode="min", shuffle=True)
+    keras.utils.set_random_seed(5)
+    kept = trainer_for(None, _compiled(_regressor_of(4)), _compiled_builder(4), REGRESSION)
+    fast_fit_execution(kept, REGRESSION, options, _never)
+    trace = kept._ktune_fast_loop.run
+
+    keras.utils.set_random_seed(11)
+    fresh = _compiled(_regressor_of(16))
+    trainer = trainer_for(kept, fresh, _unused, REGRESSION)
+    actual = fast_fit_execution(trainer, REGRESSION, options, _never)
+    trained = unload(trainer, fresh)
+    keras.utils.set_random_seed(11)
+    twin = _compiled(_regressor_of(16))
+    expected = fast_fit_execution(twin, REGRESSION, options, _never)  # a plain model, traced for itself
+
+    assert trainer is kept and kept._ktune_fast_loop.run is trace
+    assert trace.experimental_get_tracing_count() == 1
     _assert_same_history(expected, actual)
     assert actual.best_epoch == expected.best_epoch
+    _assert_same_weights(expected.best_weights or [], actual.best_weights or [])
+    _assert_same_weights(twin.get_weights(), trained.get_weights())
+    _assert_same_weights(
+        [v.numpy() for v in twin.optimizer.variables], [v.numpy() for v in trained.optimizer.variables]
+    )
+    assert [w.shape for w in trained.get_weights()] == [(3, 16), (16,), (16, 1), (1,)]
+
+
+def _compiled(build: Callable[[], keras.Model]) -> keras.Model:
+    model = build()
+    _compile_regressor(model)
+    return model
+
+
+def _compiled_builder(units: int) -> Callable[[], keras.Model]:
+    return lambda: _compiled(_regressor_of(units))
+
+
+def _unused() -> keras.Model:
+    raise AssertionError("a kept model needs no new one")

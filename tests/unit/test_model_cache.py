@@ -1,5 +1,5 @@
-"""Traced models kept between trials of one architecture: which trials share one, the limits, and that a
-trial on a kept model trains exactly as on a fresh one."""
+"""Traced models kept between trials with the same layers: which trials share one, the limits, and that a
+trial on a kept model (traced for other widths) trains exactly as on a fresh one."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from service.core.spec import JobCreate, JobSpec
-from worker.fast_training import fast_fit_execution, reuse_for_execution
+from worker.elastic_widths import unload
+from worker.fast_training import fast_fit_execution, trainer_for
 from worker.model_builder import build_model
-from worker.model_cache import TRACED, ModelCache, architecture_key, traced_model
+from worker.model_cache import TRACED, ModelCache, layers_key, traced_model
 from worker.training import FitOptions, TrainData
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -36,20 +37,27 @@ TRIAL = {
     "batch_size": 2,
 }
 
-# --- architecture_key ---------------------------------------------------------------------------------
+# --- layers_key -----------------------------------------------------------------------------------------
 
 
 def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_model() -> None:
     spec = classifier_spec()
-    key = architecture_key("job", spec, TRIAL)
-    other = {**TRIAL, "learning_rate": 0.5, "batch_size": 4, "tuner/epochs": 9, "tuner/trial_id": "03"}
-    assert architecture_key("job", spec, other) == key
+    key = layers_key("job", spec, TRIAL)
+    other = {
+        **TRIAL,
+        "units_0": 256,
+        "units_1": 32,
+        "learning_rate": 0.5,
+        "batch_size": 4,
+        "tuner/epochs": 9,
+        "tuner/trial_id": "03",
+    }
+    assert layers_key("job", spec, other) == key
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        {"units_1": 32},
         {"activation": "relu"},
         {"dropout": 0.3},
         {"optimizer": "rmsprop"},
@@ -58,12 +66,12 @@ def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_mode
 )
 def test_trials_of_another_architecture_do_not(change: dict[str, Any]) -> None:
     spec = classifier_spec()
-    assert architecture_key("job", spec, {**TRIAL, **change}) != architecture_key("job", spec, TRIAL)
+    assert layers_key("job", spec, {**TRIAL, **change}) != layers_key("job", spec, TRIAL)
 
 
 def test_another_jobs_trials_do_not() -> None:
     spec = classifier_spec()
-    assert architecture_key("a", spec, TRIAL) != architecture_key("b", spec, TRIAL)
+    assert layers_key("a", spec, TRIAL) != layers_key("b", spec, TRIAL)
 
 
 # --- ModelCache ---------------------------------------------------------------------------------------
@@ -114,7 +122,7 @@ def test_the_model_a_block_leaves_is_kept_for_the_next_and_taken_while_in_use() 
         assert kept.model is model
         with traced_model("kept-job", spec, TRIAL, "fast") as other:
             assert other.model is None, "in use: no one else gets it"
-    assert TRACED.take(architecture_key("kept-job", spec, TRIAL)) is model
+    assert TRACED.take(layers_key("kept-job", spec, TRIAL)) is model
 
 
 def test_a_block_that_raises_keeps_nothing_and_the_fit_loop_keeps_nothing() -> None:
@@ -124,8 +132,8 @@ def test_a_block_that_raises_keeps_nothing_and_the_fit_loop_keeps_nothing() -> N
         raise RuntimeError("training failed")
     with traced_model("fit-job", spec, TRIAL, "fit") as kept:
         kept.model = dense(2)
-    assert TRACED.take(architecture_key("raising-job", spec, TRIAL)) is None
-    assert TRACED.take(architecture_key("fit-job", spec, TRIAL)) is None
+    assert TRACED.take(layers_key("raising-job", spec, TRIAL)) is None
+    assert TRACED.take(layers_key("fit-job", spec, TRIAL)) is None
 
 
 # --- a kept model trains as a fresh one ---------------------------------------------------------------
@@ -148,16 +156,19 @@ def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
     def never(epoch: int, logs: dict[str, float]) -> None:
         return None
 
-    kept = model(TRIAL)
-    fast_fit_execution(kept, data, options, never)  # an earlier trial, another learning rate
-    later = {**TRIAL, "learning_rate": 0.05}
-    reused = reuse_for_execution(kept, model(later))
-    actual = fast_fit_execution(reused, data, options, never)
-    expected = fast_fit_execution(model(later), data, options, never)
+    kept = trainer_for(None, model(TRIAL), lambda: build_model(spec, TRIAL, data, units=1), data)
+    fast_fit_execution(kept, data, options, never)  # an earlier trial: other widths, another learning rate
+    later = {**TRIAL, "units_0": 32, "units_1": 3, "learning_rate": 0.05}
+    fresh = model(later)
+    trainer = trainer_for(kept, fresh, lambda: pytest.fail("the kept model is used"), data)
+    actual = fast_fit_execution(trainer, data, options, never)
+    trained = unload(trainer, fresh)
+    expected = fast_fit_execution(model(later), data, options, never)  # a plain model, traced for itself
 
-    assert reused is kept and kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
+    assert trainer is kept and kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
     assert float(kept.optimizer.learning_rate) == pytest.approx(0.05)
     assert list(actual.history) == list(expected.history)
     for name, values in expected.history.items():
         np.testing.assert_allclose(actual.history[name], values, rtol=1e-5, err_msg=name)
     assert actual.best_epoch == expected.best_epoch
+    assert [w.shape for w in trained.get_weights()[:2]] == [(2, 32), (32,)]

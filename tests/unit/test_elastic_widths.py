@@ -1,0 +1,109 @@
+"""Elastic widths: one traced epoch loop trains models of any hidden widths, with every optimizer ktune
+offers, and hands back plain models that save and export like any other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from service.core.spec import JobCreate, JobSpec
+from worker import elastic_widths
+from worker.fast_training import fast_fit_execution, trainer_for
+from worker.model_builder import _OPTIMIZERS, build_model
+from worker.training import FitOptions, TrainData
+
+X = np.random.default_rng(0).normal(size=(24, 3)).astype("float32")
+DATA = TrainData(X[:18], X[:18].sum(axis=1), X[18:], X[18:].sum(axis=1))
+OPTIONS = FitOptions(epochs=4, batch_size=5, monitor="val_loss", mode="min", shuffle=True)
+
+
+def spec() -> JobSpec:
+    return JobCreate.model_validate(
+        {
+            "name": "elastic",
+            "task": "regression",
+            "data": {"train": {"x": [[0.0, 0.0, 0.0]] * 5, "y": [0.0, 1.0, 2.0, 3.0, 4.0]}},
+            "model": {"architecture": "mlp", "hidden_layers": 2, "units": {"min": 2, "max": 64}},
+            "training": {"epochs": 4},
+            "tuner": {"max_trials": 2},
+        }
+    )
+
+
+def values(units: tuple[int, int], optimizer: str = "adam", learning_rate: float = 0.01) -> dict[str, Any]:
+    return {
+        "hidden_layers": 2,
+        "units_0": units[0],
+        "units_1": units[1],
+        "activation": "tanh",
+        "dropout": 0.25,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "batch_size": 5,
+    }
+
+
+def model(trial: dict[str, Any], seed: int = 3) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return build_model(spec(), trial, DATA, units=1)
+
+
+def never(epoch: int, logs: dict[str, float]) -> None:
+    return None
+
+
+def test_relax_frees_the_hidden_widths_and_keeps_the_output_width() -> None:
+    trainer = trainer_for(None, model(values((4, 6))), lambda: model(values((4, 6))), DATA)
+    shapes = [tuple(weight.shape) for weight in trainer.weights if weight.name in ("kernel", "bias")]
+    assert shapes == [(None, None), (None,), (None, None), (None,), (None, 1), (1,)]
+    slots = [tuple(v.shape) for v in trainer.optimizer.variables if len(v.shape) > 0]
+    assert slots and all(all(size is None for size in shape) for shape in slots)
+    assert elastic_widths.is_elastic(trainer)
+    assert elastic_widths.parameters(trainer) == 3 * 4 + 4 + 4 * 6 + 6 + 6 + 1
+
+
+@pytest.mark.parametrize("optimizer", sorted(_OPTIMIZERS))
+def test_every_optimizer_trains_other_widths_on_the_kept_trace_as_a_fresh_model(optimizer: str) -> None:
+    first, later = values((4, 6), optimizer, 0.02), values((9, 2), optimizer, 0.05)
+    kept = trainer_for(None, model(first), lambda: model(first), DATA)
+    fast_fit_execution(kept, DATA, OPTIONS, never)
+
+    fresh = model(later, seed=8)
+    trainer = trainer_for(kept, fresh, lambda: pytest.fail("the kept model is used"), DATA)
+    actual = fast_fit_execution(trainer, DATA, OPTIONS, never)
+    trained = elastic_widths.unload(trainer, fresh)
+    twin = model(later, seed=8)
+    expected = fast_fit_execution(twin, DATA, OPTIONS, never)
+
+    assert kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
+    for name, history in expected.history.items():
+        np.testing.assert_allclose(actual.history[name], history, rtol=1e-5, err_msg=name)
+    for mine, theirs in zip(trained.optimizer.variables, twin.optimizer.variables, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-7, err_msg=mine.path)
+
+
+def test_a_handed_back_model_saves_and_loads_as_a_plain_one(tmp_path: Path) -> None:
+    first, later = values((4, 6)), values((16, 3))
+    kept = trainer_for(None, model(first), lambda: model(first), DATA)
+    fast_fit_execution(kept, DATA, OPTIONS, never)
+    fresh = model(later)
+    result = fast_fit_execution(trainer_for(kept, fresh, model, DATA), DATA, OPTIONS, never)
+    trained = elastic_widths.unload(kept, fresh)
+    trained.set_weights(result.best_weights or [])
+
+    path = tmp_path / "model.keras"
+    trained.save(path)
+    loaded = keras.models.load_model(path)
+    assert [w.shape for w in loaded.get_weights()] == [(3, 16), (16,), (16, 3), (3,), (3, 1), (1,)]
+    np.testing.assert_allclose(loaded.predict(DATA.x_val, verbose=0), trained.predict(DATA.x_val, verbose=0))
+
+
+def test_models_of_other_layers_are_refused() -> None:
+    kept = trainer_for(None, model(values((4, 6))), lambda: model(values((4, 6))), DATA)
+    three = {**values((4, 6)), "hidden_layers": 3, "units_2": 5}
+    with pytest.raises(ValueError, match="not the same layers"):
+        elastic_widths.load(kept, model(three))
