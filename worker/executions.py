@@ -195,6 +195,6 @@ def trained_model(trainer: keras.Model, fresh: keras.Model) -> keras.Model:
     a model of the trial's own widths, to save and export."""
     if trainer is fresh:
         return fresh
-    from worker.elastic_widths import unload
+    from worker.elastic_models import unload
 
     return unload(trainer, fresh)

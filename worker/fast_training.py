@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worker import elastic_widths
+from worker import elastic_models
 from worker.training import (
     BestEpochTracker,
     CheckpointHook,
@@ -49,8 +49,8 @@ class _EpochLoop:
         # Create the metric, loss and optimizer variables now, eagerly (Keras' own build step): they can't
         # be created inside the traced while loop.
         model._symbolic_build(data_batch=(x, y))
-        if elastic_widths.is_elastic(model):
-            elastic_widths.relax(model)  # before the trace reads the variables' shapes
+        if elastic_models.is_elastic(model):
+            elastic_models.relax(model)  # before the trace reads the variables' shapes
         self.compiled = _compiled_objects(model)
         train_keys = list(model.get_metrics_result())
         self.keys = train_keys + [f"val_{key}" for key in train_keys]
@@ -200,20 +200,20 @@ def trainer_for(
 ) -> keras.Model:
     """The model that trains exactly as `fresh` would, on a traced loop that takes any layer widths.
 
-    It is `kept`, an elastic model (`worker.elastic_widths`) traced for an earlier execution or trial with
+    It is `kept`, an elastic model (`worker.elastic_models`) traced for an earlier execution or trial with
     the same layers but for their units (`worker.model_cache`), or else a new one from `build` (the same
     model as `fresh`), traced once at its first chunk. Either gets `fresh`'s weights, dropout seeds and
     optimizer state (its learning rate included; zero moments, or those a continued trial loaded) and this
-    execution's shuffling seed. Hand the trained values back with `elastic_widths.unload(model, fresh)`:
+    execution's shuffling seed. Hand the trained values back with `elastic_models.unload(model, fresh)`:
     an elastic model can be neither saved nor exported.
     """
     seed = keras.random.SeedGenerator().state.value  # this execution's shuffles, drawn before `build` draws
     model = kept
     if model is None:
         model = build()
-        elastic_widths.mark_elastic(model)
+        elastic_models.mark_elastic(model)
     loop = _loop_for(model, _to_tensor(data.x_train), _to_tensor(data.y_train))
-    elastic_widths.load(model, fresh)
+    elastic_models.load(model, fresh)
     loop.seed.state.assign(seed)
     return model
 

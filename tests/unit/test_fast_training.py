@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from worker.elastic_widths import unload
+from worker.elastic_models import unload
 from worker.fast_training import fast_fit_execution, trainer_for
 from worker.training import EpochCallback, ExecutionResult, FitOptions, TrainData, fit_execution
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.core.spec import JobCreate, JobSpec
-from worker.elastic_widths import unload
+from worker.elastic_models import unload
 from worker.fast_training import fast_fit_execution, trainer_for
 from worker.model_builder import build_model
 from worker.model_cache import TRACED, ModelCache, layers_key, traced_model
@@ -47,6 +47,7 @@ def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_mode
         **TRIAL,
         "units_0": 256,
         "units_1": 32,
+        "dropout": 0.45,
         "learning_rate": 0.5,
         "batch_size": 4,
         "tuner/epochs": 9,
@@ -59,7 +60,7 @@ def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_mode
     "change",
     [
         {"activation": "relu"},
-        {"dropout": 0.3},
+        {"dropout": 0.0},
         {"optimizer": "rmsprop"},
         {"hidden_layers": 3, "units_2": 8},
     ],
@@ -158,7 +159,7 @@ def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
 
     kept = trainer_for(None, model(TRIAL), lambda: build_model(spec, TRIAL, data, units=1), data)
     fast_fit_execution(kept, data, options, never)  # an earlier trial: other widths, another learning rate
-    later = {**TRIAL, "units_0": 32, "units_1": 3, "learning_rate": 0.05}
+    later = {**TRIAL, "units_0": 32, "units_1": 3, "dropout": 0.35, "learning_rate": 0.05}
     fresh = model(later)
     trainer = trainer_for(kept, fresh, lambda: pytest.fail("the kept model is used"), data)
     actual = fast_fit_execution(trainer, data, options, never)

@@ -9,9 +9,10 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from service.core.spec import JobCreate, JobSpec
-from worker import elastic_widths
+from worker import elastic_models
 from worker.fast_training import fast_fit_execution, trainer_for
 from worker.model_builder import _OPTIMIZERS, build_model
 from worker.training import FitOptions, TrainData
@@ -34,13 +35,15 @@ def spec() -> JobSpec:
     )
 
 
-def values(units: tuple[int, int], optimizer: str = "adam", learning_rate: float = 0.01) -> dict[str, Any]:
+def values(
+    units: tuple[int, int], optimizer: str = "adam", learning_rate: float = 0.01, dropout: float = 0.25
+) -> dict[str, Any]:
     return {
         "hidden_layers": 2,
         "units_0": units[0],
         "units_1": units[1],
         "activation": "tanh",
-        "dropout": 0.25,
+        "dropout": dropout,
         "optimizer": optimizer,
         "learning_rate": learning_rate,
         "batch_size": 5,
@@ -62,20 +65,20 @@ def test_relax_frees_the_hidden_widths_and_keeps_the_output_width() -> None:
     assert shapes == [(None, None), (None,), (None, None), (None,), (None, 1), (1,)]
     slots = [tuple(v.shape) for v in trainer.optimizer.variables if len(v.shape) > 0]
     assert slots and all(all(size is None for size in shape) for shape in slots)
-    assert elastic_widths.is_elastic(trainer)
-    assert elastic_widths.parameters(trainer) == 3 * 4 + 4 + 4 * 6 + 6 + 6 + 1
+    assert elastic_models.is_elastic(trainer)
+    assert elastic_models.parameters(trainer) == 3 * 4 + 4 + 4 * 6 + 6 + 6 + 1
 
 
 @pytest.mark.parametrize("optimizer", sorted(_OPTIMIZERS))
 def test_every_optimizer_trains_other_widths_on_the_kept_trace_as_a_fresh_model(optimizer: str) -> None:
-    first, later = values((4, 6), optimizer, 0.02), values((9, 2), optimizer, 0.05)
+    first, later = values((4, 6), optimizer, 0.02, 0.1), values((9, 2), optimizer, 0.05, 0.3)
     kept = trainer_for(None, model(first), lambda: model(first), DATA)
     fast_fit_execution(kept, DATA, OPTIONS, never)
 
     fresh = model(later, seed=8)
     trainer = trainer_for(kept, fresh, lambda: pytest.fail("the kept model is used"), DATA)
     actual = fast_fit_execution(trainer, DATA, OPTIONS, never)
-    trained = elastic_widths.unload(trainer, fresh)
+    trained = elastic_models.unload(trainer, fresh)
     twin = model(later, seed=8)
     expected = fast_fit_execution(twin, DATA, OPTIONS, never)
 
@@ -92,7 +95,7 @@ def test_a_handed_back_model_saves_and_loads_as_a_plain_one(tmp_path: Path) -> N
     fast_fit_execution(kept, DATA, OPTIONS, never)
     fresh = model(later)
     result = fast_fit_execution(trainer_for(kept, fresh, model, DATA), DATA, OPTIONS, never)
-    trained = elastic_widths.unload(kept, fresh)
+    trained = elastic_models.unload(kept, fresh)
     trained.set_weights(result.best_weights or [])
 
     path = tmp_path / "model.keras"
@@ -102,8 +105,26 @@ def test_a_handed_back_model_saves_and_loads_as_a_plain_one(tmp_path: Path) -> N
     np.testing.assert_allclose(loaded.predict(DATA.x_val, verbose=0), trained.predict(DATA.x_val, verbose=0))
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.45, 0.7, 0.9])
+def test_a_free_dropout_rate_drops_and_scales_exactly_as_keras_does(rate: float) -> None:
+    kept = trainer_for(None, model(values((4, 6), dropout=0.2)), lambda: model(values((4, 6))), DATA)
+    fresh = model(values((5, 5), dropout=rate))
+    elastic_models.load(kept, fresh)
+    inputs = np.random.default_rng(1).normal(size=(64, 5)).astype("float32")
+    [free] = [layer for layer in kept.layers if isinstance(layer, keras.layers.Dropout)][:1]
+    plain = [layer for layer in fresh.layers if isinstance(layer, keras.layers.Dropout)][0]
+    free.seed_generator.state.assign(plain.seed_generator.state)
+
+    actual = tf.function(lambda x: free(x, training=True))(inputs)  # as in the traced loop
+    expected = tf.function(lambda x: plain(x, training=True))(inputs)
+
+    np.testing.assert_array_equal(actual.numpy(), expected.numpy())
+    assert 0 < np.mean(actual.numpy() == 0) < 1
+    np.testing.assert_array_equal(free(inputs, training=False), inputs)
+
+
 def test_models_of_other_layers_are_refused() -> None:
     kept = trainer_for(None, model(values((4, 6))), lambda: model(values((4, 6))), DATA)
     three = {**values((4, 6)), "hidden_layers": 3, "units_2": 5}
     with pytest.raises(ValueError, match="not the same layers"):
-        elastic_widths.load(kept, model(three))
+        elastic_models.load(kept, model(three))

@@ -1,13 +1,15 @@
-"""Models whose hidden-layer widths can change after their epoch loop was traced.
+"""Models whose hidden-layer widths and dropout rate can change after their epoch loop was traced.
 
 Tracing a model's epoch loop (`worker.fast_training`) costs a second or more, and the traced graph reads
-each variable with the static shape it had. Here a model's hidden Dense kernels and biases, and every
-optimizer slot, become variables of free width: the graph traced on them then runs just as well after
-they are assigned values of other widths. So one traced loop trains every trial of a job whose layers
-differ only in their units (`worker.model_cache`), instead of one trace per trial.
+each variable with the static shape it had, and each dropout rate as a constant. Here a model's hidden
+Dense kernels and biases, and every optimizer slot, become variables of free width, and each Dropout
+layer reads its rate from a variable: the graph traced on them then runs just as well after they are
+assigned another trial's values. So one traced loop trains every trial of a job whose layers differ only
+in their units and dropout rate (`worker.model_cache`), instead of one trace per trial.
 
-This is the one module that touches Keras' variable internals (`KerasVariable._value`, `._shape`), and it
-does so only for models of `worker.model_builder`: Dense layers, Dropout, and elementwise optimizers.
+This is the one module that touches Keras' internals (`KerasVariable._value` and `._shape`, a Dropout
+layer's class and seed drawing), and only for models of `worker.model_builder`: Dense layers, Dropout,
+and elementwise optimizers.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from keras.src.backend.tensorflow.random import _cast_seed
+from keras.src.random.seed_generator import draw_seed
 
-_ELASTIC = "_ktune_elastic_widths"
+_ELASTIC = "_ktune_elastic_models"
 OUTPUT_LAYER = "output"  # worker.model_builder's output Dense: its own width (the targets') stays fixed
 
 
@@ -31,10 +35,13 @@ def mark_elastic(model: keras.Model) -> None:
 
 
 def relax(model: keras.Model) -> None:
-    """Free the widths of `model`'s variables: hidden Dense kernels and biases in every dimension, the
-    output kernel in its input dimension, and every optimizer variable with a shape. The model and its
-    optimizer must be built, and nothing traced on them yet (a trace keeps the variables it read)."""
+    """Free the widths of `model`'s variables (hidden Dense kernels and biases in every dimension, the
+    output kernel in its input dimension, every optimizer variable with a shape) and its dropout rates.
+    The model and its optimizer must be built, and nothing traced on them yet (a trace keeps the
+    variables it read)."""
     for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            _free_rate(layer)
         if not isinstance(layer, keras.layers.Dense):
             continue
         if layer.name == OUTPUT_LAYER:
@@ -67,13 +74,46 @@ def _relax(variable: Any, shape: tuple[int | None, ...]) -> None:
     variable._shape = shape  # KerasVariable.assign checks values against it: None takes any width
 
 
+class _FreeRateDropout(keras.layers.Dropout):  # type: ignore[misc]
+    """Keras' Dropout reading its rate from `_ktune_rate`, a float64 variable, with the same operations as
+    Keras and TensorFlow apply to a Python rate (`tf.nn.experimental.stateless_dropout`): the same masks
+    and the same scale to the last bit, so a trial trains exactly as on a model built with its rate."""
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training:
+            return inputs
+        seed = _cast_seed(draw_seed(self.seed_generator))
+        rate = self._ktune_rate
+        # TensorFlow computes a Python rate's scale 1 / (1 - rate) in double precision, then rounds it.
+        scale = tf.cast(1.0 / (1.0 - rate), inputs.dtype)
+        scaled = inputs * scale
+        noise = tf.random.stateless_uniform(tf.shape(inputs), seed=seed, dtype=inputs.dtype)
+        kept = noise >= tf.cast(rate, inputs.dtype)
+        return tf.where(kept, scaled, tf.constant(0, inputs.dtype))
+
+
+def _free_rate(layer: keras.layers.Dropout) -> None:
+    """Make `layer` read its rate (above zero: a model without dropout has no Dropout layer) at run time."""
+    object.__setattr__(
+        layer, "_ktune_rate", tf.Variable(float(layer.rate), dtype=tf.float64, trainable=False)
+    )
+    layer.__class__ = _FreeRateDropout
+
+
 def load(model: keras.Model, source: keras.Model) -> None:
-    """Give `model` (elastic) every variable value of `source`: weights, dropout seed states and the
-    optimizer's state (learning rate included). Both come from the same layers but for their widths."""
+    """Give `model` (elastic) every variable value of `source`: weights, dropout seed states and rates,
+    and the optimizer's state (learning rate included). Both come from the same layers but for their
+    widths and dropout rates."""
     if not source.optimizer.built:
         source.optimizer.build(source.trainable_variables)
     _copy(source.variables, model.variables)
     _copy(source.optimizer.variables, model.optimizer.variables)
+    for mine, theirs in zip(_dropouts(model), _dropouts(source), strict=True):
+        mine._ktune_rate.assign(float(theirs.rate))
+
+
+def _dropouts(model: keras.Model) -> list[keras.layers.Dropout]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
 
 
 def unload(model: keras.Model, target: keras.Model) -> keras.Model:
