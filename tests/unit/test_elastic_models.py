@@ -111,8 +111,8 @@ def test_a_free_dropout_rate_drops_and_scales_exactly_as_keras_does(rate: float)
     fresh = model(values((5, 5), dropout=rate))
     elastic_models.load(kept, fresh)
     inputs = np.random.default_rng(1).normal(size=(64, 5)).astype("float32")
-    [free] = [layer for layer in kept.layers if isinstance(layer, keras.layers.Dropout)][:1]
-    plain = [layer for layer in fresh.layers if isinstance(layer, keras.layers.Dropout)][0]
+    free = next(layer for layer in kept.layers if isinstance(layer, keras.layers.Dropout))
+    plain = next(layer for layer in fresh.layers if isinstance(layer, keras.layers.Dropout))
     free.seed_generator.state.assign(plain.seed_generator.state)
 
     actual = tf.function(lambda x: free(x, training=True))(inputs)  # as in the traced loop
