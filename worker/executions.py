@@ -13,6 +13,7 @@ import keras
 from service.core.artifacts import ArtifactStore
 from service.core.records import TrialRecord
 from service.core.spec import JobSpec
+from worker import keras_state
 from worker.checkpoints import Checkpointer, TrialCheckpoint
 from worker.constants import configuration
 from worker.context import WorkerContext
@@ -129,7 +130,7 @@ def train_executions(
     model: keras.Model | None = None  # trained here: none when every execution finished before
     with traced_model(job_id, spec, values, loop) as kept:
         for execution in range(len(results), executions):
-            keras.utils.set_random_seed(execution_seed(spec, record.id, execution))
+            keras_state.set_random_seed(execution_seed(spec, record.id, execution))
             build = partial(
                 build_model, spec, values, data, units=prepared.units, target_scale=prepared.target_scale
             )

@@ -17,15 +17,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-import keras
-
 from service.core.job_runs import RunStatus
 from service.core.recheck import Recheck, RecheckedTrial, RecheckResult
 from service.core.records import TrialRecord, utcnow
 from service.core.spec import JobSpec
 from service.core.states import TrialStatus
 from service.core.store_runs import Rechecks
-from worker import job_runs, ranking
+from worker import job_runs, keras_state, ranking
 from worker.context import WorkerContext, load_spec
 from worker.data import JobData, job_data
 from worker.executions import fit_options, model_for_execution, recheck_seeds, train_execution
@@ -117,7 +115,7 @@ def retrain(
         for seed in seeds:
             if ctx.store.get_status(job_id) is None:
                 raise job_runs.RunFailed("job_deleted", f"job '{job_id}' was deleted")
-            keras.utils.set_random_seed(seed)
+            keras_state.set_random_seed(seed)
             build = partial(
                 build_model, spec, values, data.train, units=data.units, target_scale=data.target_scale
             )

@@ -117,9 +117,11 @@ def release_memory() -> None:
     Without malloc_trim, glibc keeps the pages a trial freed, so a process's RSS stays at its largest
     trial's; with it, RSS returns close to its idle size between trials.
     """
-    import keras
+    from worker import keras_state
 
-    keras.backend.clear_session()  # it also runs gc.collect()
+    # Keras' clear_session would also clear TensorFlow's kernel cache, and so the kept traced models'
+    # instantiated graphs (worker.keras_state).
+    keras_state.clear_session()  # it also runs gc.collect()
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         libc = ctypes.CDLL(libc_name)
