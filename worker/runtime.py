@@ -112,16 +112,25 @@ def warm_up_in_background() -> None:
 
 
 def release_memory() -> None:
-    """After a trial: drop Keras' state, collect garbage and hand freed heap pages back to the OS.
+    """After a trial: drop Keras' state, collect garbage, freeze what is left out of later collections and
+    hand freed heap pages back to the OS.
 
     Without malloc_trim, glibc keeps the pages a trial freed, so a process's RSS stays at its largest
     trial's; with it, RSS returns close to its idle size between trials.
     """
     from worker import keras_state
+    from worker.model_cache import TRACED
 
+    if TRACED.dropped:
+        # A kept model left: what was frozen with it may be garbage now (one slower collection).
+        gc.unfreeze()
+        TRACED.dropped = False
     # Keras' clear_session would also clear TensorFlow's kernel cache, and so the kept traced models'
     # instantiated graphs (worker.keras_state).
     keras_state.clear_session()  # it also runs gc.collect()
+    # What outlives a trial (kept traced models: tens of thousands of objects each) stays out of the next
+    # trials' collections, which would otherwise scan it all again after every trial (about 0.1 s).
+    gc.freeze()
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         libc = ctypes.CDLL(libc_name)

@@ -111,6 +111,18 @@ def test_models_are_kept_up_to_a_number_of_parameters() -> None:
     assert cache.take("small") is None and cache.parameters == 60
 
 
+def test_a_model_leaving_for_good_is_noted_for_the_garbage_collector() -> None:
+    cache = ModelCache(max_models=1, max_parameters=100)
+    cache.keep("a", dense(2))
+    cache.keep("a", cache.take("a") or dense(2))
+    assert not cache.dropped, "taken and kept again: nothing left"
+    cache.keep("b", dense(2))
+    assert cache.dropped, "the older one went"
+    cache.dropped = False
+    cache.keep("large", dense(200))
+    assert cache.dropped, "never kept"
+
+
 # --- traced_model ---------------------------------------------------------------------------------------
 
 
@@ -135,6 +147,7 @@ def test_a_block_that_raises_keeps_nothing_and_the_fit_loop_keeps_nothing() -> N
         kept.model = dense(2)
     assert TRACED.take(layers_key("raising-job", spec, TRIAL)) is None
     assert TRACED.take(layers_key("fit-job", spec, TRIAL)) is None
+    assert TRACED.dropped, "the raising block's model is gone"
 
 
 # --- a kept model trains as a fresh one ---------------------------------------------------------------
