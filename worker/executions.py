@@ -130,7 +130,7 @@ def train_executions(
     model: keras.Model | None = None  # trained here: none when every execution finished before
     with traced_model(job_id, spec, values, loop) as kept:
         for execution in range(len(results), executions):
-            keras_state.set_random_seed(execution_seed(spec, record.id, execution))
+            keras_state.set_random_seed(execution_seed(spec, record.id, execution), loop)
             build = partial(
                 build_model, spec, values, data, units=prepared.units, target_scale=prepared.target_scale
             )

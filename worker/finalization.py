@@ -26,7 +26,7 @@ from service.core.finalization import Finalization, FinalizationStatus
 from service.core.predictions import Cell
 from service.core.records import BestTrial, utcnow
 from service.core.store_runs import Finalizations
-from worker import job_runs, keras_state
+from worker import job_runs
 from worker.constants import configuration
 from worker.context import WorkerContext, load_spec
 from worker.data import dataset_test_rows, job_data
@@ -60,7 +60,7 @@ def _run(
     epochs = best.best_epoch + 1 if best.best_epoch is not None else spec.training.epochs
     seed = spec.tuner.seed
     if seed is not None:
-        keras_state.set_random_seed(seed)
+        keras.utils.set_random_seed(seed)  # TensorFlow's seed too: model.fit shuffles with it
     both = _train_and_validation(data.train)
     model = build_model(spec, values, both, units=data.units, target_scale=data.target_scale)
     batch_size = int(configuration(spec, values)["batch_size"])

@@ -115,7 +115,7 @@ def retrain(
         for seed in seeds:
             if ctx.store.get_status(job_id) is None:
                 raise job_runs.RunFailed("job_deleted", f"job '{job_id}' was deleted")
-            keras_state.set_random_seed(seed)
+            keras_state.set_random_seed(seed, loop)
             build = partial(
                 build_model, spec, values, data.train, units=data.units, target_scale=data.target_scale
             )
