@@ -118,9 +118,8 @@ def _dropouts(model: keras.Model) -> list[keras.layers.Dropout]:
 
 def unload(model: keras.Model, target: keras.Model) -> keras.Model:
     """`target`, given the values `model` (elastic, loaded from `target` by `load`) trained to; returns
-    it. `target` is a plain model: it can be saved and exported, which an elastic one cannot."""
-    if not target.optimizer.built:
-        target.optimizer.build(target.trainable_variables)
+    it. `target` is a plain model: it can be saved and exported, which an elastic one cannot. `load` built
+    its optimizer."""
     _copy(model.variables, target.variables)
     _copy(model.optimizer.variables, target.optimizer.variables)
     return target

@@ -128,12 +128,10 @@ def train_executions(
     executions = spec.tuner.executions_per_trial
     loop = ctx.settings.training_loop
     model: keras.Model | None = None  # trained here: none when every execution finished before
+    build = partial(build_model, spec, values, data, units=prepared.units, target_scale=prepared.target_scale)
     with traced_model(job_id, spec, values, loop) as kept:
         for execution in range(len(results), executions):
             keras_state.set_random_seed(execution_seed(spec, record.id, execution), loop)
-            build = partial(
-                build_model, spec, values, data, units=prepared.units, target_scale=prepared.target_scale
-            )
             fresh = build()
             if "tuner/trial_id" in values:
                 continue_from(fresh, ctx.artifacts, job_id, str(values["tuner/trial_id"]))

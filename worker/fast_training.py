@@ -212,7 +212,9 @@ def trainer_for(
     if model is None:
         model = build()
         elastic_models.mark_elastic(model)
-    loop = _loop_for(model, _to_tensor(data.x_train), _to_tensor(data.y_train))
+        loop = _loop_for(model, _to_tensor(data.x_train), _to_tensor(data.y_train))  # relaxes it
+    else:
+        loop = getattr(model, _LOOP_ATTRIBUTE)  # a kept model has trained, so it has its loop
     elastic_models.load(model, fresh)
     loop.seed.state.assign(seed)
     return model

@@ -111,14 +111,12 @@ def retrain(
     # Like a trial's executions, the trainings share one traced model (`worker.model_cache`): the one this
     # process kept from the search, if it did, and keep it for the next trial with the same layers.
     found: list[float | None] = []
+    build = partial(build_model, spec, values, data.train, units=data.units, target_scale=data.target_scale)
     with traced_model(job_id, spec, values, loop) as kept:
         for seed in seeds:
             if ctx.store.get_status(job_id) is None:
                 raise job_runs.RunFailed("job_deleted", f"job '{job_id}' was deleted")
             keras_state.set_random_seed(seed, loop)
-            build = partial(
-                build_model, spec, values, data.train, units=data.units, target_scale=data.target_scale
-            )
             fresh = build()
             model = kept.model = model_for_execution(kept.model, fresh, loop, build, data.train)
             result = train_execution(model, data.train, options, partial(_past, deadline), loop)

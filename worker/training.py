@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from worker.stops import StopReason
 
@@ -145,18 +146,13 @@ class BestEpochTracker:
 def assign_values(variables: list[Any], values: list[np.ndarray]) -> None:
     """Load a checkpoint's arrays into variables; ValueError when they do not belong to this model."""
     if len(variables) != len(values) or any(
-        not _fits(tuple(v.shape), a.shape) for v, a in zip(variables, values, strict=False)
+        # A free dimension (None: an elastic model's width, worker.elastic_models) takes any size.
+        not tf.TensorShape(v.shape).is_compatible_with(a.shape)
+        for v, a in zip(variables, values, strict=False)
     ):
         raise ValueError("the checkpoint's variables do not match this model")
     for variable, value in zip(variables, values, strict=True):
         variable.assign(value)
-
-
-def _fits(shape: tuple[int | None, ...], value_shape: tuple[int, ...]) -> bool:
-    """Whether a value of `value_shape` fits a variable of `shape` (None: any size, an elastic width)."""
-    return len(shape) == len(value_shape) and all(
-        size is None or size == other for size, other in zip(shape, value_shape, strict=True)
-    )
 
 
 class _EpochHook(keras.callbacks.Callback):  # type: ignore[misc]
