@@ -80,6 +80,8 @@ def test_a_missing_or_another_tenants_job_is_refused_alike(
 def test_an_unfinished_job_is_refused(api: httpx.Client) -> None:
     running = long_job(api, max_trials=1)
     try:
+        # Running, not queued: both requests must see it in the same status to answer alike.
+        wait_job(api, running, {"running"}, timeout=120)
         field, message = both_refuse(api, xor(2, warm_start={"jobs": [running]}))
         assert field == "tuner.warm_start.jobs[0]" and "finished jobs only" in message
     finally:
