@@ -83,10 +83,13 @@ def test_every_optimizer_trains_other_widths_on_the_kept_trace_as_a_fresh_model(
     expected = fast_fit_execution(twin, DATA, OPTIONS, never)
 
     assert kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
+    # Equal up to rounding: the kept trace's kernels, chosen for shapes it does not know, may sum in another
+    # order than the twin's (rmsprop's squared-gradient slot once differed by 2.2e-5 relative, under load);
+    # a slot, width, rate or learning rate not carried over differs by orders of magnitude more.
     for name, history in expected.history.items():
-        np.testing.assert_allclose(actual.history[name], history, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(actual.history[name], history, rtol=1e-4, err_msg=name)
     for mine, theirs in zip(trained.optimizer.variables, twin.optimizer.variables, strict=True):
-        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-7, err_msg=mine.path)
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-7, err_msg=mine.path)
 
 
 def test_a_handed_back_model_saves_and_loads_as_a_plain_one(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
     assert trainer is kept and kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
     assert float(kept.optimizer.learning_rate) == pytest.approx(0.05)
     assert list(actual.history) == list(expected.history)
-    for name, values in expected.history.items():
-        np.testing.assert_allclose(actual.history[name], values, rtol=1e-5, err_msg=name)
+    for name, values in expected.history.items():  # up to rounding, as in test_elastic_models
+        np.testing.assert_allclose(actual.history[name], values, rtol=1e-4, err_msg=name)
     assert actual.best_epoch == expected.best_epoch
     assert [w.shape for w in trained.get_weights()[:2]] == [(2, 32), (32,)]
