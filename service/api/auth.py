@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from service.api.schemas import ErrorBody
 from service.core.api_keys import ApiKeyStore
@@ -57,21 +58,35 @@ class Caller:
 
 
 async def presented_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str | None:
-    """The API key a /v1 request presents, not yet checked (None with auth off); raises Unauthorized when
-    it presents none. `async def`: it only reads the request, so it needs no worker thread."""
+    """The API key a /v1 request presents (`key_presented`). `_scheme` only marks the operation with the
+    bearer scheme in the OpenAPI schema. `async def`: it only reads the request, so it needs no worker
+    thread."""
+    return key_presented(request)
+
+
+def key_presented(request: Request) -> str | None:
+    """The API key a /v1 request presents as `Authorization: Bearer <key>` (read as `bearer` reads it), not
+    yet checked; None with auth off. Raises Unauthorized when it presents none."""
     settings: Settings = request.app.state.settings
     if settings.auth == "off":
         return None
-    if credentials is None:
-        if "authorization" in request.headers:
-            raise Unauthorized("the Authorization header must read `Bearer <API key>`")
-        raise Unauthorized(
-            "this request needs an API key, sent as `Authorization: Bearer <key>` "
-            "(`python -m service keys create TENANT` makes one)"
-        )
-    return credentials.credentials
+    header = request.headers.get("authorization")
+    scheme, credentials = get_authorization_scheme_param(header)
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if header is not None:
+        raise Unauthorized("the Authorization header must read `Bearer <API key>`")
+    raise Unauthorized(
+        "this request needs an API key, sent as `Authorization: Bearer <key>` "
+        "(`python -m service keys create TENANT` makes one)"
+    )
+
+
+KEYED_OPERATION: dict[str, Any] = {"security": [{bearer.scheme_name: []}]}
+"""The `openapi_extra` of a route that reads the key with `key_presented` rather than depending on
+`presented_key`: the same mark in the OpenAPI schema."""
 
 
 PresentedKeyDep = Annotated[str | None, Depends(presented_key)]

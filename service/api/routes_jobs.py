@@ -13,12 +13,14 @@ from fastapi.responses import StreamingResponse
 
 from service.api import finalization_service, idempotency, job_service, prediction_service, recheck_service
 from service.api.auth import (
+    KEYED_OPERATION,
     LOCAL_TENANT,
     UNAUTHORIZED,
     CallerDep,
     PresentedKeyDep,
     authenticate,
     authenticate_with,
+    key_presented,
 )
 from service.api.callbacks import check_callback
 from service.api.deps import (
@@ -234,6 +236,9 @@ async def validate_job(
 # answers are rendered by `job_json`, which remembers each job's JSON by its stored text. They are plain
 # `def` routes on the sync client: measured against `async def` routes on an asyncio client (bench/reads.py,
 # docs/benchmarks.md), the asyncio client's pipeline cost more CPU than the worker-thread hop it saved.
+# The job GET, the read polled most, takes no dependency: it reads the key itself (`key_presented`) and the
+# store from the app, since FastAPI's solving of dependencies was a large share of its CPU (bench/reads.py).
+# Its one parameter, the id, is checked in the route, so a request without a valid key is still a 401 first.
 hot_reads = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
 
@@ -268,9 +273,17 @@ def list_jobs(
     return _json(page_json([job_json(store.counted_job(job)) for job in jobs], next_cursor))
 
 
-@hot_reads.get("/{job_id}", summary="Get a job", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(request: Request, store: StoreDep, key: PresentedKeyDep, job_id: JobIdPath) -> Response:
+@hot_reads.get(
+    "/{job_id}",
+    summary="Get a job",
+    response_model=JobPublic,
+    responses=_NOT_FOUND,
+    openapi_extra=KEYED_OPERATION,
+)
+def get_job(request: Request, job_id: JobIdPath) -> Response:
     """Status, progress, best trial so far, timestamps and error of one job."""
+    store: JobStore = request.app.state.store
+    key = key_presented(request)
     if not is_uuid(job_id):
         # A request without a valid key is a 401 first, as on every route.
         authenticate(request, key)

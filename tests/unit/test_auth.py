@@ -9,12 +9,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.api.app import create_app
-from service.api.auth import LOCAL_TENANT, CallerDep, UnsafeAuthSetting, authenticate, is_loopback
+from service.api.auth import (
+    LOCAL_TENANT,
+    CallerDep,
+    UnsafeAuthSetting,
+    authenticate,
+    is_loopback,
+    key_presented,
+)
 from service.core.api_keys import ApiKey
 from service.core.settings import Settings
 
@@ -84,28 +91,39 @@ def test_auth_is_on_by_default_and_reads_ktune_auth(monkeypatch: pytest.MonkeyPa
         Settings()
 
 
-def test_a_request_without_a_key_is_a_401_that_says_how_to_send_one(keyed: tuple[TestClient, _Keys]) -> None:
+# The probe depends on `authenticate`; the job GET reads the key itself (`key_presented`): both answer alike.
+KEYED_PATHS = ["/v1/probe", "/v1/jobs/0b6e4a52-55a4-4c4f-9a39-3c1f3e4b8a10"]
+
+
+@pytest.mark.parametrize("path", KEYED_PATHS)
+def test_a_request_without_a_key_is_a_401_that_says_how_to_send_one(
+    keyed: tuple[TestClient, _Keys], path: str
+) -> None:
     client, keys = keyed
-    message = assert_401(client.get("/v1/probe"), "unauthorized")
+    message = assert_401(client.get(path), "unauthorized")
     assert "Authorization: Bearer" in message and "keys create" in message
     assert keys.checked == [], "nothing to look up"
 
 
-@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", GOOD, "Token " + GOOD])
+@pytest.mark.parametrize("path", KEYED_PATHS)
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "", GOOD, "Token " + GOOD])
 def test_an_authorization_header_that_is_not_bearer_with_a_key_is_a_401(
-    keyed: tuple[TestClient, _Keys], header: str
+    keyed: tuple[TestClient, _Keys], header: str, path: str
 ) -> None:
     client, keys = keyed
     assert "Bearer <API key>" in assert_401(
-        client.get("/v1/probe", headers={"Authorization": header}), "unauthorized"
+        client.get(path, headers={"Authorization": header}), "unauthorized"
     )
     assert keys.checked == []
 
 
+@pytest.mark.parametrize("path", KEYED_PATHS)
 @pytest.mark.parametrize("token", [WELL_FORMED_BUT_UNKNOWN, "not-a-key", GOOD + "x"])
-def test_a_wrong_key_is_a_401_that_never_quotes_it(keyed: tuple[TestClient, _Keys], token: str) -> None:
+def test_a_wrong_key_is_a_401_that_never_quotes_it(
+    keyed: tuple[TestClient, _Keys], token: str, path: str
+) -> None:
     client, _ = keyed
-    response = client.get("/v1/probe", headers=_bearer(token))
+    response = client.get(path, headers=_bearer(token))
     assert token not in assert_401(response, "invalid_api_key")
     assert token not in response.text
 
@@ -125,6 +143,15 @@ def test_a_valid_key_names_its_tenant_and_is_checked_once_a_request(keyed: tuple
 def test_the_scheme_is_case_insensitive(keyed: tuple[TestClient, _Keys]) -> None:
     client, _ = keyed
     assert client.get("/v1/probe", headers={"Authorization": f"bearer {GOOD}"}).status_code == 200
+
+
+@pytest.mark.parametrize("header", [f"Bearer {GOOD}", f"bearer {GOOD}", f"BEARER   {GOOD} "])
+def test_the_job_gets_reading_of_the_key_is_bearers(header: str) -> None:
+    app, _ = _app()
+    request = Request({"type": "http", "app": app, "headers": [(b"authorization", header.encode())]})
+    assert key_presented(request) == GOOD
+    app.state.settings = Settings(redis_url="redis://127.0.0.1:1/0", auth="off")
+    assert key_presented(request) is None
 
 
 def test_every_v1_route_needs_a_key_before_anything_else(keyed: tuple[TestClient, _Keys]) -> None:
