@@ -2,9 +2,10 @@
 
 Starts a private stack (redis-server, one worker with `--processes` pool processes, the API), posts the
 XOR classifier as a random search of `--trials` 1-epoch trials (`--parallel` at once), waits for it, then
-compares the time between trial completions over the first 100 and the last 100 trials (each pool
-process trains one trial at a time, so that gap is what a trial costs the job: training plus the search
-steps around it). Issue 11's goal: the last 100 no slower per trial than the first 100.
+compares the time between trial completions over the first 100 and the last 100 trials, and prints it
+for every window of 100 (each pool process trains one trial at a time, so that gap is what a trial costs
+the job: training plus the search steps around it). Issue 11's goal: the last 100 no slower per trial than
+the first 100.
 Run: `PYTHONPATH=. .venv/bin/python bench/long_job.py` (about 10 minutes on 2 cores).
 """
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"first {window}: {first:.3f} s per trial; last {window}: {last:.3f} s per trial; ratio {ratio:.2f}"
     )
+    # Every window, so that a trend shows apart from one slow window at either end.
+    windows = [per_trial(finished[i : i + window + 1]) for i in range(0, len(finished) - 1, window)]
+    print(f"each {window}: " + " ".join(f"{w:.3f}" for w in windows) + " s per trial")
     return 0
 
 
