@@ -14,25 +14,28 @@ import click
 from service.api.schemas import JobPublic
 from service.cli import render
 from service.client import DEFAULT_URL, Client, KtuneError, Unreachable, WaitTimeout
+from service.core.finalization import Finalization
+from service.core.job_runs import JobRun, RunStatus
 from service.core.states import JobStatus
 
 
 class ExitCode(IntEnum):
     """What scripts can rely on (1 is left to crashes and Ctrl-C, 2 is click's for a bad command line)."""
 
-    OK = 0  # the command did what it was asked; with --wait: the job succeeded
+    OK = 0  # the command did what it was asked; with --wait: the job (or the finalize or recheck) succeeded
     USAGE = 2  # an unknown option, a missing argument, a file that cannot be opened
-    FAILED = 3  # the job failed
+    FAILED = 3  # the job failed (or, with --wait, the finalize or recheck did)
     CANCELLED = 4  # the job was cancelled
     REFUSED = 5  # the service refused the request (4xx: invalid job, unknown job, wrong state, no key, quota)
     UNAVAILABLE = 6  # no answer from the service, or a server error (5xx)
-    TIMEOUT = 7  # --timeout passed before the job ended
+    TIMEOUT = 7  # --timeout passed before the job (or the run) ended
 
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok (with --wait: the job succeeded), 2 bad command line, 3 the job failed, 4 the job was "
-    "cancelled, 5 the service refused the request (invalid job, unknown job, no API key ...), 6 the service "
-    "is unreachable or answered a server error, 7 --timeout passed."
+    "Exit codes: 0 ok (with --wait: the job, or the finalize or recheck, succeeded), 2 bad command line, 3 "
+    "the job (or the finalize or recheck) failed, 4 the job was cancelled, 5 the service refused the "
+    "request (invalid job, unknown job, no API key ...), 6 the service is unreachable or answered a server "
+    "error, 7 --timeout passed."
 )
 
 _OUTCOMES = {
@@ -168,12 +171,71 @@ def cancel(job_id: str) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="where to write it [default: JOB_ID.keras]",
+    help="where to write it [default: JOB_ID.keras, or JOB_ID-final.keras with --final]",
 )
-def download(job_id: str, output: Path | None) -> None:
-    """Download a job's best model as a .keras file."""
-    path = _client().download_best_model(job_id, output or Path(f"{job_id}.keras"))
-    click.echo(f"wrote the best model of job {job_id} to {path} ({path.stat().st_size} bytes)", err=True)
+@click.option("--final", is_flag=True, help="the model `ktune finalize` trained, not the search's best")
+def download(job_id: str, output: Path | None, final: bool) -> None:
+    """Download a job's best model (or with --final its finalized model) as a .keras file."""
+    client = _client()
+    if final:
+        path = client.download_final_model(job_id, output or Path(f"{job_id}-final.keras"))
+    else:
+        path = client.download_best_model(job_id, output or Path(f"{job_id}.keras"))
+    what = "finalized model" if final else "best model"
+    click.echo(f"wrote the {what} of job {job_id} to {path} ({path.stat().st_size} bytes)", err=True)
+
+
+_RUN_TIMEOUT = click.option(
+    "--timeout", type=click.FloatRange(min=0), help="with --wait: give up after this many seconds"
+)
+_RUN_WAIT = click.option(
+    "--wait", "follow", is_flag=True, help="follow the run to its end; the exit code says how it ended"
+)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option(
+    "--test-dataset", help="a data set (an upload's id or a built-in name) to evaluate the final model on"
+)
+@_RUN_WAIT
+@_RUN_TIMEOUT
+def finalize(job_id: str, test_dataset: str | None, follow: bool, timeout: float | None) -> None:
+    """Retrain a succeeded job's best hyperparameters on all its training and validation rows; `ktune
+    download --final` then fetches the model."""
+    client = _client()
+    run = client.finalize(job_id, test_dataset=test_dataset)
+    _run_started(client, job_id, run, follow, timeout)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="the best trials to retrain"
+)
+@click.option("--seeds", type=click.IntRange(min=2), default=3, show_default=True, help="trainings of each")
+@_RUN_WAIT
+@_RUN_TIMEOUT
+def recheck(job_id: str, top_k: int, seeds: int, follow: bool, timeout: float | None) -> None:
+    """Retrain a succeeded job's best trials with other seeds: does its winner hold?"""
+    client = _client()
+    run = client.recheck(job_id, top_k=top_k, seeds=seeds)
+    _run_started(client, job_id, run, follow, timeout)
+
+
+def _run_started(client: Client, job_id: str, run: JobRun, follow: bool, timeout: float | None) -> None:
+    """Say that the run is queued; with `follow`, wait for its end, say how it ended and exit with its code
+    (0 succeeded, 3 failed)."""
+    click.echo(f"{run.noun} {run.run_id} of job {job_id} is {run.status.value}", err=True)
+    if not follow:
+        return
+    job = client.wait_run(job_id, run, timeout)
+    ended = job.finalization if isinstance(run, Finalization) else job.recheck
+    assert ended is not None, "a job keeps its latest run"
+    text = render.finalization(ended) if isinstance(ended, Finalization) else render.recheck(ended)
+    click.echo(f"{run.noun} of job {job_id}: {text}", err=True)
+    if ended.status is not RunStatus.SUCCEEDED:
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
 @cli.command()

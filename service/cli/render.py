@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from service.api.schemas import JobPublic, TrialPublic
+from service.core.finalization import Finalization
 from service.core.recheck import Recheck
 
 BAR_WIDTH = 20
@@ -76,16 +77,10 @@ def job_summary(job: JobPublic) -> str:
         rows.append(("best hps", _hyperparameters(best.hyperparameters)))
     if job.stopped_by is not None:
         rows.append(("stopped by", f"{job.stopped_by.criterion} (trial {job.stopped_by.trial})"))
-    final = job.finalization
-    if final is not None:
-        outcome = f"{final.status.value}"
-        if final.test_metrics:
-            outcome += f", test {_hyperparameters(final.test_metrics)}"
-        if final.error is not None:
-            outcome += f": {final.error.code}: {final.error.message}"
-        rows.append(("finalized", outcome))
+    if job.finalization is not None:
+        rows.append(("finalized", finalization(job.finalization)))
     if job.recheck is not None:
-        rows.append(("rechecked", _recheck(job.recheck)))
+        rows.append(("rechecked", recheck(job.recheck)))
     if job.error is not None:
         rows.append(("error", f"{job.error.code}: {job.error.message}"))
     if job.waiting is not None:
@@ -99,7 +94,17 @@ def job_summary(job: JobPublic) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def _recheck(run: Recheck) -> str:
+def finalization(run: Finalization) -> str:
+    """A finalization's status and, once it succeeded, its test metrics."""
+    outcome = run.status.value
+    if run.test_metrics:
+        outcome += f", test {_hyperparameters(run.test_metrics)}"
+    if run.error is not None:
+        outcome += f": {run.error.code}: {run.error.message}"
+    return outcome
+
+
+def recheck(run: Recheck) -> str:
     """A recheck's status and, once it succeeded, whether the winner holds, with its mean and spread."""
     outcome = run.status.value
     result = run.result

@@ -1,5 +1,6 @@
 """A Python client of the ktune API on httpx: submit a job, follow it to its end, read its trials, download
-its best model. Results are the service's own response models; errors are raised (`service.client.errors`).
+its best model; finalize it or recheck its winner and follow that run. Results are the service's own
+response models; errors are raised (`service.client.errors`).
 
 Imports no TensorFlow: a notebook or another service can use it with only this distribution's light part.
 """
@@ -21,7 +22,10 @@ import httpx
 from service.api.schemas import DatasetPublic, JobPublic, TrialPublic
 from service.client.errors import KtuneError, Unreachable, WaitTimeout, error_from
 from service.client.event_stream import Event, events_of, lines_of
+from service.core.finalization import Finalization
+from service.core.job_runs import JobRun
 from service.core.predictions import PredictionList
+from service.core.recheck import Recheck
 from service.core.spec import JobCreate
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -102,18 +106,7 @@ class Client:
 
         The file appears whole or not at all (written beside it, then renamed). A 409 KtuneError while no
         trial has completed."""
-        target = Path(path)
-        with self._stream("GET", _job_path(job_id, "/artifacts/best-model")) as response:
-            handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            try:
-                with os.fdopen(handle, "wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                os.replace(partial, target)
-            except BaseException:
-                os.unlink(partial)
-                raise
-        return target
+        return self._download(_job_path(job_id, "/artifacts/best-model"), Path(path))
 
     def predict(self, job_id: str, rows: Sequence[Any]) -> PredictionList:
         """The best model's predictions for `rows` (lists of feature values, or objects keyed by column
@@ -121,6 +114,55 @@ class Client:
         regression."""
         response = self._request("POST", _job_path(job_id, "/predict"), json={"rows": list(rows)})
         return PredictionList.model_validate_json(response.content)
+
+    # --- after the search: finalize, recheck --------------------------------------------------------
+
+    def finalize(
+        self, job_id: str, *, test: Mapping[str, Any] | None = None, test_dataset: str | None = None
+    ) -> Finalization:
+        """Retrain the best hyperparameters on training + validation rows, evaluated on a held-out `test`
+        set (`{"x": rows, "y": targets}`) or data set `test_dataset` if given; the run as queued. Follow it
+        with `wait_run`. A 409 KtuneError for a job that has not succeeded or is finalizing already."""
+        body: dict[str, Any] = {}
+        if test is not None:
+            body["test"] = dict(test)
+        if test_dataset is not None:
+            body["test_dataset"] = test_dataset
+        response = self._request("POST", _job_path(job_id, "/finalize"), json=body)
+        return Finalization.model_validate(response.json())
+
+    def recheck(self, job_id: str, *, top_k: int = 3, seeds: int = 3) -> Recheck:
+        """Retrain the job's `top_k` best trials `seeds` times each with other seeds; the run as queued.
+        Follow it with `wait_run`: its result says whether the winner holds."""
+        response = self._request("POST", _job_path(job_id, "/recheck"), json={"top_k": top_k, "seeds": seeds})
+        return Recheck.model_validate(response.json())
+
+    def wait_run(
+        self, job_id: str, run: JobRun, timeout: float | None = None, *, poll_interval: float = 1.0
+    ) -> JobPublic:
+        """Block until `run` (what `finalize` or `recheck` returned) has succeeded or failed; the job then,
+        whose `finalization` or `recheck` is the ended run. Raises WaitTimeout after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            now = _run_of(job, run)
+            # Another run id: ours ended, since a run is only replaced once it has.
+            if now is None or now.run_id != run.run_id or now.status.is_final():
+                return job
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(job, timeout or 0.0, now)
+            time.sleep(poll_interval if remaining is None else min(poll_interval, remaining))
+
+    def download_final_model(self, job_id: str, path: str | os.PathLike[str]) -> Path:
+        """Write the finalized model's `.keras` file to `path`, as `download_best_model` does; a 409
+        KtuneError (`no_final_model`) until a finalization succeeded."""
+        return self._download(_job_path(job_id, "/artifacts/final-model"), Path(path))
+
+    def final_model_card(self, job_id: str) -> dict[str, Any]:
+        """The finalized model's card: data checksum and split, hyperparameters, metrics, versions, seed."""
+        card: dict[str, Any] = self._request("GET", _job_path(job_id, "/artifacts/final-model-card")).json()
+        return card
 
     # --- following a job -------------------------------------------------------------------------------
 
@@ -253,6 +295,21 @@ class Client:
             raise error_from(response)
         return response
 
+    def _download(self, path: str, target: Path) -> Path:
+        """Write the body of GET `path` to `target` a chunk at a time, whole or not at all (written beside
+        it, then renamed); the target."""
+        with self._stream("GET", path) as response:
+            handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                os.replace(partial, target)
+            except BaseException:
+                os.unlink(partial)
+                raise
+        return target
+
     @contextlib.contextmanager
     def _stream(self, method: str, path: str) -> Iterator[httpx.Response]:
         """A successful answer, its body not yet read; Unreachable also when the connection fails while
@@ -290,6 +347,11 @@ def _calling(function: Callable[[], None], lines: Iterator[str]) -> Iterator[str
     for line in lines:
         function()
         yield line
+
+
+def _run_of(job: JobPublic, run: JobRun) -> JobRun | None:
+    """The job's latest run of `run`'s kind."""
+    return job.finalization if isinstance(run, Finalization) else job.recheck
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:

@@ -11,6 +11,7 @@ from service.core.errors import FieldProblem, KtuneError
 
 if TYPE_CHECKING:
     from service.api.schemas import JobPublic
+    from service.core.job_runs import JobRun
 
 __all__ = ["KtuneError", "Unreachable", "WaitTimeout", "error_from"]
 
@@ -23,13 +24,18 @@ class Unreachable(ConnectionError):
 
 
 class WaitTimeout(TimeoutError):
-    """`Client.wait` ran out of time; `job` is the job as last seen (still queued or running)."""
+    """`Client.wait` (or `wait_run`) ran out of time; `job` is the job as last seen (still queued or running,
+    or its run `run` still is)."""
 
-    def __init__(self, job: JobPublic, timeout: float) -> None:
-        super().__init__(
-            f"job {job.id} is still {job.status.value} after {timeout:g} s "
-            f"({job.progress.completed}/{job.progress.trials_total} trials completed)"
-        )
+    def __init__(self, job: JobPublic, timeout: float, run: JobRun | None = None) -> None:
+        if run is None:
+            message = (
+                f"job {job.id} is still {job.status.value} after {timeout:g} s "
+                f"({job.progress.completed}/{job.progress.trials_total} trials completed)"
+            )
+        else:
+            message = f"the {run.noun} of job {job.id} is still {run.status.value} after {timeout:g} s"
+        super().__init__(message)
         self.job = job
         self.timeout = timeout
 

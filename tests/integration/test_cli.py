@@ -150,3 +150,35 @@ def test_serve_and_worker_run_the_api_and_a_worker(redis_url: str, tmp_path: Pat
         assert ready["checks"]["queues"]["cpu"] == [name]
     finally:
         deployment.stop()
+
+
+def test_finalize_and_recheck_follow_their_run_and_the_final_model_downloads(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    job_id = ktune(deployment, "submit", job_file(tmp_path, small_job()), "--wait").stdout.strip()
+    final = tmp_path / "final.keras"
+    early = ktune(deployment, "download", job_id, "--final", "-o", str(final))
+    assert early.returncode == ExitCode.REFUSED and "409 no_final_model" in early.stderr
+    assert not final.exists()
+
+    finalized = ktune(deployment, "finalize", job_id, "--wait", "--timeout", "300")
+    assert finalized.returncode == ExitCode.OK, finalized.stderr
+    assert re.search(r"^finalization \S+ of job \S+ is queued$", finalized.stderr, re.M), finalized.stderr
+    assert f"finalization of job {job_id}: succeeded" in finalized.stderr
+    download = ktune(deployment, "download", job_id, "--final", "-o", str(final))
+    assert download.returncode == ExitCode.OK and "finalized model" in download.stderr, download.stderr
+    assert zipfile.is_zipfile(final)
+
+    rechecked = ktune(deployment, "recheck", job_id, "--top-k", "1", "--seeds", "2", "--wait")
+    assert rechecked.returncode == ExitCode.OK, rechecked.stderr
+    assert re.search(rf"recheck of job {job_id}: succeeded, winner \w+ holds", rechecked.stderr), (
+        rechecked.stderr
+    )
+    status = ktune(deployment, "status", job_id).stdout
+    assert re.search(r"^finalized\s+succeeded$", status, re.M) and re.search(
+        r"^rechecked\s+succeeded", status, re.M
+    )
+
+    # Finalizing an unknown job is refused: exit 5, the server's message.
+    unknown = ktune(deployment, "finalize", str(uuid.uuid4()))
+    assert unknown.returncode == ExitCode.REFUSED and "404 job_not_found" in unknown.stderr

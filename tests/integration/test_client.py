@@ -86,6 +86,28 @@ def test_submit_wait_trials_and_download(client: Client, tmp_path: Path) -> None
     assert job.id in finished.value.message
 
 
+def test_finalize_with_a_test_set_then_the_final_model_and_its_card(client: Client, tmp_path: Path) -> None:
+    body = small_job()
+    job = client.wait(client.submit(body).id, timeout=WAIT_SECONDS)
+    with pytest.raises(KtuneError) as early:
+        client.download_final_model(job.id, tmp_path / "final.keras")
+    assert early.value.status_code == 409 and early.value.code == "no_final_model"
+
+    run = client.finalize(job.id, test=body["data"]["validation"])
+    assert run.status.value == "queued" and run.test_rows == len(body["data"]["validation"]["x"])
+    ended = client.wait_run(job.id, run, timeout=WAIT_SECONDS, poll_interval=0.5)
+    final = ended.finalization
+    assert final is not None and final.run_id == run.run_id and final.status.value == "succeeded", final
+    assert final.test_metrics is not None and "accuracy" in final.test_metrics
+
+    path = client.download_final_model(job.id, tmp_path / "final.keras")
+    assert zipfile.is_zipfile(path)
+    card = client.final_model_card(job.id)
+    assert job.best_trial is not None and card["trial_id"] == job.best_trial.id
+    assert card["hyperparameters"] == job.best_trial.hyperparameters
+    assert card["metrics"]["test"] == final.test_metrics and card["run_id"] == run.run_id
+
+
 def test_a_job_create_model_is_sent_as_its_request(client: Client) -> None:
     job = client.submit(JobCreate.model_validate(small_job(epochs=1, max_trials=1)))
     assert job.spec["training"]["epochs"] == 1 and job.objective.name == "val_accuracy"

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.schemas import JobPublic
 from service.client import Client, WaitTimeout
+from service.core.finalization import Finalization
 from service.core.states import JobStatus
 from tests.unit.live_server import serving
 
@@ -190,3 +192,71 @@ def test_wait_times_out_on_a_stream_of_keep_alives() -> None:
         wait_on(stand_in, timeout=1, poll_interval=60)
     assert time.monotonic() - started < 3
     assert raised.value.job.status is JobStatus.QUEUED
+
+
+# --- finalize, recheck and following their run (httpx's mock transport: no timing involved) -------------
+
+
+def a_run(run_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A finalization's or recheck's JSON (the recheck's own fields included: a finalization ignores them)."""
+    times = {"requested_at": NOW, "deadline_at": NOW}
+    return {"run_id": run_id, "status": status, **times, "top_k": 2, "seeds": 4, **fields}
+
+
+class RunStandIn:
+    """POST finalize/recheck answer run "r1" queued; each GET of the job shows the next of `shown` (the
+    job's `field`), then the last one again. Records the requests."""
+
+    def __init__(self, field: str, shown: list[dict[str, Any] | None]) -> None:
+        self.field, self.shown = field, shown
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.method == "POST":
+            return httpx.Response(202, json=a_run("r1", "queued"))
+        gets = sum(1 for r in self.requests if r.method == "GET")
+        return httpx.Response(
+            200,
+            json={**job_body("succeeded", 2, 0.25), self.field: self.shown[min(gets, len(self.shown)) - 1]},
+        )
+
+    def client(self) -> Client:
+        return Client("http://ktune.test", transport=httpx.MockTransport(self))
+
+
+def test_finalize_posts_only_what_is_given_and_wait_run_polls_until_the_run_ended() -> None:
+    shown = [
+        a_run("r1", "queued"),
+        a_run("r1", "running"),
+        a_run("r1", "succeeded", test_metrics={"loss": 0.5}),
+    ]
+    stand_in = RunStandIn("finalization", shown)
+    with stand_in.client() as client:
+        run = client.finalize(JOB_ID, test_dataset="iris")
+        assert isinstance(run, Finalization) and run.run_id == "r1"
+        job = client.wait_run(JOB_ID, run, timeout=10, poll_interval=0.01)
+    assert job.finalization is not None and job.finalization.test_metrics == {"loss": 0.5}
+    post = stand_in.requests[0]
+    assert post.url.path == f"/v1/jobs/{JOB_ID}/finalize" and json.loads(post.content) == {
+        "test_dataset": "iris"
+    }
+    assert [r.method for r in stand_in.requests] == ["POST", "GET", "GET", "GET"]
+
+
+def test_wait_run_follows_the_recheck_and_ends_when_another_run_replaced_it() -> None:
+    stand_in = RunStandIn("recheck", [a_run("r1", "running"), a_run("r2", "queued")])
+    with stand_in.client() as client:
+        run = client.recheck(JOB_ID, top_k=2, seeds=4)
+        job = client.wait_run(JOB_ID, run, timeout=10, poll_interval=0.01)
+    assert job.recheck is not None and job.recheck.run_id == "r2"
+    assert json.loads(stand_in.requests[0].content) == {"top_k": 2, "seeds": 4}
+    assert stand_in.requests[0].url.path == f"/v1/jobs/{JOB_ID}/recheck"
+
+
+def test_wait_run_times_out_naming_the_run() -> None:
+    stand_in = RunStandIn("finalization", [a_run("r1", "running")])
+    with stand_in.client() as client, pytest.raises(WaitTimeout) as raised:
+        client.wait_run(JOB_ID, client.finalize(JOB_ID), timeout=0.05, poll_interval=0.01)
+    assert str(raised.value) == f"the finalization of job {JOB_ID} is still running after 0.05 s"
+    assert json.loads(stand_in.requests[0].content) == {}

@@ -20,7 +20,18 @@ from service.client import KtuneError, Unreachable, WaitTimeout
 from service.client.errors import error_from
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("submit", "wait", "status", "trials", "cancel", "download", "serve", "worker")
+COMMANDS = (
+    "submit",
+    "wait",
+    "status",
+    "trials",
+    "cancel",
+    "download",
+    "finalize",
+    "recheck",
+    "serve",
+    "worker",
+)
 
 
 def a_job(status: str) -> JobPublic:
