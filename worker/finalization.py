@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from functools import partial
 from importlib import metadata
 from typing import Any
@@ -64,7 +65,23 @@ def _run(
     both = _train_and_validation(data.train)
     model = build_model(spec, values, both, units=data.units, target_scale=data.target_scale)
     batch_size = int(configuration(spec, values)["batch_size"])
-    model.fit(both.x_train, both.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+    deadline = _Deadline(record.deadline_at)
+    model.fit(
+        both.x_train,
+        both.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[deadline],
+    )
+    if deadline.passed:
+        setting = Finalization.timeout_setting
+        raise job_runs.RunFailed(
+            "timed_out",
+            f"the finalization did not end by its deadline ({setting} after it started): stopped after "
+            f"epoch {deadline.passed} of {epochs}; raise {setting}",
+        )
     exported = exported_model(model, data, spec)
     logs = model.evaluate(both.x_train, both.y_train, batch_size=batch_size, verbose=0, return_dict=True)
     train_metrics = _metrics(logs)
@@ -111,6 +128,21 @@ def _run(
         "train_metrics": train_metrics,
         "test_metrics": test_metrics,
     }
+
+
+class _Deadline(keras.callbacks.Callback):  # type: ignore[misc]
+    """Stops the training after the first epoch that ends past `deadline`; `passed` is that epoch (from 1),
+    0 while none has."""
+
+    def __init__(self, deadline: datetime) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.passed = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if utcnow() > self.deadline:
+            self.passed = epoch + 1
+            self.model.stop_training = True
 
 
 def _train_and_validation(train: TrainData) -> TrainData:

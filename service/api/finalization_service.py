@@ -56,7 +56,9 @@ def finalize(
         deadline_at=now + timedelta(seconds=settings.finalize_timeout_seconds),
         test_rows=test_rows,
     )
-    send = partial(queue.send_finalize, job_id, run.run_id, message)
+    send = partial(
+        queue.send_finalize, job_id, run.run_id, message, seconds=settings.finalize_timeout_seconds
+    )
     return run_requests.start(Finalizations(store), record, run, send)
 
 

@@ -115,12 +115,20 @@ def send_predict(
         app.send_task(PREDICT, args=[job_id, reply_id, rows], queue=queue, priority=0, expires=seconds)
 
 
-def send_finalize(job_id: str, run_id: str, test: dict[str, Any] | None, queue: str) -> None:
+def send_finalize(job_id: str, run_id: str, test: dict[str, Any] | None, queue: str, seconds: float) -> None:
     """Ask a worker of the job's queue to finalize it (`worker.finalization`), with the checked test set
-    (`rows`, `targets`), a test data set (`dataset`) or None. Raises QueueUnreachable."""
+    (`rows`, `targets`), a test data set (`dataset`) or None. It stops itself after the epoch that ends
+    `seconds` after it started (`timed_out`); Celery's time limits, a minute later, are a backstop, as for
+    a recheck. Raises QueueUnreachable."""
     app = get_celery()
     with _sending():
-        app.send_task(FINALIZE, args=[job_id, run_id, test], queue=queue)
+        app.send_task(
+            FINALIZE,
+            args=[job_id, run_id, test],
+            queue=queue,
+            soft_time_limit=seconds + 60,
+            time_limit=seconds + 120,
+        )
 
 
 def send_recheck(job_id: str, run_id: str, queue: str, seconds: float) -> None:

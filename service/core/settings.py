@@ -212,7 +212,7 @@ class Settings(BaseSettings):
         3600,
         gt=0,
         description="a finalization not finished this long after it was queued, or after a worker started "
-        "it, has failed (worker_lost) and may be started again",
+        "it, has failed (worker_lost, or timed_out when its worker stops it) and may be started again",
     )
     recheck_timeout_seconds: float = Field(
         3600,

@@ -9,7 +9,15 @@ import httpx
 import numpy as np
 import pytest
 
+from service.core.artifacts import ArtifactStore
+from service.core.finalization import Finalization
+from service.core.job_runs import RunStatus
+from service.core.records import utcnow
+from service.core.settings import Settings
+from service.core.store import JobStore
+from service.core.store_runs import Finalizations
 from tests.integration.conftest import ended_run, tiny_xor, wait_job
+from worker.context import WorkerContext
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +150,36 @@ def test_a_data_set_job_is_evaluated_on_a_test_data_set(api: httpx.Client, tmp_p
         assert evaluated[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     card = api.get(f"/v1/jobs/{job['id']}/artifacts/final-model-card").json()
     assert card["data"]["test_dataset"] == "iris"
+
+
+def test_a_finalization_past_its_deadline_stops_after_an_epoch_as_timed_out(
+    api: httpx.Client, xor_job: str, service_env: dict[str, str]
+) -> None:
+    """Its own deadline stops it (KTUNE_FINALIZE_TIMEOUT_SECONDS), not the trials' time limit. (In this
+    process, on the deployment's Redis and files, as a worker would, with a deadline already passed.)"""
+    from worker.finalization import finalize
+
+    finalized(api, xor_job)  # no finalization of the tests before is still running
+    env = service_env
+    settings = Settings(
+        redis_url=env["KTUNE_REDIS_URL"],
+        artifact_dir=env["KTUNE_ARTIFACT_DIR"],
+        key_prefix=env.get("KTUNE_KEY_PREFIX", "ktune"),
+        finalize_timeout_seconds=1e-6,
+    )
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    ctx = WorkerContext(settings, store, ArtifactStore(settings.artifact_dir))
+    now = utcnow()
+    run = Finalization(run_id="deadline", status=RunStatus.QUEUED, requested_at=now, deadline_at=now)
+    assert Finalizations(store).begin(xor_job, run, now) is None
+
+    finalize(ctx, xor_job, run.run_id, None)
+
+    ended = api.get(f"/v1/jobs/{xor_job}").json()["finalization"]
+    assert ended["run_id"] == "deadline" and ended["status"] == "failed", ended
+    assert ended["error"]["code"] == "timed_out"
+    assert ended["error"]["message"].startswith("the finalization did not end by its deadline")
+    assert "stopped after epoch 1 of" in ended["error"]["message"]
 
 
 def test_deleting_a_finalized_job_deletes_its_final_model(
