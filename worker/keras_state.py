@@ -7,7 +7,7 @@ keeps (`worker.model_cache`): the loop's next run then instantiates and optimize
 randomness from Keras' seed generators (stateless operations seeded from Keras' global seed), never from
 TensorFlow's global seed, so leaving that seed alone changes none of their results (`model.fit`, which
 shuffles with it, still gets it); the cache is bounded by replacing pool processes
-(`KTUNE_WORKER_MAX_TASKS_PER_CHILD`).
+(`KTUNE_WORKER_MAX_MEMORY_PER_CHILD_MB`, `KTUNE_WORKER_MAX_TASKS_PER_CHILD`).
 """
 
 from __future__ import annotations

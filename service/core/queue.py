@@ -64,6 +64,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        # Celery's limit is in KiB of resident memory, measured after each task (with psutil); 0 is none.
+        worker_max_memory_per_child=settings.worker_max_memory_per_child_mb * 1024,
         worker_hijack_root_logger=False,
         task_default_queue="cpu",
         worker_cancel_long_running_tasks_on_connection_loss=False,

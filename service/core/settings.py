@@ -101,11 +101,20 @@ class Settings(BaseSettings):
         30, description="a running trial writes an epoch checkpoint at most this often (0: after every chunk)"
     )
     worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    worker_max_memory_per_child_mb: int = Field(
+        # TensorFlow keeps some memory of every model it traces (6-10 MB each, with model.fit too), which only
+        # a new process gives back. Replacing a pool process by its memory rather than its task count lets it
+        # keep its traced models as long as memory allows: a new one imports TensorFlow again and traces
+        # every model anew (bench/memory_soak.py, bench/hyperband_vs_random.py).
+        1200,
+        ge=0,
+        description="a worker pool process whose resident memory exceeds this many MB after a task is "
+        "replaced (0: never for its memory); raise it with the worker's memory for jobs with large data",
+    )
     worker_max_tasks_per_child: int = Field(
-        # TensorFlow keeps some memory of every traced model (about 6-10 MB a trial, with model.fit too);
-        # replacing a pool process after this many tasks bounds that, at a few seconds of imports each time.
-        25,
-        description="a worker pool process is replaced after this many tasks, bounding its memory",
+        200,
+        ge=1,
+        description="a pool process is replaced after this many tasks (a backstop to its memory limit)",
     )
     training_loop: str = Field("fast", description="'fast' (compiled epochs) or 'fit' (plain model.fit)")
     warm_imports_seconds: float = Field(
