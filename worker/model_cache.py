@@ -57,9 +57,9 @@ class ModelCache:
         self.max_models = max_models
         self.max_parameters = max_parameters
         self._models: OrderedDict[str, tuple[keras.Model, int]] = OrderedDict()
-        # Whether a model left for good (dropped, or taken and never kept again) since it was last reset:
-        # `worker.runtime.release_memory` then lets the garbage collector see what it froze.
-        self.dropped = False
+        # How many models left for good (dropped, or taken and never kept again) since it was last reset:
+        # `worker.runtime.release_memory` lets the garbage collector see what it froze once a few have.
+        self.drops = 0
 
     def take(self, key: str) -> keras.Model | None:
         """The model kept under `key`, no longer kept; None when there is none."""
@@ -72,12 +72,12 @@ class ModelCache:
         parameters = elastic_models.parameters(model)
         self._models.pop(key, None)
         if parameters > self.max_parameters:
-            self.dropped = True
+            self.drops += 1
             return
         self._models[key] = (model, parameters)
         while len(self._models) > self.max_models or self.parameters > self.max_parameters:
             self._models.popitem(last=False)
-            self.dropped = True
+            self.drops += 1
 
     @property
     def parameters(self) -> int:
@@ -110,7 +110,7 @@ def traced_model(job_id: str, spec: JobSpec, values: dict[str, Any], loop: str) 
     try:
         yield kept
     except BaseException:
-        TRACED.dropped = True
+        TRACED.drops += 1
         raise
     if kept.model is not None:
         TRACED.keep(key, kept.model)

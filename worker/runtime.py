@@ -111,6 +111,14 @@ def warm_up_in_background() -> None:
     threading.Thread(target=warm_up, name="ktune-warm-up", daemon=True).start()
 
 
+DROPS_PER_COLLECTION = 4
+"""Kept models that leave before their frozen garbage is collected. Unfreezing returns everything frozen,
+TensorFlow's import-time objects included (400,000 objects: 0.16 s to collect, more with the kept models),
+to the collector; after every eviction (a process that moves on to another job evicts one model a trial)
+that was a fifth of a short trial's time (bench/hyperband_vs_random.py's random job after the hyperband
+job: 8.5-8.9 s, 6.8-7.7 s with this). The garbage of up to three left models waits meanwhile."""
+
+
 def release_memory() -> None:
     """After a trial: drop Keras' state, collect garbage, freeze what is left out of later collections and
     hand freed heap pages back to the OS.
@@ -121,10 +129,10 @@ def release_memory() -> None:
     from worker import keras_state
     from worker.model_cache import TRACED
 
-    if TRACED.dropped:
-        # A kept model left: what was frozen with it may be garbage now (one slower collection).
+    if TRACED.drops >= DROPS_PER_COLLECTION:
+        # Kept models left: what was frozen with them may be garbage now (one slower collection).
         gc.unfreeze()
-        TRACED.dropped = False
+        TRACED.drops = 0
     # Keras' clear_session would also clear TensorFlow's kernel cache, and so the kept traced models'
     # instantiated graphs (worker.keras_state).
     keras_state.clear_session()  # it also runs gc.collect()

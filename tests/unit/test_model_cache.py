@@ -115,12 +115,11 @@ def test_a_model_leaving_for_good_is_noted_for_the_garbage_collector() -> None:
     cache = ModelCache(max_models=1, max_parameters=100)
     cache.keep("a", dense(2))
     cache.keep("a", cache.take("a") or dense(2))
-    assert not cache.dropped, "taken and kept again: nothing left"
+    assert cache.drops == 0, "taken and kept again: nothing left"
     cache.keep("b", dense(2))
-    assert cache.dropped, "the older one went"
-    cache.dropped = False
+    assert cache.drops == 1, "the older one went"
     cache.keep("large", dense(200))
-    assert cache.dropped, "never kept"
+    assert cache.drops == 2, "never kept"
 
 
 # --- traced_model ---------------------------------------------------------------------------------------
@@ -139,7 +138,7 @@ def test_the_model_a_block_leaves_is_kept_for_the_next_and_taken_while_in_use() 
 
 
 def test_a_block_that_raises_keeps_nothing_and_the_fit_loop_keeps_nothing() -> None:
-    spec = classifier_spec()
+    spec, drops = classifier_spec(), TRACED.drops
     with pytest.raises(RuntimeError), traced_model("raising-job", spec, TRIAL, "fast") as kept:
         kept.model = dense(2)
         raise RuntimeError("training failed")
@@ -147,7 +146,7 @@ def test_a_block_that_raises_keeps_nothing_and_the_fit_loop_keeps_nothing() -> N
         kept.model = dense(2)
     assert TRACED.take(layers_key("raising-job", spec, TRIAL)) is None
     assert TRACED.take(layers_key("fit-job", spec, TRIAL)) is None
-    assert TRACED.dropped, "the raising block's model is gone"
+    assert TRACED.drops == drops + 1, "the raising block's model is gone"
 
 
 # --- a kept model trains as a fresh one ---------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Releasing memory after a trial: what outlives it is frozen out of later collections, and unfrozen once a
-kept model has left."""
+few kept models have left."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 import weakref
 
 from worker.model_cache import TRACED
-from worker.runtime import release_memory
+from worker.runtime import DROPS_PER_COLLECTION, release_memory
 
 
 class _Cycle:
@@ -15,8 +15,8 @@ class _Cycle:
         self.me = self
 
 
-def test_what_outlives_a_trial_is_frozen_and_unfrozen_once_a_kept_model_left() -> None:
-    TRACED.dropped = False
+def test_what_outlives_a_trial_is_frozen_and_unfrozen_once_a_few_kept_models_left() -> None:
+    TRACED.drops = 0
     survivor = _Cycle()
     release_memory()
     frozen = gc.get_freeze_count()
@@ -26,8 +26,11 @@ def test_what_outlives_a_trial_is_frozen_and_unfrozen_once_a_kept_model_left() -
     del survivor  # cyclic garbage among the frozen objects: only a collection after unfreezing frees it
     release_memory()
     assert gone() is not None, "frozen: no collection sees it"
-    TRACED.dropped = True
+    TRACED.drops = DROPS_PER_COLLECTION - 1
     release_memory()
-    assert not TRACED.dropped
+    assert gone() is not None, "too few models left to collect for"
+    TRACED.drops += 1
+    release_memory()
+    assert TRACED.drops == 0
     assert gone() is None, "unfrozen and collected"
     gc.unfreeze()
