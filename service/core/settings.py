@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     )
     worker_max_tasks_per_child: int = Field(
         200,
-        ge=1,
-        description="a pool process is replaced after this many tasks (a backstop to its memory limit)",
+        ge=0,
+        description="a pool process is replaced after this many tasks, a backstop to its memory limit (0: "
+        "never for its task count)",
     )
     training_loop: str = Field("fast", description="'fast' (compiled epochs) or 'fit' (plain model.fit)")
     warm_imports_seconds: float = Field(

@@ -47,5 +47,8 @@ def test_a_pool_process_is_replaced_by_its_memory_with_a_task_count_as_backstop(
     conf = queue.make_celery(Settings(redis_url="redis://127.0.0.1:1/0")).conf
     assert conf.worker_max_memory_per_child == 1200 * 1024  # Celery counts KiB of resident memory
     assert conf.worker_max_tasks_per_child == 200
-    off = Settings(redis_url="redis://127.0.0.1:1/0", worker_max_memory_per_child_mb=0)
+    off = Settings(
+        redis_url="redis://127.0.0.1:1/0", worker_max_memory_per_child_mb=0, worker_max_tasks_per_child=0
+    )
     assert queue.make_celery(off).conf.worker_max_memory_per_child == 0  # Celery's "no limit"
+    assert queue.make_celery(off).conf.worker_max_tasks_per_child == 0
