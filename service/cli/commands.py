@@ -14,6 +14,7 @@ import click
 from service.api.schemas import JobPublic
 from service.cli import render
 from service.client import DEFAULT_URL, Client, KtuneError, Unreachable, WaitTimeout
+from service.client.client import run_of
 from service.core.finalization import Finalization
 from service.core.job_runs import JobRun, RunStatus
 from service.core.states import JobStatus
@@ -230,7 +231,7 @@ def _run_started(client: Client, job_id: str, run: JobRun, follow: bool, timeout
     if not follow:
         return
     job = client.wait_run(job_id, run, timeout)
-    ended = job.finalization if isinstance(run, Finalization) else job.recheck
+    ended = run_of(job, run)
     assert ended is not None, "a job keeps its latest run"
     text = render.finalization(ended) if isinstance(ended, Finalization) else render.recheck(ended)
     click.echo(f"{run.noun} of job {job_id}: {text}", err=True)

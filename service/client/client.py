@@ -145,7 +145,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(job_id)
-            now = _run_of(job, run)
+            now = run_of(job, run)
             # Another run id: ours ended, since a run is only replaced once it has.
             if now is None or now.run_id != run.run_id or now.status.is_final():
                 return job
@@ -349,8 +349,8 @@ def _calling(function: Callable[[], None], lines: Iterator[str]) -> Iterator[str
         yield line
 
 
-def _run_of(job: JobPublic, run: JobRun) -> JobRun | None:
-    """The job's latest run of `run`'s kind."""
+def run_of(job: JobPublic, run: JobRun) -> Finalization | Recheck | None:
+    """The job's latest run of `run`'s kind (its `finalization` or its `recheck`)."""
     return job.finalization if isinstance(run, Finalization) else job.recheck
 
 
