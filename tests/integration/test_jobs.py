@@ -191,7 +191,10 @@ def test_two_jobs_run_at_once_on_two_workers(
                 max(datetime.fromisoformat(t["finished_at"]) for t in trials),
             )
         )
-    assert len(used_workers) == 2
+    # A trial's worker is its pool process (host:pid). Pool processes are replaced once above
+    # KTUNE_WORKER_MAX_MEMORY_PER_CHILD_MB after a task, so a worker may serve its two trials from two
+    # processes (CI once saw three pids): two at least, and the jobs' trials ran at the same time.
+    assert len(used_workers) >= 2
     (start_a, end_a), (start_b, end_b) = intervals
     assert start_a < end_b and start_b < end_a, "the two jobs ran at the same time"
 
