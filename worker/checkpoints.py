@@ -24,7 +24,7 @@ from worker.training import ExecutionResult, ExecutionState
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1
+_VERSION = 2  # 2: a fast execution's variables include its elastic model's Dropout layers
 
 
 @dataclass

@@ -176,17 +176,18 @@ def model_for_execution(
     kept: keras.Model | None,
     fresh: keras.Model,
     loop: str,
-    build: Callable[[], keras.Model],
+    build: Callable[..., keras.Model],
     data: TrainData,
 ) -> keras.Model:
-    """The model to train as `fresh`: with the fast loop, `kept` (a traced model of the same layers) or a
-    new one from `build`, either made to train exactly as `fresh` would (`fast_training.trainer_for`);
-    `fresh` itself with the fit loop. Hand its values back with `trained_model`."""
+    """The model to train as `fresh`: with the fast loop, `kept` (a traced model of the same depth) or a
+    new one from `build(elastic=True)` (`build` being `build_model` for the trial), either made to train
+    exactly as `fresh` would (`fast_training.trainer_for`); `fresh` itself with the fit loop. Hand its
+    values back with `trained_model`."""
     if loop != "fast":
         return fresh
     from worker.fast_training import trainer_for
 
-    return trainer_for(kept, fresh, build, data)
+    return trainer_for(kept, fresh, partial(build, elastic=True), data)
 
 
 def trained_model(trainer: keras.Model, fresh: keras.Model) -> keras.Model:

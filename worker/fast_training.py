@@ -201,17 +201,19 @@ def trainer_for(
     """The model that trains exactly as `fresh` would, on a traced loop that takes any layer widths.
 
     It is `kept`, an elastic model (`worker.elastic_models`) traced for an earlier execution or trial with
-    the same layers but for their units (`worker.model_cache`), or else a new one from `build` (the same
-    model as `fresh`), traced once at its first chunk. Either gets `fresh`'s weights, dropout seeds and
-    optimizer state (its learning rate included; zero moments, or those a continued trial loaded) and this
-    execution's shuffling seed. Hand the trained values back with `elastic_models.unload(model, fresh)`:
-    an elastic model can be neither saved nor exported.
+    the same depth but for their units, activation and dropout (`worker.model_cache`), or else a new one
+    from `build` (`build_model(..., elastic=True)` for the same trial as `fresh`), traced once at
+    its first chunk. Either gets `fresh`'s weights, dropout seeds and rates, activation and optimizer state
+    (its learning rate included; zero moments, or those a continued trial loaded) and this execution's
+    shuffling seed. Hand the trained values back with `elastic_models.unload(model, fresh)`: an elastic
+    model can be neither saved nor exported.
     """
     seed = keras.random.SeedGenerator().state.value  # this execution's shuffles, drawn before `build` draws
     model = kept
     if model is None:
         model = build()
-        elastic_models.mark_elastic(model)
+        if not elastic_models.is_elastic(model):  # a model of exactly `fresh`'s layers and activation
+            elastic_models.mark_elastic(model)
         loop = _loop_for(model, _to_tensor(data.x_train), _to_tensor(data.y_train))  # relaxes it
     else:
         loop = getattr(model, _LOOP_ATTRIBUTE)  # a kept model has trained, so it has its loop

@@ -7,7 +7,9 @@ from typing import Any
 import keras
 
 from service.core.catalog import Task
+from service.core.params import bounds, names
 from service.core.spec import JobSpec
+from worker import elastic_models
 from worker.constants import configuration
 from worker.preprocess import UNSCALED_LOSSES, rescale_output, standardized_loss
 from worker.training import TrainData
@@ -65,20 +67,28 @@ def build_model(
     *,
     units: int,
     target_scale: tuple[float, float] | None = None,
+    elastic: bool = False,
 ) -> keras.Model:
     """A compiled mlp for one trial on `data`'s input width, with `units` outputs (one per class for
     multiclass, else 1); `values` holds every active hyperparameter (the job's constants are added).
 
     With `target_scale` (mean, std) the model outputs original units while the loss is computed on
     standardized ones (except `UNSCALED_LOSSES`), so large targets train like standardized ones.
+
+    `elastic` builds the model that trains every trial of the job with these layers, whatever their units,
+    activation and dropout (`worker.elastic_models`): it has a Dropout layer after each hidden one whenever
+    the job's dropout can be above zero.
     """
     values = configuration(spec, values)
+    dropout = float(values["dropout"])
+    if elastic and dropout == 0:
+        dropout = bounds(spec.model.dropout)[1]  # a placeholder: the rate is a trial's own once loaded
     inputs = keras.Input(shape=(data.x_train.shape[1],), name="features")
     x = inputs
     for index in range(int(values["hidden_layers"])):
         x = keras.layers.Dense(int(values[f"units_{index}"]), activation=values["activation"])(x)
-        if float(values["dropout"]) > 0:
-            x = keras.layers.Dropout(float(values["dropout"]))(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout)(x)
     loss: str | keras.losses.Loss = spec.loss
     if target_scale is None:
         outputs = keras.layers.Dense(units, activation=spec.output_activation, name="output")(x)
@@ -93,4 +103,6 @@ def build_model(
         loss=loss,
         metrics=[make_metric(name, spec.task) for name in spec.metrics],
     )
+    if elastic:
+        elastic_models.mark_elastic(model, names(spec.model.activation))
     return model

@@ -1,16 +1,17 @@
 """Traced models a worker process keeps between trials of the same layers.
 
 Tracing a model's epoch loop costs a second or more (`worker.fast_training`), often more than a short
-trial's training. A trial whose layers this process has trained before, whatever their units and
-dropout rate (a trial of the same job with the same depth, activation and optimizer, and dropout or
-none: a hyperband trial going on from an earlier one, most trials of a search over a few depths, a
-re-check of the best trials), takes that model and its trace, and trains it exactly as a freshly built
-model (`trainer_for` copies the fresh model's weights, seeds and optimizer state into it; the kept
-model's widths and rates are free, `worker.elastic_models`).
+trial's training. A trial whose layers this process has trained before, whatever their units, activation
+and dropout (a trial of the same job with the same depth and optimizer: a hyperband trial going on from
+an earlier one, most trials of a search over a few depths, a re-check of the best trials), takes that
+model and its trace, and trains it exactly as a freshly built model (`trainer_for` copies the fresh
+model's weights, seeds and optimizer state into it; the kept model's widths, activations and rates are
+free, `worker.elastic_models`).
 
 Only values that the traced loop reads as variables or arguments may differ between the trials that share
-a model: the units (variables of free shape), the dropout rate and the learning rate (variables), the
-batch size and the epochs (arguments of the loop).
+a model: the units (variables of free shape), the activation (a variable picking one of the job's
+choices), the dropout rate (a variable; 0 skips the layer) and the learning rate (variables), the batch
+size and the epochs (arguments of the loop).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from worker import elastic_models
 from worker.constants import configuration
 
 # What the traced loop takes as a variable or an argument: trials that differ only in these share a model.
-_NOT_TRACED = frozenset({"learning_rate", "batch_size"})
+_NOT_TRACED = frozenset({"learning_rate", "batch_size", "activation", "dropout"})
 _NOT_TRACED_PREFIXES = ("tuner/", "units_")
 MAX_MODELS = 8
 MAX_PARAMETERS = 4_000_000  # over all kept models; each also keeps optimizer moments and best weights
@@ -42,8 +43,6 @@ def layers_key(job_id: str, spec: JobSpec, values: dict[str, Any]) -> str:
         for name, value in configuration(spec, values).items()
         if name not in _NOT_TRACED and not name.startswith(_NOT_TRACED_PREFIXES)
     }
-    # The rate is a variable too; whether there is dropout at all decides the layers.
-    traced["dropout"] = float(traced.get("dropout", 0.0)) > 0
     return json.dumps([job_id, traced], sort_keys=True, default=str)
 
 

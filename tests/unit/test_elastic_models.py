@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from service.core.catalog import ACTIVATIONS
 from service.core.spec import JobCreate, JobSpec
 from worker import elastic_models
 from worker.fast_training import fast_fit_execution, trainer_for
@@ -131,3 +132,53 @@ def test_models_of_other_layers_are_refused() -> None:
     three = {**values((4, 6)), "hidden_layers": 3, "units_2": 5}
     with pytest.raises(ValueError, match="not the same layers"):
         elastic_models.load(kept, model(three))
+
+
+def activation_spec(choices: list[str]) -> JobSpec:
+    body = spec().model_dump(mode="json", exclude_none=True)
+    body["model"] = {**body["model"], "activation": {"values": choices}, "dropout": {"min": 0.0, "max": 0.5}}
+    return JobCreate.model_validate(body)
+
+
+def kept_for(job: JobSpec, trial: dict[str, Any]) -> keras.Model:
+    """The job's elastic model, traced and trained for `trial`."""
+    kept = trainer_for(None, model(trial), lambda: build_model(job, trial, DATA, units=1, elastic=True), DATA)
+    fast_fit_execution(kept, DATA, OPTIONS, never)
+    return kept
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_a_free_activation_computes_exactly_the_trials_own(activation: str) -> None:
+    job = activation_spec(list(ACTIVATIONS))
+    kept = kept_for(job, {**values((4, 6)), "activation": "linear"})  # traced with another activation
+    trial = {**values((5, 7)), "activation": activation, "dropout": 0.0}
+    keras.utils.set_random_seed(4)
+    fresh = build_model(job, trial, DATA, units=1)
+    elastic_models.load(kept, fresh)
+
+    # As in the traced loop, with training on: a trial without dropout has no Dropout layer to match.
+    actual = tf.function(lambda x: kept(x, training=True))(DATA.x_val)
+    expected = tf.function(lambda x: fresh(x, training=True))(DATA.x_val)
+
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_free_dropout_at_rate_zero_passes_its_inputs_and_draws_no_seed() -> None:
+    job = activation_spec(["relu", "tanh"])
+    kept = kept_for(job, values((4, 6)))
+    elastic_models.load(kept, model(values((5, 5), dropout=0.0)))
+    free = next(layer for layer in kept.layers if isinstance(layer, keras.layers.Dropout))
+    before = free.seed_generator.state.numpy()
+    inputs = np.random.default_rng(1).normal(size=(64, 5)).astype("float32")
+
+    actual = tf.function(lambda x: free(x, training=True))(inputs)
+
+    np.testing.assert_array_equal(actual.numpy(), inputs)
+    np.testing.assert_array_equal(free.seed_generator.state.numpy(), before)
+
+
+def test_a_trial_whose_activation_is_not_a_choice_is_refused() -> None:
+    job = activation_spec(["relu", "tanh"])
+    kept = kept_for(job, values((4, 6)))
+    with pytest.raises(ValueError, match="not the same layers"):
+        elastic_models.load(kept, model({**values((4, 6)), "activation": "selu"}))

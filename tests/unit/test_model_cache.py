@@ -40,18 +40,28 @@ TRIAL = {
 # --- layers_key -----------------------------------------------------------------------------------------
 
 
-def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_model() -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dropout": 0.45},
+        {"dropout": 0.0},  # a trial without dropout skips the kept model's Dropout layers
+        {"activation": "relu"},
+    ],
+)
+def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_model(
+    change: dict[str, Any],
+) -> None:
     spec = classifier_spec()
     key = layers_key("job", spec, TRIAL)
     other = {
         **TRIAL,
         "units_0": 256,
         "units_1": 32,
-        "dropout": 0.45,
         "learning_rate": 0.5,
         "batch_size": 4,
         "tuner/epochs": 9,
         "tuner/trial_id": "03",
+        **change,
     }
     assert layers_key("job", spec, other) == key
 
@@ -59,8 +69,6 @@ def test_trials_differing_only_in_values_the_loop_reads_at_run_time_share_a_mode
 @pytest.mark.parametrize(
     "change",
     [
-        {"activation": "relu"},
-        {"dropout": 0.0},
         {"optimizer": "rmsprop"},
         {"hidden_layers": 3, "units_2": 8},
     ],
@@ -158,7 +166,18 @@ def xor() -> TrainData:
     return TrainData(x, y, x[:4], y[:4])
 
 
-def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
+@pytest.mark.parametrize(
+    ("first", "later"),
+    [
+        ({}, {"dropout": 0.35}),
+        ({}, {"activation": "relu", "dropout": 0.0}),  # no Dropout layer in the trial's own model
+        ({"activation": "relu", "dropout": 0.0}, {"dropout": 0.1}),
+    ],
+    ids=["another-rate", "another-activation-no-dropout", "dropout-after-none"],
+)
+def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one(
+    first: dict[str, Any], later: dict[str, Any]
+) -> None:
     spec, data = classifier_spec(), xor()
     options = FitOptions(epochs=6, batch_size=5, monitor="val_accuracy", mode="max", shuffle=True)
 
@@ -169,14 +188,17 @@ def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
     def never(epoch: int, logs: dict[str, float]) -> None:
         return None
 
-    kept = trainer_for(None, model(TRIAL), lambda: build_model(spec, TRIAL, data, units=1), data)
+    earlier = {**TRIAL, **first}
+    elastic = build_model(spec, earlier, data, units=1, elastic=True)
+    kept = trainer_for(None, model(earlier), lambda: elastic, data)
     fast_fit_execution(kept, data, options, never)  # an earlier trial: other widths, another learning rate
-    later = {**TRIAL, "units_0": 32, "units_1": 3, "dropout": 0.35, "learning_rate": 0.05}
+    later = {**TRIAL, "units_0": 32, "units_1": 3, "learning_rate": 0.05, **later}
     fresh = model(later)
     trainer = trainer_for(kept, fresh, lambda: pytest.fail("the kept model is used"), data)
     actual = fast_fit_execution(trainer, data, options, never)
     trained = unload(trainer, fresh)
-    expected = fast_fit_execution(model(later), data, options, never)  # a plain model, traced for itself
+    twin = model(later)
+    expected = fast_fit_execution(twin, data, options, never)  # a plain model, traced for itself
 
     assert trainer is kept and kept._ktune_fast_loop.run.experimental_get_tracing_count() == 1
     assert float(kept.optimizer.learning_rate) == pytest.approx(0.05)
@@ -185,3 +207,5 @@ def test_a_trial_on_a_kept_model_trains_exactly_as_on_a_fresh_one() -> None:
         np.testing.assert_allclose(actual.history[name], values, rtol=1e-4, err_msg=name)
     assert actual.best_epoch == expected.best_epoch
     assert [w.shape for w in trained.get_weights()[:2]] == [(2, 32), (32,)]
+    for mine, theirs in zip(trained.variables, twin.variables, strict=True):  # seed states included
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6, err_msg=mine.path)
